@@ -1,0 +1,35 @@
+"""The spatial core: one implementation of warp, compose, resize, integrate and Jacobian.
+
+Pure PyTorch functions, 2D and 3D through the same code, batched and differentiable; no
+randomness and no I/O.
+
+Conventions (used throughout ``drdm``):
+
+* images and label maps are ``(B, C, *spatial)`` with the spatial axes in the array order of
+  the image on disk (``(H, W)`` or ``(D, H, W)`` as the array comes, no axis flips);
+* a displacement field (DDF or DVF) is ``(B, ndim, *spatial)``; channel ``i`` is the
+  displacement along spatial axis ``i``, in voxels;
+* warping pulls back: ``warp(I, u)(x) = I(x + u(x))``;
+* ``compose(a, b)[x] = b[x + a[x]] + a[x]`` (paper Eq. 5), so
+  ``warp(I, compose(a, b)) ≈ warp(warp(I, b), a)``.
+"""
+
+from ._field import compose, integrate, resize_ddf
+from ._grid import identity_grid
+from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
+from ._sample import sample, warp, warp_labels
+
+__all__ = [
+    "MagnitudeStats",
+    "compose",
+    "fold_ratio",
+    "identity_grid",
+    "integrate",
+    "jacobian_det",
+    "magnitude_stats",
+    "resize_ddf",
+    "sample",
+    "spatial_gradient",
+    "warp",
+    "warp_labels",
+]
