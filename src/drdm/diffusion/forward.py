@@ -1,0 +1,268 @@
+"""The forward deformation-diffusion process (paper 2.1, Eq. 2, 6, 7, 9-11, and 3.3).
+
+The process knows nothing of the network. For a batch of images and one timestep per sample
+it returns the deformed images ``I_t = phi_{t:1}(I_0)``, the step field ``psi_t`` and the
+cumulative field ``phi_{t:1} = psi_t o phi_{t-1:1}`` (Eq. 2), all on the image grid in voxels.
+
+How it is computed (``integration="exp"``, the default):
+
+* A unit DVF is a multi-scale Gaussian field (Eq. 6) on a control grid covering
+  ``field_extent`` times the image (3.3).
+* The step ``psi_t`` is ``n_t`` unit DVFs composed; ``phi_{t-1:1}`` stands for the remaining
+  ``n_{t:1} - n_t`` (Eq. 10 with the practical ``n_{t:1}`` of 3.3). ``n`` independent unit DVFs
+  have a displacement variance ``n`` times that of one (Eq. 7, 10). Instead of ``n``
+  compositions the process draws one velocity with the same spatial covariance and ``n`` times
+  the variance (``sqrt(n)`` times a unit field) and integrates it by scaling and squaring
+  (``squaring_steps`` compositions). This matches the step-by-step composition in the
+  statistics that matter (mean/max magnitude, fold ratio; see ``tests/test_diffusion.py`` and
+  ``benchmarks/forward_benchmark.py``) and is diffeomorphic by construction.
+* ``phi_{t:1} = compose(psi_t, phi_{t-1:1})`` exactly, so ``I_t`` contains the step the network
+  learns to undo. With ``perturb=True`` (training) the step inside ``phi_{t:1}`` gets an extra
+  ``perturbation`` (5 %) of independent noise, so the image is not deformed by exactly the
+  target ``psi_t``.
+* Finally the fields are cropped from the centre of the control grid and interpolated to the
+  image grid, and converted to image voxels.
+
+``integration="compose"`` runs the paper's process literally (unit DVFs composed one at a
+time, one sample at a time); it is the reference for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..spatial import compose, identity_grid, integrate, sample, warp
+from .config import ForwardDiffusionConfig
+from .random_field import multiscale_velocity
+from .schedule import cumulative_units, step_units
+
+
+class ForwardFields(NamedTuple):
+    """Random fields of one forward draw, on the image grid in voxels.
+
+    ``step``: ``psi_t``, ``(B, ndim, *spatial)``; ``cumulative``: ``phi_{t:1}``, same shape.
+    """
+
+    step: Tensor
+    cumulative: Tensor
+
+
+class ForwardSample(NamedTuple):
+    """Output of :meth:`ForwardDiffusion.sample`.
+
+    ``images``: ``I_t = warp(I_0, phi_{t:1})``, ``(B, C, *spatial)``;
+    ``step``: ``psi_t``; ``cumulative``: ``phi_{t:1}``; both ``(B, ndim, *spatial)`` voxels.
+    """
+
+    images: Tensor
+    step: Tensor
+    cumulative: Tensor
+
+
+class ForwardDiffusion:
+    """The forward deformation-diffusion process. See the module docstring."""
+
+    def __init__(self, config: ForwardDiffusionConfig | None = None) -> None:
+        self.config = config or ForwardDiffusionConfig()
+
+    # ----------------------------------------------------------------- schedules
+    def step_units(self, t: Tensor) -> Tensor:
+        """``n_t`` for a tensor of 1-based timesteps."""
+        c = self.config
+        return step_units(t, c.alpha, c.beta)
+
+    def cumulative_units(self, t: Tensor) -> Tensor:
+        """``n_{t:1}`` for a tensor of 1-based timesteps."""
+        c = self.config
+        return cumulative_units(
+            t, c.alpha, c.beta, c.cumulative, c.practical_power, c.practical_divisor
+        )
+
+    # ----------------------------------------------------------------- geometry
+    def control_grid(self, size: Sequence[int]) -> tuple[list[int], list[float]]:
+        """Control-grid shape for an image of ``size`` voxels and its spacing in image voxels."""
+        c = self.config
+        biggest = max(size)
+        if c.grid_size is None:
+            grid = [max(2, round(c.field_extent * s)) for s in size]
+        else:
+            grid = [max(2, round(c.grid_size * s / biggest)) for s in size]
+        spacing = [c.field_extent * s / g for s, g in zip(size, grid, strict=True)]
+        return grid, spacing
+
+    def _to_image_grid(self, field: Tensor, size: Sequence[int], spacing: Sequence[float]) -> Tensor:
+        """Crop the image's centre part of a control-grid field and express it in image voxels."""
+        c = self.config
+        ndim = len(size)
+        coords = identity_grid(size, device=field.device, dtype=field.dtype)
+        view = (ndim, *([1] * ndim))
+        offset = field.new_tensor([(c.field_extent - 1.0) * s / 2.0 for s in size]).view(view)
+        step = field.new_tensor(list(spacing)).view(view)
+        # image voxel centre x (edge at 0) sits at (x + 0.5 + offset) / spacing - 0.5 on the grid
+        coords = (coords + 0.5 + offset) / step - 0.5
+        out = sample(field, coords.unsqueeze(0), mode="linear", padding="border")
+        return out * step.unsqueeze(0)
+
+    def _check_t(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
+        t = torch.as_tensor(t, device=device).long().reshape(-1)
+        if t.numel() == 1 and batch > 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"need one timestep per sample: got {t.numel()} for batch {batch}")
+        T = self.config.num_steps
+        if bool(((t < 1) | (t > T)).any()):
+            raise ValueError(f"timesteps must lie in 1..{T}, got {t.tolist()}")
+        return t
+
+    # ----------------------------------------------------------------- sampling
+    def sample_fields(
+        self,
+        size: Sequence[int],
+        t: Tensor | int,
+        generator: torch.Generator | None = None,
+        perturb: bool = False,
+        batch: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> ForwardFields:
+        """Draw ``psi_t`` and ``phi_{t:1}`` for an image grid of ``size`` (``ndim`` entries).
+
+        ``t``: one 1-based timestep per sample (``(B,)``) or an int shared by ``batch`` samples.
+        Returns fields of shape ``(B, ndim, *size)`` in voxels.
+        """
+        size = [int(s) for s in size]
+        if len(size) != self.config.ndim:
+            raise ValueError(f"expected a {self.config.ndim}D size, got {size}")
+        device = torch.device(device)
+        if batch is None:
+            batch = torch.as_tensor(t).numel()
+        t = self._check_t(t, batch, device)
+        grid, spacing = self.control_grid(size)
+        if self.config.integration == "compose":
+            step, cumulative = self._fields_by_composition(t, grid, spacing, size, generator, perturb, device, dtype)
+        else:
+            step, cumulative = self._fields_by_exponential(t, grid, spacing, generator, perturb, device, dtype)
+        return ForwardFields(
+            step=self._to_image_grid(step, size, spacing),
+            cumulative=self._to_image_grid(cumulative, size, spacing),
+        )
+
+    def sample(
+        self,
+        images: Tensor,
+        t: Tensor | int,
+        generator: torch.Generator | None = None,
+        perturb: bool = False,
+    ) -> ForwardSample:
+        """Deform a batch of images to random timesteps (Algorithm 1, lines 4-6).
+
+        Args:
+            images: ``I_0``, ``(B, C, *spatial)`` floating point.
+            t: ``(B,)`` 1-based timesteps in ``1..T`` (or one int for all samples).
+            generator: source of randomness; the same seed gives the same fields bit for bit
+                on the CPU.
+            perturb: add the training perturbation to the step inside ``phi_{t:1}``.
+        """
+        if images.dim() != self.config.ndim + 2:
+            raise ValueError(
+                f"images must be (B, C, *spatial) with {self.config.ndim} spatial axes, "
+                f"got shape {tuple(images.shape)}"
+            )
+        fields = self.sample_fields(
+            images.shape[2:], t, generator, perturb, images.shape[0], images.device, images.dtype
+        )
+        deformed = warp(images, fields.cumulative, mode=self.config.image_mode, padding="zeros")
+        return ForwardSample(deformed, fields.step, fields.cumulative)
+
+    # ----------------------------------------------------------------- internals
+    def _unit_std(self, spacing: Sequence[float], size: Sequence[int]) -> list[float]:
+        sigma_voxels = self.config.sigma * max(size)
+        return [sigma_voxels / s for s in spacing]
+
+    def _fields_by_exponential(
+        self,
+        t: Tensor,
+        grid: list[int],
+        spacing: list[float],
+        generator: torch.Generator | None,
+        perturb: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor]:
+        c = self.config
+        batch = t.numel()
+        size = [round(g * s / c.field_extent) for g, s in zip(grid, spacing, strict=True)]
+        std = self._unit_std(spacing, size)
+        n_step = self.step_units(t)
+        n_rest = self.cumulative_units(t) - n_step
+        view = (batch, 1, *([1] * len(grid)))
+        chunks = c.history_chunks
+        k = 1 + chunks + (1 if perturb else 0)
+        units = multiscale_velocity(k * batch, grid, std, c.num_scales, generator, device, dtype)
+        units = units.view(k, batch, *units.shape[1:])
+        step_v = units[0] * n_step.to(device, dtype).sqrt().view(view)
+        rest_scale = (n_rest.to(device, dtype) / chunks).sqrt().view(view)
+        velocities = [step_v] + [units[1 + j] * rest_scale for j in range(chunks)]
+        if perturb:
+            noise = units[-1] * (c.perturbation * n_step.to(device, dtype).sqrt().view(view))
+            velocities.append(step_v + noise)
+        ddfs = integrate(torch.cat(velocities), steps=c.squaring_steps).view(len(velocities), batch, *units.shape[2:])
+        step = ddfs[0]
+        applied_step = ddfs[-1] if perturb else step
+        # left fold: the accumulated field is never resampled, only the fresh factor is
+        cumulative = applied_step
+        for j in range(1, 1 + chunks):
+            cumulative = compose(cumulative, ddfs[j])
+        return step, cumulative
+
+    def _fields_by_composition(
+        self,
+        t: Tensor,
+        grid: list[int],
+        spacing: list[float],
+        size: list[int],
+        generator: torch.Generator | None,
+        perturb: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor]:
+        """The literal process: unit DVFs composed one at a time, one sample at a time."""
+        c = self.config
+        std = self._unit_std(spacing, size)
+        steps, cumulatives = [], []
+        for n_step, n_total in zip(self.step_units(t).tolist(), self.cumulative_units(t).tolist(), strict=True):
+            step = torch.zeros(1, len(grid), *grid, device=device, dtype=dtype)
+            applied = step
+            for _ in range(n_step):  # psi_t
+                unit = self._unit(grid, std, generator, device, dtype)
+                step = compose(step, unit)
+                if perturb:
+                    unit = unit + c.perturbation * self._unit(grid, std, generator, device, dtype)
+                applied = compose(applied, unit)
+            cumulative = applied
+            for _ in range(n_total - n_step):  # then psi_{t-1}, ..., psi_1
+                cumulative = compose(cumulative, self._unit(grid, std, generator, device, dtype))
+            steps.append(step)
+            cumulatives.append(cumulative)
+        return torch.cat(steps), torch.cat(cumulatives)
+
+    def _unit(
+        self,
+        grid: list[int],
+        std: list[float],
+        generator: torch.Generator | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        return multiscale_velocity(1, grid, std, self.config.num_scales, generator, device, dtype)
+
+    def expected_unit_std(self) -> float:
+        """Eq. 7 std of one unit DVF per axis, in fractions of the image size (before the
+        smoothing of the linear up-sampling, which lowers it)."""
+        c = self.config
+        return c.sigma * math.sqrt((4 ** (c.num_scales + 1) - 1) / 3)
