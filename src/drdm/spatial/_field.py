@@ -85,6 +85,8 @@ def integrate(
         step = dvf / steps
         ddf = step
         for _ in range(steps - 1):
-            ddf = compose(step, ddf, padding=padding)
+            # left fold: resample the small step at x + ddf(x), never the accumulated field,
+            # which would be smoothed a little by every linear interpolation
+            ddf = compose(ddf, step, padding=padding)
         return ddf
     raise ValueError(f"method must be 'scaling_squaring' or 'compose', got {method!r}")

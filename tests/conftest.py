@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two CPU cores: OpenMP busy-waiting stalls 2-thread ops on these machines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+torch.set_num_threads(1)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; skips when absent (users' clones)."""
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip("../shared/data is not available")
+    return path
+
+
+def smooth_field(shape, amplitude, generator, dtype=torch.float64):
+    """A smooth random displacement field (B, ndim, *spatial) in voxels."""
+    batch, ndim, *size = shape
+    coarse = torch.randn(batch, ndim, *[4] * ndim, generator=generator, dtype=dtype)
+    mode = "bilinear" if ndim == 2 else "trilinear"
+    field = torch.nn.functional.interpolate(coarse, size=size, mode=mode, align_corners=True)
+    return field * amplitude
+
+
+def smooth_image(size, generator, dtype=torch.float64):
+    """A smooth random image (1, 1, *size)."""
+    return smooth_field((1, len(size), *size), 1.0, generator, dtype)[:, :1]
