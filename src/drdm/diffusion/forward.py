@@ -88,10 +88,11 @@ class ForwardDiffusion:
         """Control-grid shape for an image of ``size`` voxels and its spacing in image voxels."""
         c = self.config
         biggest = max(size)
+        full = [max(2, round(c.field_extent * s)) for s in size]
         if c.grid_size is None:
-            grid = [max(2, round(c.field_extent * s)) for s in size]
-        else:
-            grid = [max(2, round(c.grid_size * s / biggest)) for s in size]
+            grid = full
+        else:  # never finer than one control point per image voxel
+            grid = [min(f, max(2, round(c.grid_size * s / biggest))) for f, s in zip(full, size, strict=True)]
         spacing = [c.field_extent * s / g for s, g in zip(size, grid, strict=True)]
         return grid, spacing
 
