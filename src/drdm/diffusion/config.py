@@ -78,7 +78,9 @@ class ForwardDiffusionConfig:
         if self.field_extent < 1:
             raise ValueError(f"field_extent must be >= 1, got {self.field_extent}")
         if self.cumulative not in ("practical", "theoretical"):
-            raise ValueError(f"cumulative must be 'practical' or 'theoretical', got {self.cumulative!r}")
+            raise ValueError(
+                f"cumulative must be 'practical' or 'theoretical', got {self.cumulative!r}"
+            )
         if self.integration not in ("exp", "compose"):
             raise ValueError(f"integration must be 'exp' or 'compose', got {self.integration!r}")
         if self.squaring_steps < 0:

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..spatial import compose, identity_grid, integrate, sample, warp
+from ..spatial import compose, integrate, resample_separable, warp
 from .config import ForwardDiffusionConfig
 from .random_field import multiscale_velocity
 from .schedule import cumulative_units, step_units
@@ -92,22 +92,30 @@ class ForwardDiffusion:
         if c.grid_size is None:
             grid = full
         else:  # never finer than one control point per image voxel
-            grid = [min(f, max(2, round(c.grid_size * s / biggest))) for f, s in zip(full, size, strict=True)]
+            grid = [
+                min(f, max(2, round(c.grid_size * s / biggest)))
+                for f, s in zip(full, size, strict=True)
+            ]
         spacing = [c.field_extent * s / g for s, g in zip(size, grid, strict=True)]
         return grid, spacing
 
-    def _to_image_grid(self, field: Tensor, size: Sequence[int], spacing: Sequence[float]) -> Tensor:
-        """Crop the image's centre part of a control-grid field and express it in image voxels."""
+    def _to_image_grid(
+        self, field: Tensor, size: Sequence[int], spacing: Sequence[float]
+    ) -> Tensor:
+        """Crop the image's centre part of a control-grid field and express it in image voxels.
+
+        Interpolated with the cubic kernel, separably along each axis, so the field (and its
+        Jacobian) is smooth across control-grid cells.
+        """
         c = self.config
-        ndim = len(size)
-        coords = identity_grid(size, device=field.device, dtype=field.dtype)
-        view = (ndim, *([1] * ndim))
-        offset = field.new_tensor([(c.field_extent - 1.0) * s / 2.0 for s in size]).view(view)
-        step = field.new_tensor(list(spacing)).view(view)
-        # image voxel centre x (edge at 0) sits at (x + 0.5 + offset) / spacing - 0.5 on the grid
-        coords = (coords + 0.5 + offset) / step - 0.5
-        out = sample(field, coords.unsqueeze(0), mode="linear", padding="border")
-        return out * step.unsqueeze(0)
+        positions = []
+        for s, h in zip(size, spacing, strict=True):
+            x = torch.arange(s, device=field.device, dtype=field.dtype)
+            # image voxel centre x (edge at 0) sits at (x + 0.5 + offset) / spacing - 0.5
+            positions.append((x + 0.5 + (c.field_extent - 1.0) * s / 2.0) / h - 0.5)
+        out = resample_separable(field, positions, mode="cubic")
+        step = field.new_tensor(list(spacing)).view(1, len(size), *([1] * len(size)))
+        return out * step
 
     def _check_t(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
         t = torch.as_tensor(t, device=device).long().reshape(-1)
@@ -145,9 +153,13 @@ class ForwardDiffusion:
         t = self._check_t(t, batch, device)
         grid, spacing = self.control_grid(size)
         if self.config.integration == "compose":
-            step, cumulative = self._fields_by_composition(t, grid, spacing, size, generator, perturb, device, dtype)
+            step, cumulative = self._fields_by_composition(
+                t, grid, spacing, size, generator, perturb, device, dtype
+            )
         else:
-            step, cumulative = self._fields_by_exponential(t, grid, spacing, generator, perturb, device, dtype)
+            step, cumulative = self._fields_by_exponential(
+                t, grid, spacing, generator, perturb, device, dtype
+            )
         return ForwardFields(
             step=self._to_image_grid(step, size, spacing),
             cumulative=self._to_image_grid(cumulative, size, spacing),
@@ -212,7 +224,9 @@ class ForwardDiffusion:
         if perturb:
             noise = units[-1] * (c.perturbation * n_step.to(device, dtype).sqrt().view(view))
             velocities.append(step_v + noise)
-        ddfs = integrate(torch.cat(velocities), steps=c.squaring_steps).view(len(velocities), batch, *units.shape[2:])
+        ddfs = integrate(torch.cat(velocities), steps=c.squaring_steps).view(
+            len(velocities), batch, *units.shape[2:]
+        )
         step = ddfs[0]
         applied_step = ddfs[-1] if perturb else step
         # left fold: the accumulated field is never resampled, only the fresh factor is
@@ -236,7 +250,9 @@ class ForwardDiffusion:
         c = self.config
         std = self._unit_std(spacing, size)
         steps, cumulatives = [], []
-        for n_step, n_total in zip(self.step_units(t).tolist(), self.cumulative_units(t).tolist(), strict=True):
+        for n_step, n_total in zip(
+            self.step_units(t).tolist(), self.cumulative_units(t).tolist(), strict=True
+        ):
             step = torch.zeros(1, len(grid), *grid, device=device, dtype=dtype)
             applied = step
             for _ in range(n_step):  # psi_t

@@ -18,6 +18,7 @@ from ._field import compose, integrate, resize_ddf
 from ._grid import identity_grid
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._sample import sample, warp, warp_labels
+from ._separable import interpolation_matrix, resample_separable
 
 __all__ = [
     "MagnitudeStats",
@@ -25,8 +26,10 @@ __all__ = [
     "fold_ratio",
     "identity_grid",
     "integrate",
+    "interpolation_matrix",
     "jacobian_det",
     "magnitude_stats",
+    "resample_separable",
     "resize_ddf",
     "sample",
     "spatial_gradient",

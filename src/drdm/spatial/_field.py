@@ -24,7 +24,9 @@ def compose(a: Tensor, b: Tensor, padding: Padding = "border") -> Tensor:
     check_field(a, "a")
     check_field(b, "b")
     if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"fields must share ndim and grid, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"fields must share ndim and grid, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     return warp(b, a, mode="linear", padding=padding) + a
 
 

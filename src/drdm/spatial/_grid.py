@@ -41,7 +41,9 @@ def voxel_to_grid_sample(coords: Tensor, size: Sequence[int]) -> Tensor:
 def check_field(ddf: Tensor, name: str = "ddf") -> int:
     """Validate a displacement field of shape ``(B, ndim, *spatial)`` and return ``ndim``."""
     if ddf.dim() not in (4, 5):
-        raise ValueError(f"{name} must have shape (B, ndim, *spatial) with ndim 2 or 3, got {tuple(ddf.shape)}")
+        raise ValueError(
+            f"{name} must have shape (B, ndim, *spatial) with ndim 2 or 3, got {tuple(ddf.shape)}"
+        )
     ndim = ddf.dim() - 2
     if ddf.shape[1] != ndim:
         raise ValueError(
