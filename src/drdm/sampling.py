@@ -1,0 +1,235 @@
+"""The deformation-recovery loop (paper Algorithm 2): a forward process plus a network.
+
+No I/O and no resizing here: :func:`recover` works on the network's grid. The user-facing
+pipeline (any input size, several samples per image, checkpoints) is :class:`drdm.DRDM`.
+
+Conventions (as in :mod:`drdm.spatial`): images ``(B, C, *S)``, displacement fields
+``(B, ndim, *S)`` in voxels, pull-back warping ``warp(I, u)(x) = I(x + u(x))`` and
+``compose(a, b)[x] = b[x + a[x]] + a[x]`` (Eq. 5), so ``warp(I, compose(a, b))`` is
+``warp(warp(I, b), a)``: ``b`` is applied to the image first, ``a`` after it.
+
+Algorithm 2, for a deformation level ``T'``::
+
+    phi   <- phi_{T':1}, a random field of the forward process at t = T'      (lines 3-4)
+    I_hat <- warp(I_0, phi)                                                    (lines 5-6)
+    for t = T', ..., 1:
+        psi_hat <- D_theta(I_hat, t)                                           (line 8, Eq. 12)
+        phi     <- compose(psi_hat, phi)      # psi_hat o phi, Eq. 1            (line 9)
+        I_hat   <- warp(I_0, phi)             # the ORIGINAL image, Eq. 4       (line 10)
+    return phi
+
+The new step is applied after the accumulated deformation
+(``warp(I_0, compose(psi_hat, phi)) = warp(warp(I_0, phi), psi_hat)``) and every image is
+one resampling of the original, never a re-warp of a warped image (2.2.1).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+from .config import from_dict, to_dict
+from .spatial import compose, warp
+
+__all__ = [
+    "ForwardProcess",
+    "RecoveryResult",
+    "SamplerConfig",
+    "official_sampler_config",
+    "recover",
+]
+
+
+class _ProcessConfig(Protocol):
+    ndim: int
+    num_steps: int
+
+
+class ForwardProcess(Protocol):
+    """What :func:`recover` needs of a forward process (``ForwardDiffusion`` or the authors'
+    preset ``OfficialForwardProcess``)."""
+
+    config: _ProcessConfig
+
+    def sample_fields(
+        self,
+        size: Sequence[int],
+        t: Tensor | int,
+        generator: torch.Generator | None = None,
+        perturb: bool = False,
+        batch: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Any:
+        """Returns an object with ``.cumulative`` (``(B, ndim, *size)`` voxels)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Numerical choices of the recovery loop (stored in checkpoints under ``extra.sampler``).
+
+    Attributes:
+        compose_padding: padding of the accumulated field when a new step is composed into it
+            (``phi <- compose(psi_hat, phi)`` samples ``phi`` at ``x + psi_hat(x)``):
+            ``"border"`` (ours) or ``"zeros"`` (the authors' recovery loop).
+        image_mode: interpolation of the images warped by the accumulated field: ``"linear"``
+            (ours) or ``"cubic"`` (the authors' bicubic).
+        image_padding: value outside the image when warping: ``"zeros"`` (both).
+    """
+
+    compose_padding: Literal["zeros", "border"] = "border"
+    image_mode: Literal["linear", "cubic"] = "linear"
+    image_padding: Literal["zeros", "border"] = "zeros"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("compose_padding", ("zeros", "border")),
+            ("image_mode", ("linear", "cubic")),
+            ("image_padding", ("zeros", "border")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        return from_dict(cls, data)
+
+
+def official_sampler_config() -> SamplerConfig:
+    """The authors' recovery loop: zero padding when composing, bicubic zero-padded images."""
+    return SamplerConfig(compose_padding="zeros", image_mode="cubic", image_padding="zeros")
+
+
+class RecoveryResult(NamedTuple):
+    """Output of :func:`recover`, all on the network's grid ``S``.
+
+    Attributes:
+        ddf: the generated field ``phi = psi_hat_1 o ... o psi_hat_T' o phi_{T':1}``,
+            ``(B, ndim, *S)`` voxels.
+        images: ``warp(images, ddf)``, the recovered images ``I_hat_0``, ``(B, C, *S)``.
+        initial_ddf: the random field ``phi_{T':1}`` the recovery started from.
+        trajectory_images: ``None`` unless requested; else ``(T' + 1, B, C, *S)`` where entry
+            ``k`` is ``I_hat_{T' - k}``: entry 0 the randomly deformed image ``I_{T'}``, the last
+            entry ``images``.
+        trajectory_ddfs: likewise ``(T' + 1, B, ndim, *S)``: the accumulated field after each
+            step (entry 0 is ``initial_ddf``, the last ``ddf``).
+    """
+
+    ddf: Tensor
+    images: Tensor
+    initial_ddf: Tensor
+    trajectory_images: Tensor | None = None
+    trajectory_ddfs: Tensor | None = None
+
+
+def _as_level(level: object) -> int:
+    """An integral level (int, NumPy or 0-d integer tensor); bools and floats are rejected."""
+    if isinstance(level, Tensor):
+        if level.numel() != 1 or level.is_floating_point() or level.dtype == torch.bool:
+            raise TypeError(
+                f"level must be an integer, got a {level.dtype} tensor {tuple(level.shape)}"
+            )
+        return int(level.item())
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+        raise TypeError(f"level must be an integer, got {level!r}")
+    return int(level)
+
+
+def _progress(iterable: Sequence[int], enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="step", leave=False)
+
+
+def recover(
+    network: torch.nn.Module,
+    process: ForwardProcess,
+    images: Tensor,
+    level: int,
+    generator: torch.Generator | None = None,
+    *,
+    config: SamplerConfig | None = None,
+    initial_ddf: Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+) -> RecoveryResult:
+    """Run Algorithm 2 on a batch of images on the network's grid, one field per image.
+
+    Args:
+        network: ``D_theta``; called as ``network(image, t)`` with ``image`` ``(B, C, *S)`` and
+            ``t`` a LongTensor ``(B,)`` of 1-based timesteps, returning ``psi_hat_t``
+            ``(B, ndim, *S)`` in voxels (e.g. :class:`drdm.nn.RecursiveUNet`).
+        process: the forward process; ``process.sample_fields(S, level, ...)`` supplies the
+            random ``phi_{T':1}`` (``.cumulative``).
+        images: ``I_0``, ``(B, C, *S)`` floating point, ``S`` a grid the network accepts.
+        level: ``T'`` in ``1..process.config.num_steps``; the network sees ``t = T', ..., 1``.
+        generator: the only source of randomness (the random field); same seed, same result
+            bit for bit on the CPU.
+        config: padding and interpolation choices (:class:`SamplerConfig`).
+        initial_ddf: use this ``(B, ndim, *S)`` field as ``phi_{T':1}`` instead of drawing one
+            (the ``generator`` is then unused).
+        return_trajectory: also return every intermediate image and field (memory:
+            ``T' + 1`` copies of both).
+        progress: show a tqdm progress bar over the steps.
+
+    Runs under ``torch.inference_mode`` on the device and dtype of ``images``; the network
+    must be there too. Batched: one network pass per step for the whole batch.
+    """
+    config = config or SamplerConfig()
+    ndim = process.config.ndim
+    num_steps = process.config.num_steps
+    level = _as_level(level)
+    if not 1 <= level <= num_steps:
+        raise ValueError(f"level must lie in 1..{num_steps}, got {level}")
+    if images.dim() != ndim + 2:
+        raise ValueError(
+            f"images must be (B, C, *spatial) with {ndim} spatial axes, got {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point, got {images.dtype}")
+    batch, size = images.shape[0], tuple(images.shape[2:])
+    mode, pad = config.image_mode, config.image_padding
+    with torch.inference_mode():
+        if initial_ddf is None:
+            phi = process.sample_fields(
+                size, level, generator, batch=batch, device=images.device, dtype=images.dtype
+            ).cumulative
+        else:
+            if initial_ddf.shape != (batch, ndim, *size):
+                raise ValueError(
+                    f"initial_ddf must have shape {(batch, ndim, *size)}, "
+                    f"got {tuple(initial_ddf.shape)}"
+                )
+            phi = initial_ddf.to(images.device, images.dtype)
+        start = phi
+        current = warp(images, phi, mode=mode, padding=pad)  # I_{T'} (Alg. 2, lines 5-6)
+        traj_images = [current] if return_trajectory else None
+        traj_ddfs = [phi] if return_trajectory else None
+        for t in _progress(range(level, 0, -1), progress, f"recovery T'={level}"):
+            tt = torch.full((batch,), t, dtype=torch.long, device=images.device)
+            psi = network(current, tt)  # psi_hat_t (line 8, Eq. 12)
+            phi = compose(psi, phi, padding=config.compose_padding)  # psi_hat_t o phi (line 9)
+            current = warp(images, phi, mode=mode, padding=pad)  # I_hat_{t-1} (line 10)
+            if traj_images is not None and traj_ddfs is not None:
+                traj_images.append(current)
+                traj_ddfs.append(phi)
+    return RecoveryResult(
+        ddf=phi,
+        images=current,
+        initial_ddf=start,
+        trajectory_images=torch.stack(traj_images) if traj_images is not None else None,
+        trajectory_ddfs=torch.stack(traj_ddfs) if traj_ddfs is not None else None,
+    )
