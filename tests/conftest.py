@@ -3,11 +3,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
-
-# Two CPU cores: OpenMP busy-waiting stalls 2-thread ops on these machines.
+# Two CPU cores: OpenMP busy-waiting stalls 2-thread ops on these machines. Set before torch
+# initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -60,7 +60,7 @@ class ForwardDiffusionConfig:
     practical_divisor: float = 1.5
     perturbation: float = 0.05
     integration: Literal["exp", "compose"] = "exp"
-    squaring_steps: int = 6
+    squaring_steps: int = 5
     history_chunks: int = 2
     image_mode: Literal["linear", "cubic"] = "linear"
 

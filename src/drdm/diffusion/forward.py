@@ -160,10 +160,8 @@ class ForwardDiffusion:
             step, cumulative = self._fields_by_exponential(
                 t, grid, spacing, generator, perturb, device, dtype
             )
-        return ForwardFields(
-            step=self._to_image_grid(step, size, spacing),
-            cumulative=self._to_image_grid(cumulative, size, spacing),
-        )
+        both = self._to_image_grid(torch.cat([step, cumulative]), size, spacing)
+        return ForwardFields(step=both[:batch], cumulative=both[batch:])
 
     def sample(
         self,

@@ -20,22 +20,29 @@ def identity_grid(
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
 
 
-def voxel_to_grid_sample(coords: Tensor, size: Sequence[int]) -> Tensor:
+def voxel_to_grid_sample(coords: Tensor, size: Sequence[int], offset: bool = False) -> Tensor:
     """Convert voxel coordinates to the layout ``torch.nn.functional.grid_sample`` expects.
 
     ``coords`` has shape ``(B, ndim, *out)`` in voxels of an image of spatial ``size``.
     The result has shape ``(B, *out, ndim)`` with the last axis in grid_sample's reversed
     (x = last array axis first) order, normalised for ``align_corners=True``: voxel 0 maps to
-    -1 and voxel ``size - 1`` maps to +1.
+    -1 and voxel ``size - 1`` maps to +1. With ``offset=True``, ``coords`` is a displacement
+    on the grid of ``size`` and the identity grid is added (the input to a warp).
     """
     ndim = len(size)
-    scale = torch.tensor(
-        [2.0 / (s - 1) if s > 1 else 1.0 for s in size], device=coords.device, dtype=coords.dtype
-    ).view(1, ndim, *([1] * (coords.dim() - 2)))
-    normalised = coords * scale - 1.0
-    # For a singleton axis every normalised coordinate maps to index 0 under align_corners=True.
-    normalised = normalised.flip(1)
-    return normalised.movedim(1, -1)
+    spatial = coords.shape[2:]
+    channels = []
+    for i in reversed(range(ndim)):
+        # a singleton axis: any normalised coordinate maps to index 0 under align_corners=True
+        scale = 2.0 / (size[i] - 1) if size[i] > 1 else 1.0
+        value = coords[:, i] * scale
+        if offset:
+            line = torch.linspace(-1.0, 1.0, size[i], device=coords.device, dtype=coords.dtype)
+            value = value + line.view(*[size[i] if j == i else 1 for j in range(ndim)])
+        else:
+            value = value - 1.0
+        channels.append(value.expand(coords.shape[0], *spatial))
+    return torch.stack(channels, dim=-1)
 
 
 def check_field(ddf: Tensor, name: str = "ddf") -> int:

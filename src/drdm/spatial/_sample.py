@@ -24,6 +24,13 @@ _MODES = ("linear", "cubic", "nearest")
 _PADDINGS = ("zeros", "border")
 
 
+def _check_options(mode: str, padding: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+
+
 def _broadcast_batch(image: Tensor, coords: Tensor) -> tuple[Tensor, Tensor]:
     b_img, b_crd = image.shape[0], coords.shape[0]
     if b_img == b_crd:
@@ -52,10 +59,7 @@ def sample(
         ``(B, C, *out)`` tensor, differentiable with respect to ``image`` and ``coords``
         (except ``"nearest"`` with respect to ``coords``).
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if padding not in _PADDINGS:
-        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+    _check_options(mode, padding)
     ndim = image.dim() - 2
     if ndim not in (2, 3):
         raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got {tuple(image.shape)}")
@@ -135,8 +139,16 @@ def warp(
         raise ValueError(
             f"image {tuple(image.shape)} and ddf {tuple(ddf.shape)} must share the spatial grid"
         )
-    grid = identity_grid(ddf.shape[2:], device=ddf.device, dtype=ddf.dtype)
-    return sample(image, grid.unsqueeze(0) + ddf, mode=mode, padding=padding)
+    if mode == "cubic":
+        grid = identity_grid(ddf.shape[2:], device=ddf.device, dtype=ddf.dtype)
+        return sample(image, grid.unsqueeze(0) + ddf, mode=mode, padding=padding)
+    _check_options(mode, padding)
+    if not image.is_floating_point():
+        raise TypeError(f"image must be floating point, got {image.dtype}")
+    image, ddf = _broadcast_batch(image, ddf.to(image.dtype))
+    grid = voxel_to_grid_sample(ddf, ddf.shape[2:], offset=True)
+    torch_mode = "bilinear" if mode == "linear" else "nearest"
+    return F.grid_sample(image, grid, mode=torch_mode, padding_mode=padding, align_corners=True)
 
 
 def warp_labels(

@@ -8,6 +8,7 @@ the cubic kernel, continuously differentiable.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -58,6 +59,13 @@ def resample_separable(
         raise ValueError(f"need {ndim} position vectors, got {len(positions)}")
     out = image
     for axis, pos in enumerate(positions):
-        matrix = interpolation_matrix(pos.to(image.dtype), image.shape[axis + 2], mode)
-        out = torch.movedim(torch.movedim(out, axis + 2, -1) @ matrix.T, -1, axis + 2)
+        dim = axis + 2
+        matrix = interpolation_matrix(pos.to(image.dtype), out.shape[dim], mode)
+        shape = list(out.shape)
+        before = math.prod(shape[:dim])
+        after = math.prod(shape[dim + 1 :])
+        # (before, S_in, after) -> (before, S_out, after) with one batched matrix product
+        out = torch.matmul(matrix, out.reshape(before, shape[dim], after))
+        shape[dim] = matrix.shape[0]
+        out = out.reshape(shape)
     return out
