@@ -23,7 +23,9 @@ import time
 CASES = [(2, 256, 1), (2, 256, 8), (3, 128, 1), (3, 128, 8)]
 
 
-def run_one(ndim: int, size: int, batch: int, integration: str, repeats: int, threads: int) -> dict:
+def run_one(
+    ndim: int, size: int, batch: int, integration: str, repeats: int, threads: int, stats_n: int
+) -> dict:
     import torch
 
     from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
@@ -36,10 +38,13 @@ def run_one(ndim: int, size: int, batch: int, integration: str, repeats: int, th
     generator = torch.Generator().manual_seed(1)
     t = torch.full((batch,), 80)
     times, means, maxes, folds = [], [], [], []
-    for _ in range(repeats):
+    runs = 0
+    while runs < repeats or len(means) < stats_n:  # untimed extra draws for the statistics
         start = time.perf_counter()
         out = process.sample(images, t, generator=generator)
-        times.append(time.perf_counter() - start)
+        if runs < repeats:
+            times.append(time.perf_counter() - start)
+        runs += 1
         stats = magnitude_stats(out.cumulative)
         means += stats.mean_percent.tolist()
         maxes += stats.max_percent.tolist()
@@ -61,20 +66,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the fast method")
     parser.add_argument("--reference-repeats", type=int, default=1)
-    parser.add_argument("--one", nargs=4, metavar=("NDIM", "SIZE", "BATCH", "METHOD"))
+    parser.add_argument(
+        "--stats-2d", type=int, default=32, help="samples for the 2D field statistics"
+    )
+    parser.add_argument("--stats-3d", type=int, default=8, help="samples for the 3D statistics")
+    parser.add_argument("--one", nargs=5, metavar=("NDIM", "SIZE", "BATCH", "METHOD", "STATS"))
     args = parser.parse_args()
     if args.one:
-        ndim, size, batch, method = args.one
+        ndim, size, batch, method, stats_n = args.one
         repeats = args.repeats if method == "exp" else args.reference_repeats
-        print(json.dumps(run_one(int(ndim), int(size), int(batch), method, repeats, args.threads)))
+        result = run_one(
+            int(ndim), int(size), int(batch), method, repeats, args.threads, int(stats_n)
+        )
+        print(json.dumps(result))
         return
 
+    omp = os.environ.get("OMP_WAIT_POLICY", "unset")
     print(
         f"forward process at t = 80 (T = 80), default ForwardDiffusionConfig; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch threads {args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-        f"fast: best of {args.repeats} runs, reference: {args.reference_repeats} run(s); "
-        f"statistics over all samples drawn"
+        f"torch threads {args.threads}, OMP_WAIT_POLICY={omp}; "
+        f"time per sample: best of {args.repeats} runs (drdm), {args.reference_repeats} "
+        f"run(s) (reference); statistics over >= {args.stats_2d} (2D) / {args.stats_3d} (3D) "
+        f"samples each"
     )
     header = (
         "| case | batch | method | s / sample | speed-up | peak RSS MB (after import) "
@@ -85,7 +99,9 @@ def main() -> None:
     for ndim, size, batch in CASES:
         results = {}
         for method in ("exp", "compose"):
+            stats_n = args.stats_2d if ndim == 2 else args.stats_3d
             cmd = [sys.executable, __file__, "--one", str(ndim), str(size), str(batch), method]
+            cmd += [str(stats_n)]
             cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
             cmd += ["--reference-repeats", str(args.reference_repeats)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -93,9 +109,10 @@ def main() -> None:
         ratio = results["compose"]["per_sample_s"] / results["exp"]["per_sample_s"]
         for method, label in (("exp", "drdm (exp)"), ("compose", "reference")):
             r = results[method]
+            speedup = ratio if method == "exp" else 1.0
             print(
                 f"| {ndim}D {size}^{ndim} | {batch} | {label} | {r['per_sample_s']:.3f} | "
-                f"{ratio if method == 'exp' else 1.0:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) | "
+                f"{speedup:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) | "
                 f"{r['mean_pct']:.2f} | {r['max_pct']:.2f} | {r['fold_pct']:.4f} |",
                 flush=True,
             )

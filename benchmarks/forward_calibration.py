@@ -41,8 +41,10 @@ def main() -> None:
         config = dataclasses.replace(config, sigma=args.sigma)
     process = ForwardDiffusion(config)
     generator = torch.Generator().manual_seed(args.seed)
-    print(f"forward process, 2D {args.size}x{args.size}, sigma={config.sigma:g}, "
-          f"{args.samples} samples per level, seed {args.seed}, 1 thread")
+    print(
+        f"forward process, 2D {args.size}x{args.size}, sigma={config.sigma:g}, "
+        f"{args.samples} samples per level, seed {args.seed}, 1 thread"
+    )
     print("| t | max |phi| % (paper) | mean |phi| % (paper) | fold % (paper) |")
     print("|---|---|---|---|")
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Regenerate the figures shown in README.md and docs/ from the package itself.
 
-    python docs/make_figures.py
+python docs/make_figures.py
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import smooth_field, smooth_image
 
+from conftest import smooth_field, smooth_image
 from drdm.spatial import (
     compose,
     fold_ratio,

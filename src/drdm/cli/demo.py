@@ -100,7 +100,14 @@ def run(args: argparse.Namespace) -> None:
     process = ForwardDiffusion(ForwardDiffusionConfig(ndim=2))
     image, label = phantom.image.to(device), phantom.label.to(device)
     deformed, ddfs, titles = _deform_and_write(
-        args.out, "cardiac2d", process, image, label, TIMESTEPS_2D, _affine(phantom.spacing), generator
+        args.out,
+        "cardiac2d",
+        process,
+        image,
+        label,
+        TIMESTEPS_2D,
+        _affine(phantom.spacing),
+        generator,
     )
     n = len(TIMESTEPS_2D)
     original = phantom.image.numpy()
@@ -114,5 +121,7 @@ def run(args: argparse.Namespace) -> None:
     )
     original3 = thorax.image.numpy()
     deformation_figure(args.out / "forward_3d.png", [original3] * 2, deformed3, ddfs3, titles3)
-    print(f"wrote {args.out}/forward_2d.png, forward_3d.png and NIfTI images, labels and "
-          f"fields ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"wrote {args.out}/forward_2d.png, forward_3d.png and NIfTI images, labels and "
+        f"fields ({time.perf_counter() - start:.1f} s)"
+    )

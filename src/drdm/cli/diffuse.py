@@ -55,9 +55,7 @@ def run(args: argparse.Namespace) -> None:
     prefix = args.out / f"{stem}_t{args.t}_seed{args.seed}"
     write_volume(f"{prefix}_image.nii.gz", deformed.astype(np.float32), volume.affine)
     write_ddf(f"{prefix}_ddf.nii.gz", ddf, volume.affine)
-    deformation_figure(
-        f"{prefix}.png", [volume.array], [deformed], [ddf], titles=[f"t = {args.t}"]
-    )
+    deformation_figure(f"{prefix}.png", [volume.array], [deformed], [ddf], titles=[f"t = {args.t}"])
     print(
         f"{prefix}_image.nii.gz, {prefix.name}_ddf.nii.gz, {prefix.name}.png: "
         f"max |u| {float(stats.max_percent[0]):.2f} %, mean |u| "

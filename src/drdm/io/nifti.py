@@ -56,7 +56,9 @@ def read_volume(path: str | Path, allow_ndim: tuple[int, ...] = (2, 3)) -> Volum
         array = array[:, :, 0]
     if array.ndim not in allow_ndim:
         wanted = " or ".join(f"{d}D" for d in allow_ndim)
-        raise InputError(f"{path}: image is {array.ndim}D with shape {array.shape}, expected {wanted}")
+        raise InputError(
+            f"{path}: image is {array.ndim}D with shape {array.shape}, expected {wanted}"
+        )
     if min(array.shape) < 2:
         raise InputError(f"{path}: every axis needs at least 2 voxels, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
