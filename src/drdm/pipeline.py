@@ -38,10 +38,35 @@ from .pretrained import resolve_model
 from .sampling import SamplerConfig, official_sampler_config, recover
 from .spatial import resize_ddf, warp
 
-__all__ = ["DRDM", "DRDMOutput"]
+__all__ = ["DRDM", "DRDMOutput", "official_extra_config"]
 
 #: image size of the authors' published 2D checkpoint
 OFFICIAL_IMAGE_SIZE = 256
+
+
+def official_extra_config(
+    ndim: int = 2, num_steps: int = 80, image_size: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Checkpoint ``extra`` config that runs imported authors' weights as the authors do.
+
+    The authors' forward-process preset (:class:`~drdm.diffusion.official.OfficialProcessConfig`),
+    their recovery-loop numerics (:func:`~drdm.sampling.official_sampler_config`) and the
+    image size their network was trained at (256 per axis unless given).
+    """
+    size = [OFFICIAL_IMAGE_SIZE] * ndim if image_size is None else [int(s) for s in image_size]
+    return {
+        "preset": "official",
+        "forward": OfficialProcessConfig(ndim=ndim, num_steps=num_steps).to_dict(),
+        "image_size": size,
+        "sampler": official_sampler_config().to_dict(),
+        "training": {
+            "description": "the DRDM authors' published checkpoint, trained with their code "
+            "and their forward process (preset 'official')",
+            "data": "2D cardiac MRI (SCD, LASC, M&Ms, M&Ms-2; paper 3.1.1), 256 x 256, "
+            "intensities normalised to [0, 1]",
+            "num_steps": num_steps,
+        },
+    }
 
 
 @dataclass
