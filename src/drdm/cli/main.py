@@ -7,9 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import demo, diffuse
+from . import demo, diffuse, generate, import_official
 
-COMMANDS = {"diffuse": diffuse, "demo": demo}
+COMMANDS = {
+    "diffuse": diffuse,
+    "demo": demo,
+    "generate": generate,
+    "import-official": import_official,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
