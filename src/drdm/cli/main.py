@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import demo, diffuse, generate, import_official
+from . import demo, diffuse, generate, import_official, train
 
 COMMANDS = {
     "diffuse": diffuse,
     "demo": demo,
     "generate": generate,
     "import-official": import_official,
+    "train": train,
 }
 
 

@@ -1,0 +1,74 @@
+"""``drdm train``: train a DRDM network from a YAML/JSON config (paper Algorithm 1).
+
+Data-parallel on several processes with ``torchrun``, e.g.::
+
+    torchrun --standalone --nproc_per_node=2 -m drdm.cli.main train --config cfg.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a DRDM network from a config file",
+        description="Train a DRDM network (paper Algorithm 1) as described by a YAML or JSON "
+        "config (see configs/ and drdm.training.config). Writes checkpoints, loss.csv and, at "
+        "the end, the model (model/), loss.png and summary.json into the output folder. Under "
+        "torchrun every process trains on its share of the batch (data-parallel).",
+    )
+    p.add_argument("--config", type=Path, required=True, help="training config (.yaml or .json)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in the output folder (starts afresh if none)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: output.dir of the config, relative to the config file)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N steps of this invocation, with a checkpoint (continue with --resume)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per process (default: torch's)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    # imported here so `drdm --help` stays fast
+    from ..training import TrainingDivergedError, load_train_config, train
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
+    config = load_train_config(args.config)
+    try:
+        train(
+            config,
+            base_dir=args.config.resolve().parent,
+            out_dir=args.out,
+            resume=args.resume,
+            device=args.device,
+            quiet=args.quiet,
+            stop_after=args.stop_after,
+        )
+    except TrainingDivergedError as err:
+        raise InputError(str(err)) from None

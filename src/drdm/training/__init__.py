@@ -1,0 +1,42 @@
+"""Training DRDM networks (paper Algorithm 1): typed configs, data, augmentation, the loop.
+
+Entry points: :func:`train` (library) and ``drdm train --config FILE.yaml`` (command line);
+configs are read with :func:`load_train_config`. See :mod:`drdm.training.trainer` for what a
+step does and which files a run writes.
+"""
+
+from .augment import augment_batch, random_affine
+from .config import (
+    AugmentConfig,
+    DataConfig,
+    OptimConfig,
+    OutputConfig,
+    PhantomConfig,
+    TrainConfig,
+    config_from_dict,
+    load_train_config,
+    save_train_config,
+)
+from .data import TrainingData, build_training_data
+from .trainer import TrainingDivergedError, TrainResult, plot_losses, train, weights_sha256
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "PhantomConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "TrainingDivergedError",
+    "augment_batch",
+    "build_training_data",
+    "config_from_dict",
+    "load_train_config",
+    "plot_losses",
+    "random_affine",
+    "save_train_config",
+    "train",
+    "weights_sha256",
+]

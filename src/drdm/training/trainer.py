@@ -1,0 +1,607 @@
+"""The DRDM training loop (paper Algorithm 1), single-process or data-parallel.
+
+One step, per process (each with ``batch_size / world_size`` samples):
+
+1. draw training images uniformly (or with ``data.file_fraction`` between files and phantoms)
+   and augment them (:func:`~drdm.training.augment.augment_batch`) -- the *data* generator;
+2. draw ``t ~ U{1..T}`` per sample and the forward fields ``psi_t``, ``phi_{t:1}`` with the
+   5 % training perturbation, and deform ``I_0`` to ``I_t`` -- the *diffusion* generator;
+3. predict ``psi_hat = D_theta(I_t, t)`` (Eq. 12) and take an Adam step on the loss of
+   Eq. 14 (:func:`drdm.losses.drdm_loss`); in a distributed run ``DistributedDataParallel``
+   averages the gradients, so every process keeps identical weights.
+
+Both generators are CPU ``torch.Generator`` objects seeded per process from ``config.seed``
+(:func:`~drdm.training.distributed.derive_seed`), so a run is reproducible bit for bit on the
+CPU, and a run stopped and resumed from a checkpoint (which stores every generator state of
+every process) reaches the same weights as an uninterrupted one.
+
+Files (rank 0 only) in the output folder: ``config.yaml``, ``loss.csv`` (one row per step),
+``checkpoints/step-NNNNNNNN/``, and when the run completes ``model/`` (exported with
+:func:`drdm.checkpoint.save_pretrained`), ``loss.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import __version__
+from ..checkpoint import save_pretrained
+from ..config import to_dict
+from ..diffusion import ForwardDiffusion
+from ..errors import InputError
+from ..losses import drdm_loss
+from ..nn import RecursiveUNet
+from .augment import augment_batch
+from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from .config import TrainConfig, config_from_dict, save_train_config
+from .data import TrainingData, build_training_data
+from .distributed import DistContext, derive_seed, setup, teardown
+
+__all__ = [
+    "LOSS_COLUMNS",
+    "TrainResult",
+    "TrainingDivergedError",
+    "plot_losses",
+    "train",
+    "weights_sha256",
+]
+
+LOSS_COLUMNS = ("step", "total", "distance", "angle", "regularisation", "t_mean", "seconds")
+LOSS_TERMS = ("total", "distance", "angle", "regularisation")
+# Fields that may change when a run is resumed; anything else must match config.yaml.
+RESUMABLE_CHANGES = ("optim.steps", "output.")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        out_dir: the output folder.
+        step: optimiser steps completed in total (including resumed ones).
+        finished: the run reached ``optim.steps`` (the model was exported).
+        model_dir: ``out_dir / "model"`` when finished, else ``None``.
+        last_checkpoint: the newest checkpoint folder (``None`` if none was written).
+        losses: the rows logged by this invocation (``LOSS_COLUMNS`` keys).
+        weights_sha256: SHA-256 of the final weights on every process, in rank order.
+    """
+
+    out_dir: Path
+    step: int
+    finished: bool
+    model_dir: Path | None
+    last_checkpoint: Path | None
+    losses: list[dict[str, float]] = field(default_factory=list)
+    weights_sha256: list[str] = field(default_factory=list)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's state-dict tensors (sorted names, CPU bytes): equal digests
+    mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    a, b = _flatten(to_dict(old)), _flatten(to_dict(new))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [k for k in changed if not any(k.startswith(p) for p in RESUMABLE_CHANGES)]
+
+
+def _generator_states(
+    ctx: DistContext, data_gen: torch.Generator, diff_gen: torch.Generator
+) -> dict[str, Tensor]:
+    """Every RNG state of every process, gathered (a collective call)."""
+    local = {
+        "data": data_gen.get_state(),
+        "diffusion": diff_gen.get_state(),
+        "torch_cpu": torch.get_rng_state(),
+    }
+    if ctx.device.type == "cuda":
+        local["torch_cuda"] = torch.cuda.get_rng_state(ctx.device)
+    names = list(local)
+    sizes = [int(local[n].numel()) for n in names]
+    gathered = ctx.gather_bytes(torch.cat([local[n].reshape(-1) for n in names]))
+    states: dict[str, Tensor] = {}
+    for rank, flat in enumerate(gathered):
+        for name, part in zip(names, flat.split(sizes), strict=True):
+            states[f"rank{rank}.{name}"] = part.clone()
+    return states
+
+
+def _restore_generators(
+    ctx: DistContext, rng: dict[str, Tensor], data_gen: torch.Generator, diff_gen: torch.Generator
+) -> None:
+    prefix = f"rank{ctx.rank}."
+    data_gen.set_state(rng[prefix + "data"])
+    diff_gen.set_state(rng[prefix + "diffusion"])
+    torch.set_rng_state(rng[prefix + "torch_cpu"])
+    if ctx.device.type == "cuda" and prefix + "torch_cuda" in rng:
+        torch.cuda.set_rng_state(rng[prefix + "torch_cuda"], ctx.device)
+
+
+def _draw_indices(
+    data: TrainingData, batch: int, file_fraction: float | None, generator: torch.Generator
+) -> Tensor:
+    """``(batch,)`` indices into ``data``: uniform over all images, or from the files with
+    probability ``file_fraction`` (when both sources are present)."""
+    n = len(data)
+    file_idx = torch.nonzero(data.from_file).flatten()
+    other_idx = torch.nonzero(~data.from_file).flatten()
+    if file_fraction is None or len(file_idx) == 0 or len(other_idx) == 0:
+        return torch.randint(0, n, (batch,), generator=generator)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    pick_file = file_idx[torch.randint(0, len(file_idx), (batch,), generator=generator)]
+    pick_other = other_idx[torch.randint(0, len(other_idx), (batch,), generator=generator)]
+    return torch.where(u < file_fraction, pick_file, pick_other)
+
+
+def _read_history(path: Path, up_to: int | None = None) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                parsed = {k: float(row[k]) for k in LOSS_COLUMNS}
+            except (KeyError, TypeError, ValueError):
+                continue
+            if up_to is None or parsed["step"] <= up_to:
+                rows.append(parsed)
+    return rows
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(LOSS_COLUMNS)
+        for row in rows:
+            writer.writerow(_csv_row(row))
+    tmp.replace(path)
+
+
+def _csv_row(row: dict[str, float]) -> list[str]:
+    return [str(int(row["step"]))] + [f"{row[k]:.7g}" for k in LOSS_COLUMNS[1:]]
+
+
+def plot_losses(rows: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+    """Write the loss curves (total and the three Eq. 14 terms against the step) as a PNG:
+    raw values faintly, a moving average on top."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2).ravel()
+    steps = [r["step"] for r in rows]
+    window = max(1, len(rows) // 50)
+    for ax, name in zip(axes, LOSS_TERMS, strict=True):
+        values = [r[name] for r in rows]
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
+        if window > 1 and len(values) >= window:
+            kernel = torch.ones(window, dtype=torch.float64) / window
+            smooth = torch.nn.functional.conv1d(
+                torch.tensor(values, dtype=torch.float64).view(1, 1, -1), kernel.view(1, 1, -1)
+            ).flatten()
+            ax.plot(
+                steps[window - 1 :],
+                smooth.tolist(),
+                color="tab:blue",
+                lw=1.8,
+                label=f"mean of {window}",
+            )
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def _extra_config(
+    config: TrainConfig, data: TrainingData, step: int, world_size: int
+) -> dict[str, Any]:
+    """The metadata stored with exported models and checkpoints (read by
+    ``drdm.DRDM.from_pretrained``)."""
+    return {
+        "preset": "drdm",
+        "forward": to_dict(config.forward),
+        "image_size": list(config.data.image_size),
+        "training": {
+            "data": data.description,
+            "steps": int(step),
+            "batch_size": int(config.optim.batch_size),
+            "lr": float(config.optim.lr),
+            "seed": int(config.seed),
+            "world_size": int(world_size),
+            "drdm_version": __version__,
+        },
+    }
+
+
+class _Printer:
+    """Progress bar on a terminal, else periodic lines (rank 0, unless quiet)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, log_every: int) -> None:
+        self.enabled = enabled
+        self.log_every = log_every
+        self.total = total
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, desc="train", dynamic_ncols=True, unit="step"
+            )
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def update(self, step: int, ema: dict[str, float], seconds: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{ema['total']:.4f}",
+                dist=f"{ema['distance']:.3f}",
+                ang=f"{ema['angle']:.3f}",
+                reg=f"{ema['regularisation']:.4f}",
+                refresh=False,
+            )
+            self.bar.update(1)
+        elif step % self.log_every == 0 or step == self.total:
+            print(
+                f"step {step}/{self.total}  loss {ema['total']:.4f}  (distance "
+                f"{ema['distance']:.4f}, angle {ema['angle']:.4f}, regularisation "
+                f"{ema['regularisation']:.5f}; running means)  {seconds:.2f} s/step",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(
+    config: TrainConfig,
+    base_dir: str | Path = ".",
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    quiet: bool = False,
+    stop_after: int | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a DRDM network (Algorithm 1) as described by ``config``.
+
+    Args:
+        config: the run (see :class:`~drdm.training.config.TrainConfig`).
+        base_dir: folder that relative paths in ``config`` are taken against (the config
+            file's folder).
+        out_dir: output folder; ``None`` uses ``config.output.dir`` (relative to
+            ``base_dir``).
+        resume: continue from the newest checkpoint in ``out_dir`` (start from scratch when
+            there is none). Without it, an ``out_dir`` that already holds checkpoints is an
+            error. ``optim.steps`` and ``output.*`` may differ from the stored config; any other
+            change is an error.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        quiet: no progress bar or messages.
+        stop_after: stop after this many steps of this invocation (a checkpoint is written
+            there), e.g. to split a long run into time slices.
+        on_step: called on every process after each step with ``(step, loss floats)``.
+
+    Returns:
+        :class:`TrainResult`. When launched by ``torchrun`` every process must call this; the
+        process group is joined and left inside.
+
+    Raises:
+        InputError: bad data, output folder or resume mismatch (one line).
+        TrainingDivergedError: the loss became NaN/infinite.
+    """
+    base_dir = Path(base_dir)
+    out = Path(out_dir) if out_dir is not None else base_dir / config.output.dir
+    ctx = setup(device)
+    try:
+        return _train(config, base_dir, out, ctx, resume, quiet, stop_after, on_step)
+    finally:
+        teardown(ctx)
+
+
+def _prepare_output(config: TrainConfig, out: Path, ctx: DistContext, resume: bool) -> Path | None:
+    """Check the output folder (every process, before anything is written) and return the
+    checkpoint to resume from."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory (output.dir)")
+    ckpt_root = out / "checkpoints"
+    checkpoints = list_checkpoints(ckpt_root)
+    saved_config = out / "config.yaml"
+    if not resume:
+        if checkpoints or (out / "model").exists():
+            raise InputError(
+                f"{out}: holds a previous run (checkpoints or model); pass --resume to continue "
+                "it, or choose another output folder"
+            )
+        return None
+    if saved_config.is_file():
+        try:
+            old = config_from_dict(yaml.safe_load(saved_config.read_text(encoding="utf-8")))
+        except (ValueError, yaml.YAMLError) as err:
+            raise InputError(f"{saved_config}: unreadable stored config ({err})") from None
+        changes = _config_changes(old, config)
+        if changes:
+            raise InputError(
+                f"{saved_config}: --resume needs the same config; changed: {', '.join(changes)}"
+            )
+    if not checkpoints:
+        return None
+    return checkpoints[-1]
+
+
+def _train(
+    config: TrainConfig,
+    base_dir: Path,
+    out: Path,
+    ctx: DistContext,
+    resume: bool,
+    quiet: bool,
+    stop_after: int | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    optim_cfg = config.optim
+    if optim_cfg.batch_size % ctx.world_size:
+        raise InputError(
+            f"optim.batch_size {optim_cfg.batch_size} is not divisible by the "
+            f"{ctx.world_size} processes"
+        )
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"--stop-after {stop_after}: must be >= 1")
+    local_batch = optim_cfg.batch_size // ctx.world_size
+    resume_from = _prepare_output(config, out, ctx, resume)
+    ckpt_root = out / "checkpoints"
+    csv_path = out / "loss.csv"
+    ctx.barrier()
+
+    data = build_training_data(config.data, base_dir)
+    images_all = data.images.to(ctx.device)
+
+    model = RecursiveUNet(
+        config.network, generator=torch.Generator().manual_seed(derive_seed(config.seed, "init"))
+    ).to(ctx.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=optim_cfg.lr,
+        betas=(optim_cfg.betas[0], optim_cfg.betas[1]),
+        eps=optim_cfg.eps,
+        weight_decay=optim_cfg.weight_decay,
+    )
+    data_gen = torch.Generator().manual_seed(derive_seed(config.seed, "data", ctx.rank))
+    diff_gen = torch.Generator().manual_seed(derive_seed(config.seed, "diffusion", ctx.rank))
+
+    start = 0
+    if resume_from is not None:
+        try:
+            ckpt = load_checkpoint(resume_from)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise InputError(f"{resume_from}: cannot load checkpoint ({err})") from None
+        if ckpt.world_size != ctx.world_size:
+            raise InputError(
+                f"{resume_from}: written by {ckpt.world_size} process(es), now "
+                f"{ctx.world_size}; resume with the same number of processes"
+            )
+        model.load_state_dict(ckpt.model_state)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        _restore_generators(ctx, ckpt.rng, data_gen, diff_gen)
+        start = ckpt.step
+
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    process = ForwardDiffusion(config.forward)
+
+    history: list[dict[str, float]] = []
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_train_config(config, out / "config.yaml")
+        history = _read_history(csv_path, up_to=start)
+        _write_history(csv_path, history)
+
+    total = optim_cfg.steps
+    end = total if stop_after is None else min(total, start + stop_after)
+    printer = _Printer(ctx.is_main and not quiet, total, start, config.output.log_every)
+    n_params = sum(p.numel() for p in model.parameters())
+    printer.message(
+        f"drdm train: {len(data)} images ({data.description}); {n_params} parameters; "
+        f"{ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s) "
+        f"each; batch {optim_cfg.batch_size}; steps {start + 1}..{end} of {total}; out {out}"
+    )
+    if start >= total:
+        printer.message(f"drdm train: {out} already completed {start} steps")
+
+    ema: dict[str, float] = {}
+    rows: list[dict[str, float]] = []
+    last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
+    csv_file = open(csv_path, "a", newline="", encoding="utf-8") if ctx.is_main else None
+    writer = csv.writer(csv_file) if csv_file is not None else None
+    seconds_total = 0.0
+    try:
+        net.train()
+        for step in range(start + 1, end + 1):
+            t0 = time.perf_counter()
+            index = _draw_indices(data, local_batch, config.data.file_fraction, data_gen)
+            batch = images_all[index.to(ctx.device)]
+            batch = augment_batch(batch, config.data.augment, data_gen)
+            t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=diff_gen)
+            t = t.to(ctx.device)
+            fwd = process.sample(batch, t, generator=diff_gen, perturb=True)
+            psi_hat = net(fwd.images, t)
+            terms = drdm_loss(
+                fwd.step,
+                psi_hat,
+                lambda_dist=optim_cfg.lambda_dist,
+                lambda_angle=optim_cfg.lambda_angle,
+                lambda_reg=optim_cfg.lambda_reg,
+            )
+            values = ctx.mean(
+                torch.stack(
+                    [
+                        terms.total,
+                        terms.distance,
+                        terms.angle,
+                        terms.regularisation,
+                        t.double().mean(),
+                    ]
+                ).double()
+            )
+            if not bool(torch.isfinite(values).all()):
+                hint = f"; the last checkpoint is {last_ckpt}" if last_ckpt else ""
+                raise TrainingDivergedError(
+                    f"loss is not finite at step {step} ({values[:4].tolist()}){hint}; "
+                    "lower optim.lr or set optim.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            if optim_cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
+            optimizer.step()
+            seconds = time.perf_counter() - t0
+            seconds_total += seconds
+            row = {"step": float(step), "seconds": seconds, "t_mean": float(values[4])}
+            row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:4].tolist(), strict=True)})
+            rows.append(row)
+            for k in LOSS_TERMS:
+                ema[k] = row[k] if k not in ema else 0.95 * ema[k] + 0.05 * row[k]
+            if writer is not None and csv_file is not None:
+                writer.writerow(_csv_row(row))
+                csv_file.flush()
+            printer.update(step, ema, seconds_total / len(rows))
+            if on_step is not None:
+                on_step(step, row)
+            if step % config.output.checkpoint_every == 0 or step == end:
+                rng = _generator_states(ctx, data_gen, diff_gen)
+                if ctx.is_main:
+                    meta = {
+                        "world_size": ctx.world_size,
+                        "seed": config.seed,
+                        "drdm_version": __version__,
+                    }
+                    last_ckpt = save_checkpoint(
+                        ckpt_root,
+                        step,
+                        model,
+                        optimizer,
+                        rng,
+                        meta,
+                        extra_config=_extra_config(config, data, step, ctx.world_size),
+                    )
+                    prune_checkpoints(ckpt_root, config.output.keep_checkpoints)
+                ctx.barrier()
+                last_ckpt = ckpt_root / f"step-{step:08d}"
+    finally:
+        printer.close()
+        if csv_file is not None:
+            csv_file.close()
+
+    step_done = max(start, end)
+    digest = weights_sha256(model)
+    digests = [
+        bytes(t.tolist()).hex()
+        for t in ctx.gather_bytes(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
+    ]
+    finished = step_done >= total
+    model_dir = None
+    if finished:
+        model_dir = out / "model"
+        if ctx.is_main:
+            save_pretrained(
+                model, model_dir, extra_config=_extra_config(config, data, total, ctx.world_size)
+            )
+            all_rows = _read_history(csv_path)
+            if config.output.plot and all_rows:
+                plot_losses(all_rows, out / "loss.png", title=f"DRDM training: {out.name}")
+            tail = all_rows[-max(1, min(len(all_rows), 50)) :]
+            summary = {
+                "steps": total,
+                "world_size": ctx.world_size,
+                "device": str(ctx.device),
+                "threads": torch.get_num_threads(),
+                "batch_size": optim_cfg.batch_size,
+                "images": len(data),
+                "data": data.description,
+                "final_loss_mean_last_50": {
+                    k: sum(r[k] for r in tail) / len(tail) for k in LOSS_TERMS
+                }
+                if tail
+                else None,
+                "seconds_per_step_this_run": seconds_total / len(rows) if rows else None,
+                "weights_sha256_per_rank": digests,
+                "model": str(model_dir),
+            }
+            text = json.dumps(summary, indent=2) + "\n"
+            (out / "summary.json").write_text(text, encoding="utf-8")
+            printer.message(f"drdm train: model written to {model_dir}")
+        ctx.barrier()
+    elif ctx.is_main and last_ckpt is not None:
+        printer.message(f"drdm train: stopped at step {step_done}; checkpoint {last_ckpt}")
+    return TrainResult(
+        out_dir=out,
+        step=step_done,
+        finished=finished,
+        model_dir=model_dir,
+        last_checkpoint=last_ckpt,
+        losses=rows,
+        weights_sha256=digests,
+    )
