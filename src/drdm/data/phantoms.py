@@ -1,0 +1,1395 @@
+"""Seeded synthetic phantoms with label maps: a 2D cardiac cine-MRI slice and a 3D thorax CT.
+
+The phantoms are built analytically: every structure is a smooth, randomly perturbed shape
+evaluated on the voxel grid with vectorised tensor operations, drawn in painter's order with
+partial-volume edges, then blurred (point-spread function), textured, bias-modulated and
+corrupted with scanner-like noise.  Label maps are the hard versions of the same shapes, so the
+image and the labels always agree.
+
+Conventions
+-----------
+* ``image`` is float32 in ``[0, 1]``, ``label`` is int64, both with the spatial shape only (no
+  batch or channel axes).  :func:`cardiac_batch` / :func:`thorax_batch` add ``(N, 1)``.
+* Randomness is explicit: ``generator`` is a :class:`torch.Generator` (advanced in place), an
+  ``int`` seed, or ``None`` (seed 0).  The global RNGs of torch and numpy are never used, and the
+  same seed gives bit-identical output.  The anatomy is drawn before any voxel-level noise, so one
+  seed gives the same anatomy (in millimetres) at every grid size.
+* Coordinates are in millimetres about the centre of the field of view.
+
+Cardiac (2D, ``(H, W)``): a short-axis slice in the usual radiological display orientation:
+row 0 is anterior, column 0 is the patient's right, so the right ventricle lies on the image left
+of the left ventricle.  Labels follow ACDC: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV
+cavity (papillary muscles inside the LV cavity are labelled 3, as in ACDC; the thin RV free wall
+is background).
+
+Thorax (3D, ``(D, H, W)``): axis 0 runs superior (index 0, head) to inferior, axis 1 anterior
+(index 0) to posterior, axis 2 from the patient's right (index 0) to the patient's left, i.e. an
+axial slice ``image[k]`` is displayed radiologically.  Labels: 0 everything else, 1 left lung,
+2 right lung (the intrapulmonary vessels and airways belong to their lung).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CARDIAC_LABELS",
+    "THORAX_LABELS",
+    "GeneratorLike",
+    "Phantom",
+    "cardiac_batch",
+    "cardiac_phantom_2d",
+    "thorax_batch",
+    "thorax_phantom_3d",
+]
+
+CARDIAC_LABELS: dict[int, str] = {
+    0: "background",
+    1: "rv_cavity",
+    2: "myocardium",
+    3: "lv_cavity",
+}
+THORAX_LABELS: dict[int, str] = {0: "background", 1: "left_lung", 2: "right_lung"}
+
+GeneratorLike = torch.Generator | int | None
+
+_F32 = torch.float32
+_TWO_PI = 2.0 * math.pi
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """One synthetic image with its label map.
+
+    Attributes:
+        image: float32 tensor of the spatial shape (``(H, W)`` or ``(D, H, W)``), values in [0, 1].
+        label: int64 tensor of the same shape.
+        label_names: label value -> structure name.
+        spacing: voxel size in mm, one entry per spatial axis.
+        masks: auxiliary boolean masks of the same shape (e.g. ``"body"``, ``"vessels"``),
+            useful for tests and visualisation; not part of the label convention.
+    """
+
+    image: Tensor
+    label: Tensor
+    label_names: dict[int, str]
+    spacing: tuple[float, ...]
+    masks: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape of the image."""
+        return tuple(self.image.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Randomness
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_generator(generator: GeneratorLike) -> torch.Generator:
+    if generator is None:
+        generator = 0
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != "cpu":
+            raise ValueError("phantoms are generated on the CPU; pass a CPU torch.Generator")
+        return generator
+    if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+        raise TypeError(f"generator must be a torch.Generator, an int or None, got {generator!r}")
+    g = torch.Generator()
+    g.manual_seed(int(generator) % (2**64))
+    return g
+
+
+class _Rng:
+    """Thin helper around an explicit torch.Generator (never the global RNG)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.g = generator
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(1, generator=self.g, dtype=torch.float64))
+
+    def chance(self, p: float) -> bool:
+        return self.uniform(0.0, 1.0) < p
+
+    def rand(self, *shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+        return lo + (hi - lo) * torch.rand(shape, generator=self.g, dtype=_F32)
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(shape, generator=self.g, dtype=_F32)
+
+    def coef(self, k: int, amp: float) -> Tensor:
+        """Fourier coefficients (k, 2) for modes 1..k with std ``amp / mode``."""
+        return self.randn(k, 2) * (amp / torch.arange(1, k + 1, dtype=_F32))[:, None]
+
+    def fork(self) -> torch.Generator:
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.g))
+        g = torch.Generator()
+        g.manual_seed(seed)
+        return g
+
+
+class _Waves:
+    """A smooth random scalar field: a sum of plane waves, evaluable anywhere (mm coordinates).
+
+    Resolution independent; the standard deviation of the field is about ``amp``.
+    """
+
+    def __init__(
+        self, rng: _Rng, ndim: int, n: int, wavelength: tuple[float, float], amp: float
+    ) -> None:
+        dirs = rng.randn(n, ndim)
+        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        lo, hi = wavelength
+        wl = lo * (hi / lo) ** rng.rand(n)
+        self.k = (dirs * (_TWO_PI / wl)[:, None]).tolist()
+        self.phase = (rng.rand(n) * _TWO_PI).tolist()
+        self.amp = (rng.randn(n) * amp * math.sqrt(2.0 / n)).tolist()
+
+    def __call__(self, *coords: Tensor) -> Tensor:
+        out: Tensor | None = None
+        for k, ph, a in zip(self.k, self.phase, self.amp, strict=True):
+            arg = ph + sum(kj * c for kj, c in zip(k, coords, strict=True))
+            term = a * torch.cos(arg)
+            out = term if out is None else out + term
+        assert out is not None
+        return out
+
+    @property
+    def bound(self) -> float:
+        """Upper bound of ``|field|``."""
+        return float(sum(abs(a) for a in self.amp))
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape and image helpers
+# ----------------------------------------------------------------------------------------------
+
+_FAR = 1.0e4  # "distance" of points far outside a shape that was only evaluated in a box
+
+
+def _soft(d: Tensor, w: float) -> Tensor:
+    """Partial-volume occupancy of the region ``d < 0`` with edge width ``w`` (mm)."""
+    return torch.sigmoid(d * (-1.0 / w))
+
+
+def _paint(img: Tensor, m: Tensor, value: Tensor | float) -> None:
+    """In place: ``img = (1 - m) * img + m * value``."""
+    img.add_(m * (value - img))
+
+
+def _smax(a: Tensor, b: Tensor, k: float) -> Tensor:
+    """Smooth maximum (intersection of level sets) with rounding radius ~``k`` mm."""
+    return torch.logaddexp(a / k, b / k) * k
+
+
+def _modes(
+    c1: Tensor, s1: Tensor, coef: Tensor, coef_t: Tensor | None = None, t: Any = None
+) -> Tensor:
+    """``sum_k a_k cos(k th) + b_k sin(k th)`` for k = 1..K, from ``c1 = cos th, s1 = sin th``.
+
+    Uses the angle-addition recurrence (no trigonometric calls).  With ``coef_t`` the
+    coefficients vary linearly with ``t``: ``a_k + a'_k t``.
+    """
+    out = torch.zeros_like(c1)
+    ck, sk = c1, s1
+    slopes = coef_t.tolist() if coef_t is not None else None
+    for i, (a, b) in enumerate(coef.tolist()):
+        if i:
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+        if slopes is not None:
+            a = a + slopes[i][0] * t
+            b = b + slopes[i][1] * t
+        out = out + a * ck + b * sk
+    return out
+
+
+def _modes_at(theta: float, coef: Tensor) -> float:
+    """:func:`_modes` at a single angle, in plain Python."""
+    return sum(
+        a * math.cos((k + 1) * theta) + b * math.sin((k + 1) * theta)
+        for k, (a, b) in enumerate(coef.tolist())
+    )
+
+
+def _blob2(
+    y: Tensor,
+    x: Tensor,
+    cy: float,
+    cx: float,
+    ru: float,
+    rv: float,
+    angle: float,
+    coef: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Radial signed distance (mm, < 0 inside) to a rotated, Fourier-perturbed ellipse.
+
+    ``ru`` is the semi-axis along direction ``angle`` (image x right, y down), ``rv`` the other.
+    Also returns ``cos``/``sin`` of the polar angle in the ellipse frame, for perturbing
+    related contours (wall thickness, fat layers) consistently.
+    """
+    c, s = math.cos(angle), math.sin(angle)
+    dx, dy = x - cx, y - cy
+    u = c * dx + s * dy
+    v = c * dy - s * dx
+    un, vn = u / ru, v / rv
+    rho = torch.hypot(un, vn)
+    inv = 1.0 / rho.clamp_min(1e-4)
+    c1, s1 = un * inv, vn * inv
+    r = 1.0 + _modes(c1, s1, coef) if coef is not None else 1.0
+    n = torch.hypot(u, v)
+    scale = torch.where(rho > 1e-4, n * inv, torch.full_like(n, min(ru, rv)))
+    return (rho - r) * scale, c1, s1
+
+
+def _ellipsoid(
+    p: Sequence[Tensor],
+    center: Sequence[float],
+    axes: Sequence[float],
+    frame: Sequence[Sequence[float]] | None = None,
+) -> Tensor:
+    """Radial signed distance (mm) to an ellipsoid; ``p``/``center`` in (z, y, x) mm.
+
+    ``frame`` holds three orthonormal row vectors (in (z, y, x) components) along which the
+    semi-axes ``axes`` lie; the default is axis-aligned.
+    """
+    d = [pi - ci for pi, ci in zip(p, center, strict=True)]
+    u = d if frame is None else [e[0] * d[0] + e[1] * d[1] + e[2] * d[2] for e in frame]
+    rho = torch.sqrt(sum((ui / ai) ** 2 for ui, ai in zip(u, axes, strict=True)))
+    n = torch.sqrt(sum(ui * ui for ui in u))
+    scale = torch.where(rho > 1e-4, n / rho.clamp_min(1e-4), torch.full_like(rho, min(axes)))
+    return (rho - 1.0) * scale
+
+
+def _gauss_kernel(sigma: float) -> list[float]:
+    r = max(1, math.ceil(3.0 * sigma))
+    k = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-r, r + 1)]
+    tot = sum(k)
+    return [v / tot for v in k]
+
+
+def _blur(x: Tensor, sigma: float | Sequence[float]) -> Tensor:
+    """Separable Gaussian blur of a 2D/3D spatial tensor (sigma in voxels, replicate edges)."""
+    nd = x.dim()
+    sig = [float(sigma)] * nd if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    for axis, s in enumerate(sig):
+        if s <= 0.05:
+            continue
+        k = _gauss_kernel(s)
+        r = (len(k) - 1) // 2
+        pad = [0] * (2 * nd)
+        pad[2 * (nd - 1 - axis)] = r
+        pad[2 * (nd - 1 - axis) + 1] = r
+        xp = F.pad(x[None, None], pad, mode="replicate")[0, 0]
+        n = x.shape[axis]
+        out = xp.narrow(axis, 0, n) * k[0]
+        for i in range(1, len(k)):
+            out.add_(xp.narrow(axis, i, n), alpha=k[i])
+        x = out
+    return x
+
+
+def _blur_noise_gain(sigma: float, nd: int) -> float:
+    """Standard deviation of white noise after :func:`_blur` with ``sigma`` on every axis."""
+    if sigma <= 0.05:
+        return 1.0
+    return math.sqrt(sum(v * v for v in _gauss_kernel(sigma)) ** nd)
+
+
+def _upsample(
+    t: Tensor, shape: Sequence[int], coarse: Sequence[int], cubic: bool = False
+) -> Tensor:
+    """Upsample a coarse field to ``shape`` (linear, or bicubic in 2D with ``cubic``)."""
+    mode = ("bicubic" if cubic else "bilinear") if len(shape) == 2 else "trilinear"
+    t = t.expand(tuple(coarse))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode=mode, align_corners=True)[0, 0]
+
+
+def _coarse_axis(n: int, step: float, stride: int) -> Tensor:
+    """Coordinates (mm) of a coarse sub-grid whose ends coincide with the full grid's ends."""
+    nc = max(2, math.ceil((n - 1) / stride) + 1)
+    return (torch.linspace(0.0, n - 1.0, nc) - (n - 1) / 2) * step
+
+
+def _noise_field(gen: torch.Generator, shape: Sequence[int], cell: float) -> Tensor:
+    """Smooth noise with correlation length ~``cell`` voxels and about unit std."""
+    coarse = [max(2, math.ceil((n - 1) / cell) + 1) for n in shape]
+    t = torch.randn(tuple(coarse), generator=gen, dtype=_F32)
+    out = _upsample(t, shape, coarse, cubic=cell >= 6.0)
+    sub = out[tuple(slice(None, None, 3) for _ in shape)]
+    return out / sub.std().clamp_min(1e-6)
+
+
+def _size(size: int | Sequence[int], nd: int, name: str) -> tuple[int, ...]:
+    if isinstance(size, numbers.Integral):
+        shape = (int(size),) * nd
+    else:
+        shape = tuple(int(s) for s in size)
+    if len(shape) != nd or min(shape) < 8:
+        raise ValueError(f"{name}: size must be an int or {nd} ints >= 8, got {size!r}")
+    return shape
+
+
+def _spacing(spacing: float | Sequence[float] | None, default: float, nd: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (default,) * nd
+    if isinstance(spacing, (int, float)):
+        sp = (float(spacing),) * nd
+    else:
+        sp = tuple(float(s) for s in spacing)
+    if len(sp) != nd or min(sp) <= 0:
+        raise ValueError(f"spacing must be a positive float or {nd} positive floats")
+    return sp
+
+
+def _robust_normalise(img: Tensor, q: float) -> Tensor:
+    flat = img.flatten()
+    flat = flat[:: max(1, flat.numel() // 16_384)]
+    k = min(flat.numel(), max(1, round(q * flat.numel())))
+    top = flat.kthvalue(k).values.clamp_min(1e-6)
+    return (img / top).clamp_(0.0, 1.0)
+
+
+def _span(lo_mm: float, hi_mm: float, first: float, step: float, n: int) -> slice:
+    """Index range of grid points (position ``first + i * step``) within [lo_mm, hi_mm]."""
+    a, b = (lo_mm - first) / step, (hi_mm - first) / step
+    if a > b:
+        a, b = b, a
+    return slice(max(0, math.floor(a)), min(n, math.ceil(b) + 1))
+
+
+def _empty(box: tuple[slice, ...]) -> bool:
+    return any(sl.stop <= sl.start for sl in box)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2D cardiac short-axis cine MRI
+# ----------------------------------------------------------------------------------------------
+
+
+class _Plane:
+    """Pixel centres in mm (y down = posterior, x right = patient left), smoothly warped."""
+
+    def __init__(self, H: int, W: int, sy: float, sx: float, warp: Sequence[_Waves]) -> None:
+        self.H, self.W, self.sy, self.sx = H, W, sy, sx
+        y = ((torch.arange(H, dtype=_F32) - (H - 1) / 2) * sy)[:, None]
+        x = ((torch.arange(W, dtype=_F32) - (W - 1) / 2) * sx)[None, :]
+        self.y0, self.x0 = y, x
+        stride = max(1, round(8.0 / max(sy, sx)))  # coarse sub-grid of ~8 mm
+        yc = _coarse_axis(H, sy, stride)[:, None]
+        xc = _coarse_axis(W, sx, stride)[None, :]
+        self.coarse = (yc.shape[0], xc.shape[1])
+        disp = [f(yc, xc).expand(self.coarse) for f in warp]
+        self.Yc, self.Xc = yc + disp[0], xc + disp[1]
+        self.Y = y + self.up(disp[0])
+        self.X = x + self.up(disp[1])
+        self.margin = max(f.bound for f in warp) + 2.0 * max(sy, sx)
+
+    def up(self, t: Tensor) -> Tensor:
+        """Upsample a field from the coarse sub-grid (bilinear)."""
+        return _upsample(t, (self.H, self.W), self.coarse)
+
+    def box(self, cy: float, cx: float, ry: float, rx: float) -> tuple[slice, slice]:
+        """Index box covering the anatomical rectangle ``[cy +- ry] x [cx +- rx]`` (mm)."""
+        m = self.margin
+        return (
+            _span(cy - ry - m, cy + ry + m, -(self.H - 1) / 2 * self.sy, self.sy, self.H),
+            _span(cx - rx - m, cx + rx + m, -(self.W - 1) / 2 * self.sx, self.sx, self.W),
+        )
+
+
+def cardiac_phantom_2d(
+    size: int | tuple[int, int] = 256,
+    generator: GeneratorLike = None,
+    *,
+    spacing: float | tuple[float, float] | None = None,
+    noise: float | None = None,
+    bias: float | None = None,
+) -> Phantom:
+    """A short-axis cardiac cine-MRI-like slice (bright-blood SSFP contrast) with ACDC labels.
+
+    Args:
+        size: ``H`` (square) or ``(H, W)`` in pixels.
+        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
+        spacing: pixel size in mm (float or ``(dy, dx)``); default ``256 / W`` mm, i.e. a
+            256 mm wide field of view, so the LV cavity spans roughly 12-26 % of the image width
+            (like a cropped, preprocessed slice).  The anatomy is in mm: a larger spacing
+            zooms out.
+        noise: Rician noise std relative to the blood-pool intensity; ``None`` draws it from
+            [0.01, 0.035]; 0 disables noise.
+        bias: std of the log of the smooth multiplicative bias field; ``None`` draws it from
+            [0.08, 0.25]; 0 disables the random part (a mild coil-proximity gradient remains).
+
+    Returns:
+        :class:`Phantom` with ``image`` float32 ``(H, W)`` in [0, 1] and ``label`` int64
+        ``(H, W)``: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity (papillary muscles
+        included).  Row 0 is anterior, column 0 the patient's right.  ``masks``: ``body``,
+        ``lungs``, ``rv_wall``, ``papillary``.
+
+    Anatomy varies with a cardiac phase (end-diastole to end-systole) and a slice level (base
+    towards apex): LV cavity radius 16-33 mm, myocardial wall 6-15 mm (about 0.2-0.8 of the
+    cavity radius, thicker in systole, smoothly varying around the ring and never thinner than
+    ~2 pixels), an RV crescent 8-32 mm wide wrapped around the septal side, papillary muscles,
+    patchy epicardial fat, chest wall with ribs, lungs, liver/stomach, aorta and spine.
+    """
+    H, W = _size(size, 2, "cardiac_phantom_2d")
+    sy, sx = _spacing(spacing, 256.0 / W, 2)
+    rng = _Rng(_as_generator(generator))
+    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
+    px = max(sy, sx)
+    w = 0.3 * min(sy, sx)  # partial-volume edge width (mm)
+    # A gentle smooth warp of space, so that no contour is a perfect conic section.
+    pl = _Plane(H, W, sy, sx, [_Waves(rng, 2, 6, (70.0, 220.0), 2.0) for _ in range(2)])
+    Y, X = pl.Y, pl.X
+
+    # ------------------------------------------------------------------ heart geometry
+    phase = rng.uniform(0.0, 1.0)  # 0 end-diastole ... 1 end-systole
+    level = rng.uniform(0.0, 1.0)  # 0 base ... 1 towards the apex
+    rot = rng.uniform(-0.25, 0.25)
+    lcx, lcy = rng.uniform(-5.0, 25.0), rng.uniform(-18.0, 18.0)
+    R = rng.uniform(26.0, 33.0) * (1.0 - 0.25 * phase) * (1.0 - 0.2 * level)
+    q = rng.uniform(0.82, 1.0)
+    lv_ax = (R / math.sqrt(q), R * math.sqrt(q), rng.uniform(0.0, math.pi))
+    endo_coef = rng.coef(4, 0.035)
+    T0 = rng.uniform(6.0, 9.5) * (1.0 + 0.6 * phase)  # myocardial wall thickness (mm)
+    thick_coef = rng.coef(3, 0.15)
+    R_epi = R + T0
+
+    # Right ventricle: an ellipse centred towards the septum, minus the LV -> a crescent.
+    psi = math.pi + rng.uniform(0.15, 0.55) + rot  # direction LV -> RV (image left, anterior)
+    rv_scale = (1.0 - 0.35 * level) * (1.0 - 0.2 * phase)
+    ext = rng.uniform(14.0, 28.0) * rv_scale + 4.0  # RV cavity width at mid-crescent (mm)
+    dist = rng.uniform(0.3, 0.5) * R_epi
+    b_rv = R_epi + ext - dist
+    a_rv = rng.uniform(0.8, 1.1) * R_epi * (0.8 + 0.2 * rv_scale)
+    tang = rng.uniform(-0.2, 0.2) * R_epi
+    rcx = lcx + dist * math.cos(psi) - tang * math.sin(psi)
+    rcy = lcy + dist * math.sin(psi) + tang * math.cos(psi)
+    rv_ang = psi + rng.uniform(-0.25, 0.25)
+    rv_coef = rng.coef(4, 0.04)
+    t_rv = max(rng.uniform(2.5, 4.0), px)
+
+    # Papillary muscles (anterolateral, posteromedial): dark blobs on the LV wall.
+    pms = []
+    for base in (psi + 0.75 * math.pi, psi - 0.375 * math.pi):
+        ang = base + rng.uniform(-0.3, 0.3)
+        r_pm = R * rng.uniform(0.12, 0.2) * (1.0 + 0.5 * phase)
+        dd = R - r_pm * rng.uniform(0.2, 0.8)
+        pc = (lcy + dd * math.sin(ang), lcx + dd * math.cos(ang))
+        pms.append((pc, r_pm * rng.uniform(1.0, 1.5), r_pm, ang + rng.uniform(-0.6, 0.6)))
+    pm_coef = rng.coef(3, 0.06)
+    present_pm = rng.chance(0.85)
+    fat_off, fat_coef = rng.uniform(-3.0, 1.5), rng.coef(4, 0.8)
+
+    # ------------------------------------------------------------------ body and surroundings
+    h_ext = R_epi + ext + t_rv + 6.0
+    fsc0, m0 = rng.uniform(5.0, 18.0), rng.uniform(8.0, 16.0)
+    depth = h_ext + 1.3 * (fsc0 + m0) + rng.uniform(0.0, 20.0)
+    a_b = rng.uniform(150.0, 200.0)
+    b_b = max(rng.uniform(110.0, 140.0), depth + 30.0)
+    bang = rng.uniform(-0.15, 0.15)
+    bcx, bcy = lcx - rng.uniform(15.0, 45.0), lcy - depth + b_b
+    body_coef, fsc_coef, m_coef = rng.coef(5, 0.025), rng.coef(4, 0.3), rng.coef(4, 0.3)
+    gap = rng.uniform(2.0, 6.0)
+    lungs = []
+    for side in (1.0, -1.0):  # +1: left lung (image right), -1: right lung (image left)
+        off = R_epi + (0.0 if side > 0 else ext) + rng.uniform(15.0, 40.0)
+        c = (lcy + rng.uniform(10.0, 45.0), lcx + side * off)
+        ax = (rng.uniform(30.0, 50.0), rng.uniform(45.0, 80.0))
+        lungs.append((c, ax, rng.uniform(-0.4, 0.4), rng.coef(4, 0.05)))
+    lung_inset = rng.uniform(1.0, 3.0)
+    has_liver, has_stomach = rng.chance(0.75), rng.chance(0.4)
+    liver = (
+        (lcy + R_epi + rng.uniform(35.0, 75.0), lcx - rng.uniform(20.0, 70.0)),
+        (rng.uniform(80.0, 130.0), rng.uniform(55.0, 85.0)),
+        rng.uniform(-0.5, 0.3),
+        rng.coef(4, 0.05),
+    )
+    stomach = (
+        (lcy + R_epi + rng.uniform(30.0, 65.0), lcx + rng.uniform(10.0, 50.0)),
+        (rng.uniform(20.0, 40.0), rng.uniform(15.0, 30.0)),
+        rng.uniform(0.0, math.pi),
+        rng.coef(3, 0.06),
+    )
+    r_ao = rng.uniform(9.0, 13.0)
+    ao_c = (lcy + R_epi + rng.uniform(12.0, 35.0), lcx + rng.uniform(-20.0, 10.0))
+    ao_q, ao_ang = rng.uniform(0.85, 1.0), rng.uniform(0.0, math.pi)
+    sp_c = (bcy + b_b - rng.uniform(40.0, 55.0), bcx + rng.uniform(-8.0, 8.0))
+    vb = (rng.uniform(16.0, 22.0), rng.uniform(13.0, 18.0))
+    vb_coef = rng.coef(3, 0.04)
+    r_can = rng.uniform(6.0, 8.0)
+    dots = []
+    for c, ax, ang, _ in lungs:
+        for _ in range(9):
+            rr, tt = math.sqrt(rng.uniform(0.0, 1.0)) * 0.85, rng.uniform(0.0, _TWO_PI)
+            u, v = rr * ax[0] * math.cos(tt), rr * ax[1] * math.sin(tt)
+            ca, sa = math.cos(ang), math.sin(ang)
+            dc = (c[0] + u * sa + v * ca, c[1] + u * ca - v * sa)
+            dots.append((dc, rng.uniform(1.0, 3.0), rng.uniform(1.0, 2.2), rng.uniform(0.0, 3.2)))
+    dot_val = rng.rand(len(dots), lo=0.12, hi=0.45).tolist()
+    ribs = []
+    for i in range(9):
+        t = -math.pi / 2 + (i - 4) * 0.42 + rng.uniform(-0.12, 0.12)  # around the anterior wall
+        rb = 1.0 + _modes_at(t, body_coef)
+        bx, by = a_b * rb * math.cos(t), b_b * rb * math.sin(t)
+        dep = fsc0 * (1.0 + _modes_at(t, fsc_coef)) + m0 * (
+            1.0 + _modes_at(t, m_coef)
+        ) * rng.uniform(0.3, 0.8)
+        f = max(0.0, 1.0 - dep / math.hypot(bx, by))
+        cb, sb = math.cos(bang), math.sin(bang)
+        ry_, rx_ = sb * bx * f + cb * by * f, cb * bx * f - sb * by * f
+        size_ = (rng.uniform(5.0, 8.0), rng.uniform(3.0, 5.0))
+        if rng.chance(0.7):
+            ribs.append(((bcy + ry_, bcx + rx_), size_, math.atan2(ry_, rx_) + math.pi / 2))
+
+    # ------------------------------------------------------------------ intensities (SSFP)
+    blood = rng.uniform(0.8, 1.0)
+    rv_blood = blood * rng.uniform(0.88, 1.05)
+    myo = rng.uniform(0.16, 0.28)
+    fat = rng.uniform(0.6, 0.9)
+    muscle = rng.uniform(0.15, 0.28)
+    inner = rng.uniform(0.2, 0.35)
+    lung_i = rng.uniform(0.03, 0.1)
+    liver_i = rng.uniform(0.2, 0.36)
+    stomach_i = rng.uniform(0.15, 0.7)
+    marrow = rng.uniform(0.35, 0.55)
+    csf = rng.uniform(0.55, 0.8)
+    aorta_i = blood * rng.uniform(0.7, 1.0)
+    tex_amp = rng.uniform(0.04, 0.09)
+    inner_var = rng.uniform(0.1, 0.3)
+    coil, coil_ang = rng.uniform(0.0, 0.35), rng.uniform(-0.6, 0.6)
+    bias_amp = rng.uniform(0.08, 0.25) if bias is None else float(bias)
+    noise_rel = rng.uniform(0.01, 0.035) if noise is None else float(noise)
+    psf = rng.uniform(0.4, 0.8)
+
+    # ------------------------------------------------------------------ shapes on the grid
+    # Large smooth shapes are evaluated on the coarse sub-grid and upsampled (their distance
+    # functions are smooth near their boundaries); intersections are taken at full resolution.
+    Yc, Xc = pl.Yc, pl.Xc
+    d_body_c, cb_, sb_ = _blob2(Yc, Xc, bcy, bcx, a_b, b_b, bang, body_coef)
+    d_musc_c = d_body_c + (fsc0 * (1.0 + _modes(cb_, sb_, fsc_coef))).clamp_min(2.0)
+    d_in_c = d_musc_c + (m0 * (1.0 + _modes(cb_, sb_, m_coef))).clamp_min(3.0)
+    d_body, d_musc, d_in = pl.up(d_body_c), pl.up(d_musc_c), pl.up(d_in_c)
+    d_lungs_c = torch.minimum(
+        *(_blob2(Yc, Xc, c[0], c[1], ax[0], ax[1], ang, coef)[0] for c, ax, ang, coef in lungs)
+    )
+    d_lungs = torch.maximum(pl.up(d_lungs_c), d_in + lung_inset)
+    d_liver = pl.up(_blob2(Yc, Xc, *liver[0], *liver[1], liver[2], liver[3])[0])
+    d_liver = torch.maximum(d_liver, d_in + 1.0)
+    d_stom = pl.up(_blob2(Yc, Xc, *stomach[0], *stomach[1], stomach[2], stomach[3])[0])
+    d_stom = torch.maximum(d_stom, d_in + 1.0)
+
+    # Heart: everything below is evaluated in a box around it only.
+    r_box = max(R * 1.2 + T0 * 1.6, dist + abs(tang) + 1.15 * max(a_rv, b_rv) + t_rv) + 22.0
+    hb = pl.box(lcy, lcx, r_box, r_box)
+    Yh, Xh = Y[hb], X[hb]
+    d_endo, c_lv, s_lv = _blob2(Yh, Xh, lcy, lcx, *lv_ax, endo_coef)
+    T = (T0 * (1.0 + _modes(c_lv, s_lv, thick_coef))).clamp_min(max(2.2 * px, 0.4 * T0))
+    d_epi = d_endo - T
+    d_rv, _, _ = _blob2(Yh, Xh, rcy, rcx, b_rv, a_rv, rv_ang, rv_coef)
+    d_rvw = d_rv - t_rv
+    d_heart = torch.minimum(d_epi, d_rvw)
+    rh = torch.hypot(Yh - lcy, Xh - lcx).clamp_min(1e-3)
+    f_peri = (fat_off + 4.0 * _modes((Xh - lcx) / rh, (Yh - lcy) / rh, fat_coef)).clamp(0.0, 10.0)
+    d_fat = d_heart - f_peri
+    for d in (d_lungs, d_liver, d_stom):
+        d[hb] = torch.maximum(d[hb], gap - d_fat)
+
+    # ------------------------------------------------------------------ compose
+    img = torch.zeros(H, W, dtype=_F32)
+    _paint(img, _soft(d_body, w), fat)
+    _paint(img, _soft(d_musc, w), muscle)
+    for c, ax, ang in ribs:
+        b = pl.box(c[0], c[1], ax[0], ax[0])
+        if not _empty(b):
+            d = _blob2(Y[b], X[b], c[0], c[1], ax[0], ax[1], ang)[0]
+            _paint(img[b], _soft(d, w), 0.04)
+            _paint(img[b], _soft(d + 1.2, w), marrow)
+    inner_map = inner * (1.0 + inner_var * _noise_field(ngen, (H, W), 24.0 / px))
+    _paint(img, _soft(d_in, w), inner_map)
+    if has_liver:
+        _paint(img, _soft(d_liver, w), liver_i)
+    if has_stomach:
+        _paint(img, _soft(d_stom, w), stomach_i)
+    m_lung = _soft(d_lungs, w)
+    _paint(img, m_lung, lung_i * (1.0 + 0.4 * _noise_field(ngen, (H, W), 6.0 / px)).clamp_min(0.2))
+    for (dc, r1, r2, ang), val in zip(dots, dot_val, strict=True):
+        b = pl.box(dc[0], dc[1], r1, r1)
+        if not _empty(b):
+            d = _blob2(Y[b], X[b], dc[0], dc[1], r1, min(r1, r2), ang)[0]
+            _paint(img[b], _soft(d, w) * m_lung[b], val)
+    # spine: vertebral body (dark cortex, marrow), canal (CSF) and posterior arch
+    b = pl.box(sp_c[0] + vb[1] + r_can, sp_c[1], 2 * vb[1] + 2 * r_can + 12.0, vb[0] + 4.0)
+    if not _empty(b):
+        Yb, Xb = Y[b], X[b]
+        d_vb = _blob2(Yb, Xb, sp_c[0], sp_c[1], vb[0], vb[1], bang, vb_coef)[0]
+        rc = torch.hypot(Yb - (sp_c[0] + vb[1] + r_can + 3.0), Xb - sp_c[1])
+        _paint(img[b], _soft(d_vb, w), 0.05)
+        _paint(img[b], _soft(d_vb + 2.0, w), marrow)
+        _paint(img[b], _soft(rc - r_can - 5.0, w) * _soft(-d_vb, w), 0.06)
+        _paint(img[b], _soft(rc - r_can, w), csf)
+    flow = 1.0 + 0.06 * _noise_field(ngen, (H, W), 12.0 / px)
+    b = pl.box(ao_c[0], ao_c[1], r_ao + 3.0, r_ao + 3.0)
+    if not _empty(b):
+        d = _blob2(Y[b], X[b], ao_c[0], ao_c[1], r_ao, r_ao * ao_q, ao_ang)[0]
+        _paint(img[b], _soft(d - 2.0, w), muscle)
+        _paint(img[b], _soft(d, w), aorta_i * flow[b])
+    ih, fh = img[hb], flow[hb]
+    _paint(ih, _soft(d_fat, w), fat)
+    _paint(ih, _soft(d_rvw, w), myo)
+    _paint(ih, _soft(d_rv, w), rv_blood * fh)
+    _paint(ih, _soft(d_epi, w), myo)
+    _paint(ih, _soft(d_endo, w), blood * fh)
+    pm_mask = torch.zeros(H, W, dtype=torch.bool)
+    for c, r1, r2, ang in pms:
+        b = pl.box(c[0], c[1], r1, r1)
+        if present_pm and not _empty(b):
+            d = _blob2(Y[b], X[b], c[0], c[1], r1, r2, ang, pm_coef)[0]
+            d = torch.maximum(d, _blob2(Y[b], X[b], lcy, lcx, *lv_ax, endo_coef)[0])
+            _paint(img[b], _soft(d, w), myo * 1.1)
+            pm_mask[b] |= d < 0
+
+    tex = 1.0 + tex_amp * _noise_field(ngen, (H, W), 1.5 / px)
+    img = _blur(img * tex, (psf * px / sy, psf * px / sx))
+    cth, sth = math.cos(coil_ang), math.sin(coil_ang)
+    log_bias = bias_amp * _noise_field(ngen, (H, W), H / 3.0)
+    log_bias = log_bias - coil * (cth * pl.y0 + sth * pl.x0) / 100.0
+    img = img * torch.exp(log_bias - log_bias.mean())
+    sigma = noise_rel * blood
+    n1 = torch.randn(H, W, generator=ngen, dtype=_F32)
+    n2 = torch.randn(H, W, generator=ngen, dtype=_F32)
+    if sigma > 0:
+        img = torch.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)
+    img = _robust_normalise(img, 0.998)
+
+    # ------------------------------------------------------------------ labels
+    lab = torch.zeros(H, W, dtype=torch.int64)
+    lh = lab[hb]
+    lh[d_rv < 0] = 1
+    lh[d_epi < 0] = 2
+    lv = d_endo < 0
+    lh[lv] = 3
+    # Safety net for coarse grids: the myocardium always separates the LV cavity from the rest.
+    ring = F.max_pool2d(lv[None, None].to(_F32), 3, 1, 1)[0, 0] > 0
+    lh[ring & ~lv & (lh != 2)] = 2
+    rv_wall = torch.zeros(H, W, dtype=torch.bool)
+    rv_wall[hb] = (d_rvw < 0) & (d_rv >= 0) & (d_epi >= 0)
+    masks = {"body": d_body < 0, "lungs": d_lungs < 0, "rv_wall": rv_wall, "papillary": pm_mask}
+    return Phantom(img.contiguous(), lab, dict(CARDIAC_LABELS), (sy, sx), masks)
+
+
+def cardiac_batch(
+    n: int,
+    size: int | tuple[int, int] = 256,
+    generator: GeneratorLike = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """``n`` cardiac phantoms drawn in sequence from one generator.
+
+    Returns ``(images, labels)`` of shapes ``(n, 1, H, W)`` (float32, [0, 1]) and
+    ``(n, 1, H, W)`` (int64, ACDC labels).  ``kwargs`` go to :func:`cardiac_phantom_2d`.
+    """
+    g = _as_generator(generator)
+    ph = [cardiac_phantom_2d(size, g, **kwargs) for _ in range(n)]
+    return (
+        torch.stack([p.image for p in ph])[:, None],
+        torch.stack([p.label for p in ph])[:, None],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# 3D thorax CT
+# ----------------------------------------------------------------------------------------------
+
+
+class _Grid3:
+    """Voxel centres in mm (z up = superior, y = posterior, x = patient left), smoothly warped.
+
+    Smooth fields are evaluated on a coarse sub-grid (~12 mm) and upsampled trilinearly.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], s: float, warp: Sequence[_Waves]) -> None:
+        D, H, W = shape
+        self.shape, self.s, self.warp = shape, s, warp
+        z = (((D - 1) / 2 - torch.arange(D, dtype=_F32)) * s).view(D, 1, 1)
+        y = ((torch.arange(H, dtype=_F32) - (H - 1) / 2) * s).view(1, H, 1)
+        x = ((torch.arange(W, dtype=_F32) - (W - 1) / 2) * s).view(1, 1, W)
+        stride = max(1, round(12.0 / s))  # coarse sub-grid of ~12 mm
+        zc = _coarse_axis(D, -s, stride).view(-1, 1, 1)
+        yc = _coarse_axis(H, s, stride).view(1, -1, 1)
+        xc = _coarse_axis(W, s, stride).view(1, 1, -1)
+        self.coarse = (zc.shape[0], yc.shape[1], xc.shape[2])
+        disp = [f(zc, yc, xc).expand(self.coarse) for f in warp]
+        self.Zc, self.Yc, self.Xc = zc + disp[0], yc + disp[1], xc + disp[2]
+        self.Z = z + self.up(disp[0])
+        self.Y = y + self.up(disp[1])
+        self.X = x + self.up(disp[2])
+        self.margin = max(f.bound for f in warp) + 2.0 * s
+        self._points: Tensor | None = None
+
+    def up(self, t: Tensor) -> Tensor:
+        return _upsample(t, self.shape, self.coarse)
+
+    def smooth(self, f: _Waves) -> Tensor:
+        """A smooth field evaluated at the (warped) voxel positions via the coarse grid."""
+        return self.up(f(self.Zc, self.Yc, self.Xc))
+
+    def box(self, lo: Sequence[float], hi: Sequence[float]) -> tuple[slice, slice, slice]:
+        """Index box covering the anatomical (z, y, x) mm range ``[lo, hi]`` (plus warp margin)."""
+        D, H, W = self.shape
+        s, m = self.s, self.margin
+        return (
+            _span(lo[0] - m, hi[0] + m, (D - 1) / 2 * s, -s, D),
+            _span(lo[1] - m, hi[1] + m, -(H - 1) / 2 * s, s, H),
+            _span(lo[2] - m, hi[2] + m, -(W - 1) / 2 * s, s, W),
+        )
+
+    def around(self, c: Sequence[float], r: float) -> tuple[slice, slice, slice]:
+        return self.box([ci - r for ci in c], [ci + r for ci in c])
+
+    def points(self) -> Tensor:
+        """Warped voxel positions as a ``(D * H * W, 3)`` (z, y, x) table (cached)."""
+        if self._points is None:
+            self._points = torch.stack([self.Z, self.Y, self.X], dim=-1).reshape(-1, 3)
+        return self._points
+
+    def at(self, b: tuple[slice, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        return self.Z[b], self.Y[b], self.X[b]
+
+    def unwarp(self, p: Tensor) -> Tensor:
+        """Grid positions (mm) that the warp maps onto anatomical points ``p`` (N, 3)."""
+        q = p
+        for _ in range(3):
+            u = torch.stack([f(q[:, 0], q[:, 1], q[:, 2]) for f in self.warp], dim=1)
+            q = p - u
+        return q
+
+    def to_index(self, q: Tensor) -> Tensor:
+        D, H, W = self.shape
+        return torch.stack(
+            [
+                (D - 1) / 2 - q[:, 0] / self.s,
+                q[:, 1] / self.s + (H - 1) / 2,
+                q[:, 2] / self.s + (W - 1) / 2,
+            ],
+            dim=1,
+        )
+
+
+def _chaikin(
+    points: Sequence[Sequence[float]], radii: Sequence[float], it: int = 3
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Smooth a polyline with per-vertex radii by corner cutting; returns segments a, b, r."""
+    pr = torch.cat(
+        [torch.tensor(points, dtype=_F32), torch.tensor(radii, dtype=_F32)[:, None]], dim=1
+    )
+    for _ in range(it):
+        a, b = pr[:-1], pr[1:]
+        cut = torch.stack([0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b], dim=1).reshape(-1, 4)
+        pr = torch.cat([pr[:1], cut, pr[-1:]], dim=0)
+    return pr[:-1, :3], pr[1:, :3], 0.5 * (pr[:-1, 3] + pr[1:, 3])
+
+
+def _cat_segments(*segs: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        torch.cat([s[0] for s in segs]),
+        torch.cat([s[1] for s in segs]),
+        torch.cat([s[2] for s in segs]),
+    )
+
+
+def _tubes(
+    grid: _Grid3,
+    segs: tuple[Tensor, Tensor, Tensor],
+    margin: float = 0.0,
+    sdf: bool = True,
+    occ: bool = True,
+) -> tuple[Tensor | None, Tensor | None, tuple[slice, slice, slice]]:
+    """Rasterise a union of capsules (segments ``a -> b`` in anatomical (z, y, x) mm, radii r).
+
+    Only voxels near the segments are visited (a scatter into small windows around points
+    sampled along each segment), so thousands of segments are cheap.  Returns ``(sdf, occ,
+    box)``: ``sdf`` is the signed distance to the union surface in mm (valid up to ``margin``
+    mm outside, ``_FAR`` further away), ``occ`` the partial-volume occupancy in [0, 1]
+    (mass-preserving for sub-voxel vessels), and ``box`` an index box containing the tubes.
+    """
+    a, b, r = segs
+    D, H, W = grid.shape
+    s = grid.s
+    w = 0.3 * s
+    sdf_t = torch.full((D * H * W,), _FAR, dtype=_F32) if sdf else None
+    occ_t = torch.zeros(D * H * W, dtype=_F32) if occ else None
+    reach_s = r + margin + 3.0 * w
+    lo = (torch.minimum(a, b) - reach_s[:, None]).amin(0).tolist() if len(r) else [0.0] * 3
+    hi = (torch.maximum(a, b) + reach_s[:, None]).amax(0).tolist() if len(r) else [0.0] * 3
+    box = grid.box(lo, hi)
+    if len(r) == 0:
+        return (
+            None if sdf_t is None else sdf_t.view(D, H, W),
+            None if occ_t is None else occ_t.view(D, H, W),
+            box,
+        )
+    seg = b - a
+    L = seg.norm(dim=1)
+    step = torch.clamp(0.5 * reach_s, min=s)
+    npts = (L / step).ceil().long().clamp_min(1)
+    sid = torch.repeat_interleave(torch.arange(a.shape[0]), npts)
+    local = torch.arange(int(npts.sum())) - (torch.cumsum(npts, 0) - npts)[sid]
+    t = (local.to(_F32) + 0.5) / npts[sid].to(_F32)  # sample points mid-way in equal pieces
+    c = grid.to_index(grid.unwarp(a[sid] + t[:, None] * seg[sid])).round().long()
+    cflat = (c[:, 0] * H + c[:, 1]) * W + c[:, 2]
+    half = (1.1 * (reach_s + 0.5 * step) / s + 0.7).ceil().long()[sid]
+    G = grid.points()
+    L2 = (L * L).clamp_min(1e-6)
+    r_eff = torch.sqrt(r * r + (0.6 * s) ** 2)
+    amp = (r / r_eff) ** 2
+    nvox = D * H * W
+    for h in torch.unique(half).tolist():
+        sel = (half == h).nonzero().squeeze(1)
+        ar = torch.arange(-h, h + 1)
+        off = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), dim=-1).reshape(-1, 3)
+        off = off[(off * off).sum(1) <= (h + 0.5) ** 2]  # a ball is enough
+        off_flat = (off[:, 0] * H + off[:, 1]) * W + off[:, 2]
+        # Indices that wrap around a row only visit other (far) voxels, whose values are still
+        # computed from their own coordinates, so no per-axis bounds check is needed.
+        flat = (cflat[sel][:, None] + off_flat[None]).clamp_(0, nvox - 1)
+        k = sid[sel]
+        rel = G[flat] - a[k][:, None, :]
+        sk = seg[k][:, None, :]
+        tt = ((rel * sk).sum(-1) / L2[k][:, None]).clamp_(0.0, 1.0)
+        dist = (rel - tt[..., None] * sk).norm(dim=-1)
+        flat = flat.reshape(-1)
+        if sdf_t is not None:
+            sdf_t.scatter_reduce_(0, flat, (dist - r[k][:, None]).reshape(-1), reduce="amin")
+        if occ_t is not None:
+            val = amp[k][:, None] * torch.sigmoid((r_eff[k][:, None] - dist) / w)
+            occ_t.scatter_reduce_(0, flat, val.reshape(-1), reduce="amax")
+    return (
+        None if sdf_t is None else sdf_t.view(D, H, W),
+        None if occ_t is None else occ_t.view(D, H, W),
+        box,
+    )
+
+
+def _vessel_tree(
+    rng: _Rng, roots: Tensor, dirs: Tensor, r0: Tensor, l0: Tensor, pull: Tensor, depth: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Asymmetric binary branching trees, vectorised per generation; returns segments a, b, r.
+
+    Each branch point gives a main child (small angle, slightly thinner) and a side child
+    (larger angle, much thinner).  ``pull`` (M, 3) gently bends each tree outwards.
+    """
+    pos, d, rad, ln = roots, dirs / dirs.norm(dim=1, keepdim=True), r0, l0
+    pull = pull / pull.norm(dim=1, keepdim=True)
+    A, B, Rr = [], [], []
+    for g in range(depth + 1):
+        n = pos.shape[0]
+        d = d + 0.15 * rng.randn(n, 3) + 0.1 * pull
+        d = d / d.norm(dim=1, keepdim=True)
+        end = pos + d * ln[:, None]
+        A.append(pos)
+        B.append(end)
+        Rr.append(rad)
+        if g == depth:
+            break
+        rnd = rng.randn(n, 3)
+        perp = rnd - (rnd * d).sum(1, keepdim=True) * d
+        perp = perp / perp.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        a1 = rng.rand(n, lo=0.15, hi=0.4)[:, None]
+        a2 = rng.rand(n, lo=0.5, hi=1.0)[:, None]
+        pos = torch.cat([end, end])
+        d = torch.cat(
+            [torch.cos(a1) * d + torch.sin(a1) * perp, torch.cos(a2) * d - torch.sin(a2) * perp]
+        )
+        rad = torch.cat([rad * rng.rand(n, lo=0.8, hi=0.9), rad * rng.rand(n, lo=0.55, hi=0.75)])
+        ln = torch.cat([ln * rng.rand(n, lo=0.72, hi=0.9), ln * rng.rand(n, lo=0.5, hi=0.75)])
+        pull = torch.cat([pull, pull])
+    return torch.cat(A), torch.cat(B), torch.cat(Rr)
+
+
+def thorax_phantom_3d(
+    size: int | tuple[int, int, int] = 64,
+    generator: GeneratorLike = None,
+    *,
+    spacing: float | None = None,
+    noise: float | None = None,
+    hu_window: tuple[float, float] = (-1000.0, 900.0),
+) -> Phantom:
+    """A contrast-enhanced thorax-CT-like volume with left/right lung labels.
+
+    Args:
+        size: ``N`` (cube) or ``(D, H, W)`` in voxels.
+        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
+        spacing: isotropic voxel size in mm; default ``380 / max(H, W)`` (a 380 mm field of
+            view: 64^3 -> 5.9 mm, 128^3 -> 3.0 mm).  The anatomy is in mm.
+        noise: CT noise std in HU; ``None`` draws it from [8, 25]; 0 disables noise.
+        hu_window: the HU range mapped linearly onto [0, 1] (then clipped).  With the default,
+            air -> 0, lung ~0.1-0.2, fat ~0.47, soft tissue ~0.55, contrast blood ~0.6-0.7,
+            bone ~0.75-0.9.
+
+    Returns:
+        :class:`Phantom` with ``image`` float32 ``(D, H, W)`` in [0, 1] and ``label`` int64
+        ``(D, H, W)``: 0 everything else, 1 left lung, 2 right lung (intrapulmonary vessels
+        included).  Axis 0 runs superior -> inferior, axis 1 anterior -> posterior, axis 2 from
+        the patient's right to left (radiological axial slices), spacing isotropic.
+        ``masks``: ``body``, ``heart``, ``vessels`` (intrapulmonary), ``airways``, ``bone``.
+    """
+    D, H, W = _size(size, 3, "thorax_phantom_3d")
+    (s,) = _spacing(spacing, 380.0 / max(H, W), 1)
+    rng = _Rng(_as_generator(generator))
+    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
+    w = 0.3 * s
+    grid = _Grid3((D, H, W), s, [_Waves(rng, 3, 5, (90.0, 300.0), 3.0) for _ in range(3)])
+    Z, Y, X = grid.Z, grid.Y, grid.X
+
+    # ------------------------------------------------------------------ draw the anatomy
+    # body wall: elliptic cross-section varying along z, flat back, fat and muscle layers
+    bcx, bcy = rng.uniform(-8.0, 8.0), rng.uniform(-5.0, 10.0)
+    a0, b0 = rng.uniform(140.0, 170.0), rng.uniform(105.0, 130.0)
+    ga, ga2 = rng.uniform(-0.05, 0.1), rng.uniform(0.0, 0.15)
+    gb, gb2 = rng.uniform(-0.15, 0.0), rng.uniform(0.0, 0.1)
+    body_coef, body_coef_z = rng.coef(4, 0.03), rng.coef(4, 0.02)
+    y_back = bcy + b0 * rng.uniform(0.82, 0.9)
+    fsc0, fsc_coef = rng.uniform(6.0, 20.0), rng.coef(4, 0.3)
+    m0, m_back, m_coef = rng.uniform(8.0, 14.0), rng.uniform(20.0, 35.0), rng.coef(4, 0.25)
+    m_top, z_sh = rng.uniform(5.0, 20.0), rng.uniform(90.0, 120.0)
+    # rib cage: a barrel, widest low in the chest, that closes in a dome at the lung apices
+    rc_top, rc_z0 = rng.uniform(135.0, 160.0), rng.uniform(-60.0, -20.0)
+    rc_a, rc_b = a0 * rng.uniform(0.85, 0.95), b0 * rng.uniform(0.85, 0.95)
+    rc_nb, rc_shift = rng.uniform(0.75, 0.9), rng.uniform(10.0, 25.0)
+    f_post = max(3.0, fsc0 * (1.0 + _modes_at(math.pi / 2, fsc_coef)))
+    m_post = max(4.0, m0 * (1.0 + _modes_at(math.pi / 2, m_coef)) + m_back)
+    y_cavb = y_back - f_post - m_post  # posterior wall of the thoracic cavity (below shoulders)
+    tab_off = rng.uniform(2.0, 6.0)
+
+    # spine
+    spx = rng.uniform(-4.0, 4.0)
+    vb_rx, vb_ry = rng.uniform(18.0, 24.0), rng.uniform(14.0, 18.0)
+    protr, kyph = rng.uniform(0.3, 0.7), rng.uniform(0.0, 10.0)
+
+    def y_vb(z: Any) -> Any:
+        return y_cavb - vb_ry * protr + kyph * (1.0 - (z / 190.0) ** 2)
+
+    period, vphase = rng.uniform(24.0, 30.0), rng.uniform(0.0, 1.0)
+    r_can, spin_len = rng.uniform(7.0, 9.0), rng.uniform(25.0, 40.0)
+
+    # diaphragm: two domes, the right one higher
+    zr = rng.uniform(-75.0, -45.0)
+    zl = zr - rng.uniform(5.0, 25.0)
+    xs_d, ys_d = rng.uniform(55.0, 75.0), rng.uniform(-10.0, 20.0)
+    cxd, cyp, cya = 70.0 / 95.0**2, 70.0 / 80.0**2, 25.0 / 80.0**2
+
+    def dome(z_pk: float, side: float, x: Any, y: Any) -> Any:
+        dy = y - ys_d
+        pos, neg = (
+            (dy.clamp_min(0.0), dy.clamp_max(0.0))
+            if isinstance(dy, Tensor)
+            else (
+                max(dy, 0.0),
+                min(dy, 0.0),
+            )
+        )
+        return z_pk - cxd * (x - side * xs_d) ** 2 - cyp * pos**2 - cya * neg**2
+
+    diaph_f = _Waves(rng, 3, 4, (80.0, 200.0), 3.0)
+
+    # heart: tilted ellipsoid on the diaphragm, long axis to the left, anterior and inferior
+    hx, hy = rng.uniform(15.0, 35.0), rng.uniform(-45.0, -25.0)
+    ha = (rng.uniform(55.0, 68.0), rng.uniform(42.0, 52.0), rng.uniform(42.0, 52.0))
+    hc = (max(dome(zl, 1.0, hx, hy), dome(zr, -1.0, hx, hy)) + rng.uniform(25.0, 40.0), hy, hx)
+    e1 = torch.tensor(
+        [-rng.uniform(0.3, 0.6), -rng.uniform(0.3, 0.6), rng.uniform(0.6, 0.9)], dtype=_F32
+    )
+    e1 = e1 / e1.norm()
+    to_rv = torch.tensor([0.1, -0.8, -0.6], dtype=_F32)  # anterior-right
+    e2 = to_rv - (to_rv @ e1) * e1
+    e2 = e2 / e2.norm()
+    e3 = torch.linalg.cross(e1, e2)
+    frame = [e1.tolist(), e2.tolist(), e3.tolist()]
+
+    def hpt(u1: float, u2: float, u3: float) -> tuple[float, float, float]:
+        v = torch.tensor(hc) + u1 * ha[0] * e1 + u2 * ha[1] * e2 + u3 * ha[2] * e3
+        return (v[0].item(), v[1].item(), v[2].item())
+
+    peri_f = _Waves(rng, 3, 6, (40.0, 120.0), 3.0)
+    peri_off = rng.uniform(2.0, 6.0)
+
+    # mediastinal tubes: aorta, pulmonary trunk and arteries, SVC, trachea/bronchi, oesophagus
+    root = hpt(-0.55, 0.05, -0.15)
+    car_z = rc_top - rng.uniform(70.0, 95.0)  # carina, about a third down the thorax
+    ao_top = car_z + rng.uniform(10.0, 25.0)
+    ao_x = spx + rng.uniform(14.0, 24.0)
+    r_asc, r_desc = rng.uniform(14.0, 17.0), rng.uniform(10.0, 13.0)
+    aorta = _chaikin(
+        [
+            root,
+            (0.5 * (root[0] + ao_top), root[1] - rng.uniform(0.0, 10.0), root[2] - 12.0),
+            (ao_top, 0.5 * (root[1] + y_vb(ao_top)), 0.5 * (root[2] + ao_x)),
+            (ao_top - 15.0, y_vb(ao_top - 15.0) - vb_ry - 12.0, ao_x),
+            (0.0, y_vb(0.0) - vb_ry * 0.9, ao_x),
+            (-250.0, y_vb(-250.0) - vb_ry - 4.0, spx + rng.uniform(2.0, 8.0)),
+        ],
+        [r_asc, r_asc, 0.5 * (r_asc + r_desc), r_desc, r_desc, r_desc],
+    )
+    tr_y = y_vb(car_z) - vb_ry - rng.uniform(18.0, 26.0)
+    tr_x = spx + rng.uniform(-3.0, 3.0)
+    hil = {
+        1.0: (
+            car_z - rng.uniform(5.0, 20.0),
+            tr_y + rng.uniform(5.0, 20.0),
+            rng.uniform(55.0, 70.0),
+        ),
+        -1.0: (
+            car_z - rng.uniform(10.0, 25.0),
+            tr_y + rng.uniform(0.0, 15.0),
+            -rng.uniform(50.0, 65.0),
+        ),
+    }
+    pt0 = hpt(-0.35, 0.45, 0.3)
+    ptb = (car_z - rng.uniform(15.0, 25.0), pt0[1] + rng.uniform(15.0, 25.0), pt0[2] + 5.0)
+    r_pt = rng.uniform(12.0, 15.0)
+    hl, hr = hil[1.0], hil[-1.0]
+    pulm = _cat_segments(
+        _chaikin([pt0, ptb], [r_pt, r_pt], 0),
+        _chaikin(
+            [ptb, (0.5 * (ptb[0] + hl[0]), ptb[1] + 15.0, 0.5 * (ptb[2] + hl[2])), hl],
+            [0.75 * r_pt, 0.7 * r_pt, 0.55 * r_pt],
+            2,
+        ),
+        _chaikin(
+            [ptb, (ptb[0] - 5.0, root[1] + 10.0, root[2] - 25.0), hr],
+            [0.75 * r_pt, 0.7 * r_pt, 0.55 * r_pt],
+            2,
+        ),
+    )
+    svc_x, svc_y = root[2] - rng.uniform(25.0, 40.0), root[1] + rng.uniform(-5.0, 10.0)
+    r_svc = rng.uniform(8.0, 11.0)
+    svc = _chaikin(
+        [(250.0, svc_y, svc_x), (hc[0] + 20.0, svc_y, svc_x), hpt(-0.75, 0.5, 0.0)], [r_svc] * 3
+    )
+    r_tr = rng.uniform(8.0, 10.0)
+    airway_parts = [
+        _chaikin(
+            [(250.0, tr_y - 5.0, tr_x), (car_z + 30.0, tr_y, tr_x), (car_z, tr_y, tr_x)],
+            [r_tr] * 3,
+            2,
+        )
+    ]
+    for side in (1.0, -1.0):
+        hz, hy_, hx_ = hil[side]
+        end = (hz - 10.0, hy_ + 8.0, hx_ - side * 5.0)
+        mid = (0.5 * (car_z + end[0]) + 5.0, 0.5 * (tr_y + end[1]), 0.5 * (tr_x + end[2]))
+        airway_parts.append(
+            _chaikin([(car_z, tr_y, tr_x), mid, end], [0.7 * r_tr, 0.65 * r_tr, 0.55 * r_tr], 2)
+        )
+    airways = _cat_segments(*airway_parts)
+    oe_x = spx + rng.uniform(-2.0, 10.0)
+    oesophagus = _chaikin(
+        [
+            (250.0, y_vb(200.0) - vb_ry - 8.0, oe_x),
+            (0.0, y_vb(0.0) - vb_ry - 10.0, oe_x + 5.0),
+            (zl - 40.0, y_vb(zl) - vb_ry - 40.0, oe_x + 35.0),
+        ],
+        [8.0, 8.0, 9.0],
+        2,
+    )
+
+    # lungs: large perturbed ellipsoids clipped by the chest wall, mediastinum and diaphragm
+    lung_par = {}
+    lc0 = (rng.uniform(-35.0, -15.0), rng.uniform(0.0, 20.0), rng.uniform(55.0, 75.0))
+    la0 = (rng.uniform(95.0, 120.0), rng.uniform(70.0, 90.0))
+    for side in (1.0, -1.0):
+        lc = (lc0[0], lc0[1] + rng.uniform(-5.0, 5.0), side * (lc0[2] + rng.uniform(-5.0, 5.0)))
+        la = (
+            rc_top - lc[0] + rng.uniform(0.0, 15.0),
+            la0[0] * rng.uniform(0.95, 1.05),
+            la0[1] * rng.uniform(0.95, 1.05) * (1.0 if side > 0 else 1.1),  # right lung larger
+        )
+        lung_par[side] = (lc, la, _Waves(rng, 3, 8, (50.0, 160.0), 5.0), rng.uniform(3.0, 10.0))
+    apex = min(lp[0][0] + lp[1][0] for lp in lung_par.values())
+
+    # ribs and sternum
+    z1 = apex + rng.uniform(-10.0, 5.0)
+    rib_p, drop = rng.uniform(22.0, 28.0), rng.uniform(45.0, 75.0)
+    rib_h, rib_t = rng.uniform(5.0, 7.0), rng.uniform(7.0, 10.0)
+    rib_jit = rng.rand(12, lo=-4.0, hi=4.0)
+    cos_phi_max = math.cos(rng.uniform(2.3, 2.6))
+    st_lo, st_hi = zr - rng.uniform(10.0, 30.0), z1 - rng.uniform(10.0, 30.0)
+    st_w = rng.uniform(12.0, 18.0)
+
+    # abdomen below the diaphragm
+    liver_c = (zr - rng.uniform(45.0, 70.0), rng.uniform(-10.0, 20.0), -rng.uniform(30.0, 50.0))
+    liver_a = (rng.uniform(70.0, 100.0), rng.uniform(70.0, 95.0), rng.uniform(90.0, 120.0))
+    stom_c = (zl - rng.uniform(35.0, 55.0), rng.uniform(-30.0, 0.0), rng.uniform(45.0, 70.0))
+    stom_a = (rng.uniform(35.0, 55.0), rng.uniform(30.0, 45.0), rng.uniform(35.0, 50.0))
+    st_level = stom_c[0] + rng.uniform(0.0, 0.6) * stom_a[0]
+    spl_c = (zl - rng.uniform(40.0, 70.0), rng.uniform(30.0, 60.0), rng.uniform(70.0, 95.0))
+    spl_a = (rng.uniform(45.0, 60.0), rng.uniform(35.0, 50.0), rng.uniform(25.0, 35.0))
+
+    # intrapulmonary vessel trees: arteries from the hila, veins towards the left atrium
+    la_c = hpt(-0.72, -0.25, 0.1)
+    roots, dirs, r0, l0, pull = [], [], [], [], []
+    for side in (1.0, -1.0):
+        art_dirs = [
+            (1.0, 0.1, 0.3 * side),
+            (0.7, -0.6, 0.5 * side),
+            (0.7, 0.6, 0.5 * side),
+            (0.0, 0.0, side),
+            (-0.1, -0.9, 0.6 * side),
+            (-1.0, 0.3, 0.3 * side),
+            (-0.7, 0.8, 0.3 * side),
+            (-0.7, -0.1, 0.8 * side),
+        ]
+        for dd in art_dirs:
+            roots.append(hil[side])
+            dirs.append(dd)
+            r0.append(rng.uniform(4.0, 5.5))
+            l0.append(rng.uniform(25.0, 40.0))
+            pull.append(dd)
+        vroot = (la_c[0], la_c[1], la_c[2] + side * 25.0)
+        vein_dirs = (
+            (0.6, 0.3, side),
+            (-0.5, 0.4, side),
+            (0.0, -0.5, side),
+            (-0.3, 0.8, side),
+            (0.3, 0.0, side),
+        )
+        for dd in vein_dirs:
+            roots.append(vroot)
+            dirs.append(dd)
+            r0.append(rng.uniform(3.5, 5.0))
+            l0.append(rng.uniform(35.0, 50.0))
+            pull.append(dd)
+    trees = _vessel_tree(
+        rng,
+        torch.tensor(roots, dtype=_F32),
+        torch.tensor(dirs, dtype=_F32) + 0.2 * rng.randn(len(dirs), 3),
+        torch.tensor(r0, dtype=_F32),
+        torch.tensor(l0, dtype=_F32),
+        torch.tensor(pull, dtype=_F32),
+        7,
+    )
+
+    # intensities (HU)
+    hu_fat = rng.uniform(-115.0, -85.0)
+    hu_muscle = rng.uniform(40.0, 60.0)
+    hu_med = rng.uniform(-80.0, -40.0)
+    hu_abd = rng.uniform(-40.0, 10.0)
+    hu_lung = rng.uniform(-850.0, -780.0)
+    lung_grad = rng.uniform(30.0, 100.0)
+    hu_blood_l = rng.uniform(180.0, 330.0)
+    hu_blood_r = hu_blood_l * rng.uniform(0.75, 1.25)
+    hu_svc = min(hu_blood_r * rng.uniform(1.0, 1.8), 700.0)
+    hu_myo = rng.uniform(90.0, 140.0)
+    hu_liver = rng.uniform(70.0, 120.0)
+    hu_spleen = rng.uniform(100.0, 140.0)
+    hu_stom = rng.uniform(0.0, 40.0)
+    hu_bone = rng.uniform(450.0, 700.0)
+    hu_vb = rng.uniform(180.0, 280.0)
+    hu_disc = rng.uniform(70.0, 100.0)
+    hu_cart = rng.uniform(100.0, 200.0)
+    hu_noise = rng.uniform(8.0, 25.0) if noise is None else float(noise)
+
+    # ------------------------------------------------------------------ shapes on the grid
+    def body_angle(Zq: Tensor, Yq: Tensor, Xq: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        tz = Zq / 190.0
+        un = (Xq - bcx) / (a0 * (1.0 + ga * tz + ga2 * tz * tz))
+        vn = (Yq - bcy) / (b0 * (1.0 + gb * tz + gb2 * tz * tz))
+        rho = torch.hypot(un, vn)
+        inv = 1.0 / rho.clamp_min(1e-4)
+        return rho, inv, un * inv, vn * inv  # cos/sin of the polar angle; sin = 1: posterior
+
+    # body layers: smooth, so evaluated on the coarse grid and upsampled
+    Zc, Yc, Xc = grid.Zc, grid.Yc, grid.Xc
+    rho, inv, c1, s1 = body_angle(Zc, Yc, Xc)
+    rb = 1.0 + _modes(c1, s1, body_coef, body_coef_z, Zc / 190.0)
+    d_body_c = _smax((rho - rb) * torch.hypot(Xc - bcx, Yc - bcy) * inv, Yc - y_back, 6.0)
+    d_musc_c = d_body_c + (fsc0 * (1.0 + _modes(c1, s1, fsc_coef))).clamp_min(3.0)
+    m_l = m0 * (1.0 + _modes(c1, s1, m_coef)) + m_back * s1.clamp_min(0.0) ** 4
+    m_l = m_l.clamp_min(4.0) + m_top * torch.sigmoid((Zc - z_sh) / 20.0)
+    t2 = ((Zc - rc_z0) / (rc_top - rc_z0)).clamp(0.0, 1.0) ** 2
+    yb = Yc - bcy - rc_shift * t2
+    ub = (Xc - bcx) / (rc_a * torch.sqrt((1.0 - t2).clamp_min(1e-3)))
+    vb_ = yb / (rc_b * torch.sqrt((1.0 - rc_nb * t2).clamp_min(1e-3)))
+    rho_b = torch.hypot(ub, vb_).clamp_min(1e-4)
+    d_barrel = (rho_b - 1.0) * torch.hypot(Xc - bcx, yb) / rho_b
+    d_cav_c = torch.maximum(d_musc_c + m_l, d_barrel)
+    d_body, d_musc, d_cav = grid.up(d_body_c), grid.up(d_musc_c), grid.up(d_cav_c)
+    s1 = body_angle(Z, Y, X)[3]
+    d_abd = Z - (torch.maximum(dome(zl, 1.0, X, Y), dome(zr, -1.0, X, Y)) + grid.smooth(diaph_f))
+
+    # ribs: bands that descend from the spine towards the front (cos(phi) = s1)
+    vrib = (z1 - drop * (1.0 - s1) / 2.0 - Z) / rib_p
+    kr = torch.round(vrib)
+    dz = (vrib - kr) * rib_p + rib_jit[kr.clamp(0, 11).long()]
+    d_band = torch.maximum(dz.abs() - rib_h, (d_cav - 1.0 - rib_t / 2).abs() - rib_t / 2)
+    rib_occ = _soft(d_band, w) * ((kr >= 0) & (kr <= 11))
+    cart = rib_occ * (s1 < cos_phi_max)
+    rib_occ = rib_occ * (s1 >= cos_phi_max)
+    stb = grid.box((st_lo, -250.0, bcx - st_w), (st_hi, bcy, bcx + st_w))
+    d_st = torch.maximum((X[stb] - bcx).abs() - st_w, (d_cav[stb] - 5.0).abs() - 6.0)
+    d_st = torch.maximum(torch.maximum(d_st, Z[stb] - st_hi), st_lo - Z[stb])
+    d_st = torch.maximum(d_st, Y[stb] - bcy)
+
+    # spine (box around the column)
+    yv_lo = y_cavb - vb_ry * (protr + 1.3)
+    yv_hi = y_cavb - vb_ry * (protr - 1.3) + kyph + 2.0 * r_can + spin_len + 12.0
+    spb = grid.box((-1e3, yv_lo, spx - r_can - 40.0), (1e3, yv_hi, spx + r_can + 40.0))
+    Zs, Ys, Xs = grid.at(spb)
+    vscale = 1.0 - 0.12 * Zs / 190.0
+    yv = y_vb(Zs)
+    d_vb = (torch.hypot((Xs - spx) / (vb_rx * vscale), (Ys - yv) / (vb_ry * vscale)) - 1.0) * vb_ry
+    vfrac = torch.remainder(Zs / period + vphase, 1.0)
+    disc = vfrac < 0.2
+    ycan = yv + vb_ry * vscale + r_can + 2.0
+    rcan = torch.hypot(Xs - spx, Ys - ycan)
+    d_can = rcan - r_can
+    d_spin = torch.maximum(
+        (Xs - spx).abs() - 4.0, (Ys - ycan - r_can - 2.0 - spin_len / 2).abs() - spin_len / 2
+    )
+    d_trans = torch.maximum((Xs - spx).abs() - r_can - 30.0, (Ys - ycan).abs() - 5.0)
+    d_post = torch.minimum(torch.minimum(rcan - r_can - 6.0, d_spin), d_trans)
+    d_post = torch.maximum(d_post, -d_can)
+    arch_on = (vfrac > 0.25) & (vfrac < 0.85)
+
+    # heart (box)
+    hb = grid.around(hc, max(ha) + 12.0 + peri_f.bound)
+    Ph = grid.at(hb)
+    d_heart = _ellipsoid(Ph, hc, ha, frame)
+    d_lvc = _ellipsoid(Ph, hpt(0.15, -0.22, 0.0), (0.6 * ha[0], 0.36 * ha[1], 0.38 * ha[2]), frame)
+    d_lvc = torch.maximum(d_lvc, d_heart + 6.0)
+    d_rvc = _ellipsoid(Ph, hpt(0.0, 0.42, 0.0), (0.55 * ha[0], 0.3 * ha[1], 0.6 * ha[2]), frame)
+    d_rvc = torch.maximum(torch.maximum(d_rvc, 10.0 - d_lvc), d_heart + 3.0)
+    d_la = _ellipsoid(Ph, la_c, (0.33 * ha[0], 0.35 * ha[1], 0.45 * ha[2]), frame)
+    d_ra = _ellipsoid(Ph, hpt(-0.62, 0.38, 0.1), (0.33 * ha[0], 0.33 * ha[1], 0.42 * ha[2]), frame)
+    d_atria = torch.maximum(torch.minimum(d_la, d_ra), d_heart + 3.0)
+    d_pfat = d_heart - (peri_off + peri_f(*Ph)).clamp(0.0, 12.0)
+
+    # tubes
+    sdf_art, _, art_box = _tubes(grid, _cat_segments(aorta, pulm), margin=4.0, occ=False)
+    sdf_svc, _, svc_box = _tubes(grid, svc, margin=4.0, occ=False)
+    sdf_air, _, air_box = _tubes(grid, airways, margin=6.0, occ=False)
+    sdf_oe, _, oe_box = _tubes(grid, oesophagus, margin=3.0, occ=False)
+    ta, tb, tr = trees
+    keep = tr >= max(0.5, 0.1 * s)
+    _, occ_v, _ = _tubes(grid, (ta[keep], tb[keep], tr[keep]), sdf=False)
+    assert sdf_art is not None and sdf_svc is not None and sdf_air is not None
+    assert sdf_oe is not None and occ_v is not None
+
+    # lungs
+    d_carve = torch.minimum(torch.minimum(sdf_art, sdf_svc) - 3.0, sdf_air - 3.0)
+    d_carve = torch.minimum(d_carve, sdf_oe - 2.0)
+    d_carve[hb] = torch.minimum(d_carve[hb], d_pfat - 4.0)
+    d_carve[spb] = torch.minimum(d_carve[spb], d_vb - 6.0)
+    d_lung = {}
+    for side, (lc, la, pert, mw) in lung_par.items():
+        dl = grid.up(
+            _ellipsoid((grid.Zc, grid.Yc, grid.Xc), lc, la) + pert(grid.Zc, grid.Yc, grid.Xc)
+        )
+        dl = torch.maximum(dl, d_cav + 3.0)
+        dl = torch.maximum(dl, mw - side * (X - spx))
+        dl = torch.maximum(dl, -d_carve)
+        d_lung[side] = torch.maximum(dl, 2.0 - d_abd)
+
+    # ------------------------------------------------------------------ compose (HU)
+    hu = torch.full((D, H, W), -1000.0, dtype=_F32)
+    tab_y = y_back + tab_off + X * X / 900.0
+    _paint(hu, _soft(torch.maximum((Y - tab_y - 3.0).abs() - 3.0, X.abs() - 230.0), w), 100.0)
+    _paint(hu, _soft(d_body, w), hu_fat)
+    _paint(hu, _soft(d_musc, w), hu_muscle)
+    _paint(hu, rib_occ, hu_bone)
+    _paint(hu, cart, hu_cart)
+    _paint(hu[stb], _soft(d_st, w), 0.7 * hu_bone)
+    below = _soft(d_abd, w)
+    tex = 25.0 * _noise_field(ngen, (D, H, W), 3.0)
+    _paint(hu, _soft(d_cav, w), hu_med + below * (hu_abd - hu_med + tex))
+    for c, ax, val in (
+        (liver_c, liver_a, hu_liver),
+        (spl_c, spl_a, hu_spleen),
+        (stom_c, stom_a, 40.0),
+    ):
+        ob = grid.around(c, max(ax) + 2.0)
+        if _empty(ob):
+            continue
+        Po = grid.at(ob)
+        d = torch.maximum(torch.maximum(_ellipsoid(Po, c, ax), d_abd[ob] + 3.0), d_cav[ob] + 2.0)
+        _paint(hu[ob], _soft(d, w), val)
+        if c is stom_c:
+            _paint(hu[ob], _soft(d + 3.0, w), hu_stom)
+            _paint(hu[ob], _soft(d + 3.0, w) * _soft(st_level - Po[0], w), -1000.0)
+    hs = hu[spb]
+    _paint(hs, _soft(d_vb, w), torch.where(disc, hu_disc, hu_vb + 250.0))
+    _paint(hs, _soft(d_vb + 2.0, w) * ~disc, hu_vb)
+    _paint(hs, _soft(d_post, w) * arch_on, hu_bone)
+    _paint(hs, _soft(d_can, w), 15.0)
+    _paint(hu[oe_box], _soft(sdf_oe[oe_box], w), hu_muscle)
+    lung_any = torch.minimum(d_lung[1.0], d_lung[-1.0])
+    m_lung = _soft(lung_any, w)
+    lung_tex = hu_lung + lung_grad * (Y / 100.0) + 18.0 * _noise_field(ngen, (D, H, W), 1.5)
+    _paint(hu, m_lung, lung_tex)
+    _paint(hu, occ_v * m_lung, hu_blood_r)
+    hh = hu[hb]
+    _paint(hh, _soft(d_pfat, w), hu_fat)
+    _paint(hh, _soft(d_heart, w), hu_myo)
+    _paint(hh, _soft(d_lvc, w), hu_blood_l)
+    _paint(hh, _soft(d_atria, w), 0.5 * (hu_blood_l + hu_blood_r))
+    _paint(hh, _soft(d_rvc, w), hu_blood_r)
+    _paint(hu[art_box], _soft(sdf_art[art_box], w), hu_blood_l)
+    _paint(hu[svc_box], _soft(sdf_svc[svc_box], w), hu_svc)
+    _paint(hu[air_box], _soft(sdf_air[air_box] - 2.0, w), hu_muscle)
+    _paint(hu[air_box], _soft(sdf_air[air_box], w), -1000.0)
+
+    if hu_noise > 0:  # white noise, correlated by the point-spread blur below
+        hu += (hu_noise / _blur_noise_gain(0.5, 3)) * torch.randn(
+            (D, H, W), generator=ngen, dtype=_F32
+        )
+    hu = _blur(hu, 0.5)
+    lo, hi = hu_window
+    img = ((hu - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+    # ------------------------------------------------------------------ labels
+    lab = torch.zeros(D, H, W, dtype=torch.int64)
+    lab[d_lung[1.0] < 0] = 1
+    lab[d_lung[-1.0] < 0] = 2
+    heart = torch.zeros(D, H, W, dtype=torch.bool)
+    heart[hb] = d_heart < 0
+    bone = rib_occ > 0.5
+    bone[spb] |= (d_vb < 0) | ((d_post < 0) & arch_on)
+    bone[stb] |= d_st < 0
+    masks = {
+        "body": d_body < 0,
+        "heart": heart,
+        "vessels": (occ_v > 0.5) & (lab > 0),
+        "airways": sdf_air < 0,
+        "bone": bone,
+    }
+    return Phantom(img.contiguous(), lab, dict(THORAX_LABELS), (s, s, s), masks)
+
+
+def thorax_batch(
+    n: int,
+    size: int | tuple[int, int, int] = 64,
+    generator: GeneratorLike = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """``n`` thorax phantoms drawn in sequence from one generator.
+
+    Returns ``(images, labels)`` of shapes ``(n, 1, D, H, W)`` (float32, [0, 1]) and
+    ``(n, 1, D, H, W)`` (int64: 0 other, 1 left lung, 2 right lung).  ``kwargs`` go to
+    :func:`thorax_phantom_3d`.
+    """
+    g = _as_generator(generator)
+    ph = [thorax_phantom_3d(size, g, **kwargs) for _ in range(n)]
+    return (
+        torch.stack([p.image for p in ph])[:, None],
+        torch.stack([p.label for p in ph])[:, None],
+    )
