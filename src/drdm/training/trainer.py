@@ -99,7 +99,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, value in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(value.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(value.detach().to("cpu").reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -466,10 +466,14 @@ def _train(
     printer.message(
         f"drdm train: {len(data)} images ({data.description}); {n_params} parameters; "
         f"{ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s) "
-        f"each; batch {optim_cfg.batch_size}; steps {start + 1}..{end} of {total}; out {out}"
+        f"each; batch {optim_cfg.batch_size}; "
+        + (
+            f"steps {start + 1}..{end} of {total}"
+            if end > start
+            else f"{start} of {total} steps already done"
+        )
+        + f"; out {out}"
     )
-    if start >= total:
-        printer.message(f"drdm train: {out} already completed {start} steps")
 
     ema: dict[str, float] = {}
     rows: list[dict[str, float]] = []
