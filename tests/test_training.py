@@ -283,3 +283,33 @@ def test_resume_is_bit_identical(tmp_path):
     changed = _smoke(optim__steps=6, optim__lr=1e-3)
     with pytest.raises(InputError, match="optim.lr"):
         train(changed, base_dir=CONFIGS, out_dir=tmp_path / "part", resume=True, quiet=True)
+
+
+def test_file_fraction_sampling():
+    from drdm.training.data import TrainingData
+    from drdm.training.trainer import _draw_indices
+
+    data = TrainingData(
+        torch.zeros(5, 1, 8, 8), torch.tensor([0, 0, 0, 1, 1], dtype=torch.bool), ""
+    )
+    gen = torch.Generator().manual_seed(0)
+    assert set(_draw_indices(data, 64, 1.0, gen).tolist()) == {3, 4}
+    assert set(_draw_indices(data, 64, 0.0, gen).tolist()) == {0, 1, 2}
+    assert set(_draw_indices(data, 256, None, gen).tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_3d_training_step(tmp_path):
+    config = config_from_dict(
+        {
+            "network": {"widths": [4, 8, 8], "bottleneck_width": 4, "embed_dim": 16},
+            "forward": {"num_steps": 10, "grid_size": 8},
+            "data": {"image_size": [16, 16, 16], "phantoms": {"kind": "thorax3d", "count": 2}},
+            "optim": {"steps": 2, "batch_size": 2},
+            "output": {"checkpoint_every": 2, "plot": False},
+        }
+    )
+    result = train(config, out_dir=tmp_path / "run3d", quiet=True, device="cpu")
+    assert result.finished and all(np.isfinite([r["total"] for r in result.losses]))
+    model = load_pretrained(tmp_path / "run3d" / "model")
+    assert model.config.ndim == 3
+    assert model.checkpoint_info.extra["image_size"] == [16, 16, 16]
