@@ -139,11 +139,12 @@ class DataConfig:
         use_spacing: resize using the voxel spacing of each file (its affine), so anatomy
             keeps its physical aspect ratio (isotropic model voxels); ``false`` treats voxels
             as square.
-        threshold: intensity threshold in the file's units: values below it are raised to it
-            (they become 0 after normalisation), removing e.g. air; ``null``: none.
+        threshold: intensity threshold in the files' units: values below it are raised to it
+            (they become 0 after normalisation), removing e.g. air; ``null``: none. Files
+            only: phantoms are generated in ``[0, 1]`` and used as they are.
         intensity_percentiles: the low and high percentiles of each file's intensities that
             map linearly to 0 and 1 (values outside are clipped). ``[0, 100]`` is min-max
-            normalisation. Computed once per file (per volume, before slicing).
+            normalisation. Computed once per file (per volume, before slicing); files only.
         augment: random spatial augmentation (see :class:`AugmentConfig`).
     """
 

@@ -6,10 +6,10 @@ memory (CPU), built once when training starts:
 1. **sources**: NIfTI files, folders or glob patterns (:func:`expand_files`) and/or built-in
    phantoms (:mod:`drdm.data.phantoms`). For a 2D model, 3D files are cut into 2D slices along
    a chosen axis or the auto-detected one (:func:`auto_slice_axis`);
-2. **intensities** (:func:`normalise_intensity`): an optional threshold raises everything
-   below it to it (removing e.g. air), then the file's low/high percentiles map linearly to
-   0 and 1 (clipped). The window is computed once per file, so the slices of one stack keep
-   their relative brightness;
+2. **intensities** (:func:`normalise_intensity`, files only; phantoms are made in ``[0, 1]``):
+   an optional threshold raises everything below it to it (removing e.g. air), then the
+   file's low/high percentiles map linearly to 0 and 1 (clipped). The window is computed once
+   per file, so the slices of one stack keep their relative brightness;
 3. **geometry** (:func:`fit_to_size`): each image is resampled to isotropic voxels (using its
    voxel spacing) so that its longest physical side fills the model size, keeping the aspect
    ratio (Gaussian anti-aliasing when shrinking), and padded with zeros, centred, to exactly
@@ -239,12 +239,8 @@ def _phantom_images(config: DataConfig) -> list[Tensor]:
     assert ph is not None
     generator = torch.Generator().manual_seed(int(ph.seed))
     make = cardiac_phantom_2d if ph.kind == "cardiac2d" else thorax_phantom_3d
-    images = []
-    for _ in range(ph.count):
-        image = make(tuple(config.image_size), generator).image
-        array = normalise_intensity(image.numpy(), config.threshold, config.intensity_percentiles)
-        images.append(torch.from_numpy(array))
-    return images
+    # phantoms are made at the model size, already in [0, 1]: no intensity preprocessing
+    return [make(tuple(config.image_size), generator).image.float() for _ in range(ph.count)]
 
 
 def build_training_data(config: DataConfig, base_dir: str | Path) -> TrainingData:
@@ -277,11 +273,11 @@ def build_training_data(config: DataConfig, base_dir: str | Path) -> TrainingDat
     if not images:
         raise InputError("data: no training image left (every file missing, empty or blank)")
     size = "x".join(str(s) for s in config.image_size)
-    pre = [f"resized/padded to {size}"]
-    if config.threshold is not None:
-        pre.append(f"threshold {config.threshold:g}")
-    lo, hi = config.intensity_percentiles
-    pre.append(f"intensities p{lo:g}-p{hi:g} -> [0, 1]")
+    pre = [f"{size}"]
+    if files:
+        lo, hi = config.intensity_percentiles
+        thr = f"threshold {config.threshold:g}, " if config.threshold is not None else ""
+        pre.append(f"files resized/padded, {thr}intensities p{lo:g}-p{hi:g} -> [0, 1]")
     aug = config.augment
     if aug.enabled:
         pre.append(
