@@ -33,17 +33,15 @@ class ForwardDiffusionConfig:
             ``"theoretical"`` uses Eq. 11, ``floor(t**(alpha+1) / ((alpha+1) beta))``.
         practical_power, practical_divisor: the 1.3 and 1.5 of the practical schedule.
         perturbation: relative std of the independent noise added, when requested (training),
-            to the step velocity inside the cumulative field, so the image is deformed by a
-            field 5 % different from the target ``psi_t`` (3.3).
-        integration: ``"exp"`` (fast, default): the ``n`` independent unit DVFs of a step are
-            summed into one velocity of ``n`` times their variance, which is integrated by
-            scaling and squaring. ``"compose"``: the paper's literal process, composing the
-            ``n`` unit DVFs one at a time, one sample at a time (the reference).
+            to the velocity of the cumulative field, so the image is deformed by a field 5 %
+            different from the one the target ``psi_t`` is derived from (3.3).
+        integration: ``"exp"`` (fast, default): the ``n_{t:1}`` independent unit DVFs are
+            summed into one velocity of ``n_{t:1}`` times their variance, integrated by
+            scaling and squaring; the step is the ``n_t / n_{t:1}`` share of that flow.
+            ``"compose"``: the paper's literal process, composing independent unit DVFs one
+            at a time, one sample at a time (the reference for the statistics of the
+            cumulative field; see :mod:`drdm.diffusion.forward`).
         squaring_steps: compositions used by scaling and squaring (``2**steps`` sub-steps).
-        history_chunks: ``phi_{t-1:1}`` is built from this many independent exponentials
-            composed (each of ``1/history_chunks`` of its variance). One exponential of a large
-            velocity moves points along one smooth field and overshoots the random walk of
-            independent steps; a few chunks bring the statistics within a few % of it.
         image_mode: interpolation of the deformed image, ``"linear"`` or ``"cubic"``.
     """
 
@@ -61,7 +59,6 @@ class ForwardDiffusionConfig:
     perturbation: float = 0.05
     integration: Literal["exp", "compose"] = "exp"
     squaring_steps: int = 5
-    history_chunks: int = 2
     image_mode: Literal["linear", "cubic"] = "linear"
 
     def __post_init__(self) -> None:
@@ -85,8 +82,6 @@ class ForwardDiffusionConfig:
             raise ValueError(f"integration must be 'exp' or 'compose', got {self.integration!r}")
         if self.squaring_steps < 0:
             raise ValueError(f"squaring_steps must be >= 0, got {self.squaring_steps}")
-        if self.history_chunks < 1:
-            raise ValueError(f"history_chunks must be >= 1, got {self.history_chunks}")
         if self.perturbation < 0:
             raise ValueError(f"perturbation must be >= 0, got {self.perturbation}")
         if self.image_mode not in ("linear", "cubic"):

@@ -8,23 +8,31 @@ How it is computed (``integration="exp"``, the default):
 
 * A unit DVF is a multi-scale Gaussian field (Eq. 6) on a control grid covering
   ``field_extent`` times the image (3.3).
-* The step ``psi_t`` is ``n_t`` unit DVFs composed; ``phi_{t-1:1}`` stands for the remaining
-  ``n_{t:1} - n_t`` (Eq. 10 with the practical ``n_{t:1}`` of 3.3). ``n`` independent unit DVFs
-  have a displacement variance ``n`` times that of one (Eq. 7, 10). Instead of ``n``
-  compositions the process draws one velocity with the same spatial covariance and ``n`` times
-  the variance (``sqrt(n)`` times a unit field) and integrates it by scaling and squaring
-  (``squaring_steps`` compositions). This matches the step-by-step composition in the
-  statistics that matter (mean/max magnitude, fold ratio; see ``tests/test_diffusion.py`` and
-  ``benchmarks/forward_benchmark.py``) and is diffeomorphic by construction.
-* ``phi_{t:1} = compose(psi_t, phi_{t-1:1})`` exactly, so ``I_t`` contains the step the network
-  learns to undo. With ``perturb=True`` (training) the step inside ``phi_{t:1}`` gets an extra
-  ``perturbation`` (5 %) of independent noise, so the image is not deformed by exactly the
-  target ``psi_t``.
+* ``phi_{t:1}`` is made of ``n_{t:1}`` unit DVFs (Eq. 10 with the practical ``n_{t:1}`` of
+  3.3). Independent unit DVFs add their variances (Eq. 7, 10), so instead of composing
+  ``n_{t:1}`` of them one at a time the process draws one velocity ``V`` with the same spatial
+  covariance and ``n_{t:1}`` times the variance (``sqrt(n_{t:1})`` times a unit field) and
+  integrates it by scaling and squaring: ``phi_{t:1} = exp(V)``. Its magnitude and fold
+  statistics match the step-by-step composition (``tests/test_diffusion.py``,
+  ``benchmarks/forward_benchmark.py``) and it is diffeomorphic by construction.
+* The step is the last ``n_t`` of those ``n_{t:1}`` units *along the same flow*:
+  ``psi_t = exp(n_t / n_{t:1} * V)``, so ``phi_{t:1} = psi_t o phi_{t-1:1}`` with
+  ``phi_{t-1:1} = exp((1 - n_t / n_{t:1}) V)``. This is the part of the step that can be
+  recovered from ``I_t``: were ``psi_t`` an independent field, only its conditional mean given
+  ``phi_{t:1}`` (this same ``n_t / n_{t:1}`` share) would be predictable and the rest would be
+  irreducible noise in the training loss. (The step's variance is therefore
+  ``n_t**2 / n_{t:1}`` units rather than Eq. 7's ``n_t``; the authors' implementation also
+  derives both fields from one velocity per sample.)
+* With ``perturb=True`` (training) ``phi_{t:1}`` is integrated from ``V`` plus
+  ``perturbation`` (5 %) of independent noise of the same kind, so the image is not deformed
+  by exactly the field the target was derived from (3.3).
 * Finally the fields are cropped from the centre of the control grid and interpolated to the
-  image grid, and converted to image voxels.
+  image grid (cubic, separably), and converted to image voxels.
 
-``integration="compose"`` runs the paper's process literally (unit DVFs composed one at a
-time, one sample at a time); it is the reference for tests and benchmarks.
+``integration="compose"`` runs the paper's process literally (independent unit DVFs composed
+one at a time, one sample at a time; ``psi_t`` made of the last ``n_t`` of them). It is the
+reference for the statistics of ``phi_{t:1}`` in tests and benchmarks; its ``psi_t`` is
+independent of the rest of ``phi_{t:1}`` and is not meant for training.
 """
 
 from __future__ import annotations
@@ -158,7 +166,7 @@ class ForwardDiffusion:
             )
         else:
             step, cumulative = self._fields_by_exponential(
-                t, grid, spacing, generator, perturb, device, dtype
+                t, grid, spacing, size, generator, perturb, device, dtype
             )
         both = self._to_image_grid(torch.cat([step, cumulative]), size, spacing)
         return ForwardFields(step=both[:batch], cumulative=both[batch:])
@@ -200,38 +208,28 @@ class ForwardDiffusion:
         t: Tensor,
         grid: list[int],
         spacing: list[float],
+        size: list[int],
         generator: torch.Generator | None,
         perturb: bool,
         device: torch.device,
         dtype: torch.dtype,
     ) -> tuple[Tensor, Tensor]:
+        """One velocity per sample: ``phi = exp(V)``, ``psi = exp(n_t / n_{t:1} * V)``."""
         c = self.config
         batch = t.numel()
-        size = [round(g * s / c.field_extent) for g, s in zip(grid, spacing, strict=True)]
         std = self._unit_std(spacing, size)
-        n_step = self.step_units(t)
-        n_rest = self.cumulative_units(t) - n_step
-        view = (batch, 1, *([1] * len(grid)))
-        chunks = c.history_chunks
-        k = 1 + chunks + (1 if perturb else 0)
+        n_step = self.step_units(t).to(device, dtype)
+        n_total = self.cumulative_units(t).to(device, dtype)
+        view = (batch, *([1] * (len(grid) + 1)))
+        k = 2 if perturb else 1
         units = multiscale_velocity(k * batch, grid, std, c.num_scales, generator, device, dtype)
-        units = units.view(k, batch, *units.shape[1:])
-        step_v = units[0] * n_step.to(device, dtype).sqrt().view(view)
-        rest_scale = (n_rest.to(device, dtype) / chunks).sqrt().view(view)
-        velocities = [step_v] + [units[1 + j] * rest_scale for j in range(chunks)]
+        velocity = units[:batch] * n_total.sqrt().view(view)  # Eq. 10: variance n_{t:1} sigma^2
+        applied = velocity
         if perturb:
-            noise = units[-1] * (c.perturbation * n_step.to(device, dtype).sqrt().view(view))
-            velocities.append(step_v + noise)
-        ddfs = integrate(torch.cat(velocities), steps=c.squaring_steps).view(
-            len(velocities), batch, *units.shape[2:]
-        )
-        step = ddfs[0]
-        applied_step = ddfs[-1] if perturb else step
-        # left fold: the accumulated field is never resampled, only the fresh factor is
-        cumulative = applied_step
-        for j in range(1, 1 + chunks):
-            cumulative = compose(cumulative, ddfs[j])
-        return step, cumulative
+            applied = velocity + c.perturbation * n_total.sqrt().view(view) * units[batch:]
+        step = velocity * (n_step / n_total).view(view)
+        ddfs = integrate(torch.cat([step, applied]), steps=c.squaring_steps)
+        return ddfs[:batch], ddfs[batch:]
 
     def _fields_by_composition(
         self,
