@@ -64,8 +64,10 @@ def resample_separable(
         shape = list(out.shape)
         before = math.prod(shape[:dim])
         after = math.prod(shape[dim + 1 :])
-        # (before, S_in, after) -> (before, S_out, after) with one batched matrix product
-        out = torch.matmul(matrix, out.reshape(before, shape[dim], after))
+        if after == 1:  # last axis: one (before, S_in) x (S_in, S_out) product
+            out = out.reshape(before, shape[dim]) @ matrix.T
+        else:  # (before, S_in, after) -> (before, S_out, after), a batched matrix product
+            out = torch.matmul(matrix, out.reshape(before, shape[dim], after))
         shape[dim] = matrix.shape[0]
         out = out.reshape(shape)
     return out
