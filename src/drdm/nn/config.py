@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
+from ..config import from_dict, to_dict
 
 NormPlacement = Literal["all", "encoder", "none"]
 OutputUnits = Literal["image", "voxel"]
@@ -122,35 +121,9 @@ class NetworkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict (tuples become lists)."""
-        data = asdict(self)
-        data["widths"] = list(self.widths)
-        return data
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``, missing keys default."""
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown NetworkConfig field(s): {unknown}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> NetworkConfig:
-        """Parse the output of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
-
-    def to_yaml(self) -> str:
-        """YAML text of :meth:`to_dict`."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_yaml(cls, text: str) -> NetworkConfig:
-        """Parse the output of :meth:`to_yaml`."""
-        return cls.from_dict(yaml.safe_load(text))
+        return from_dict(cls, data)
