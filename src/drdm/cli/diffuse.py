@@ -12,7 +12,7 @@ import torch
 from ..device import resolve_device
 from ..diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from ..errors import InputError
-from ..io import read_volume, write_ddf, write_volume
+from ..io import file_stem, read_volume, write_ddf, write_volume
 from ..spatial import fold_ratio, magnitude_stats
 from ..viz import deformation_figure
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     stats = magnitude_stats(result.cumulative)
     folds = float(fold_ratio(result.cumulative)[0]) * 100
 
-    stem = _stem(args.image)
+    stem = file_stem(args.image)
     prefix = args.out / f"{stem}_t{args.t}_seed{args.seed}"
     write_volume(f"{prefix}_image.nii.gz", deformed.astype(np.float32), volume.affine)
     write_ddf(f"{prefix}_ddf.nii.gz", ddf, volume.affine)
@@ -61,11 +61,3 @@ def run(args: argparse.Namespace) -> None:
         f"max |u| {float(stats.max_percent[0]):.2f} %, mean |u| "
         f"{float(stats.mean_percent[0]):.2f} % of the image size, folds {folds:.3f} %"
     )
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem

@@ -42,19 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def run(args: argparse.Namespace) -> None:
     import torch
 
     from ..device import resolve_device
-    from ..io import read_volume, write_ddf, write_volume
+    from ..io import file_stem, read_volume, write_ddf, write_volume
     from ..pipeline import DRDM
     from ..spatial import fold_ratio, magnitude_stats, warp_labels
     from ..viz import deformation_figure
@@ -113,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     folds = fold_ratio(out.ddf) * 100
 
     # ---- write
-    prefix = args.out / f"{_stem(args.image)}_T{args.level}_seed{args.seed}"
+    prefix = args.out / f"{file_stem(args.image)}_T{args.level}_seed{args.seed}"
     width = len(str(args.n - 1))
     for k in range(args.n):
         name = f"{prefix}_{k:0{width}d}"

@@ -34,6 +34,15 @@ class Volume:
         return self.array.ndim
 
 
+def file_stem(path: str | Path) -> str:
+    """The file name without ``.nii.gz`` / ``.nii`` (or its last suffix otherwise)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
 def read_volume(path: str | Path, allow_ndim: tuple[int, ...] = (2, 3)) -> Volume:
     """Read a NIfTI image (``.nii`` / ``.nii.gz``) as a float array with its affine.
 
