@@ -20,6 +20,7 @@ from drdm.spatial import (
     warp_labels,
 )
 from drdm.spatial._grid import voxel_to_grid_sample
+from drdm.spatial._sample import _sample_cubic
 
 SIZES = {2: (20, 24), 3: (10, 12, 14)}
 
@@ -57,11 +58,14 @@ def test_convention_pull_back_integer_shift(ndim, gen):
 
 
 def test_cubic_matches_torch_bicubic(gen):
+    # the gather-based cubic kernel (used in 3D) equals PyTorch's bicubic (used in 2D)
     image = torch.rand(2, 2, 16, 20, generator=gen, dtype=torch.float64)
     ddf = torch.randn(2, 2, 16, 20, generator=gen, dtype=torch.float64) * 3
-    grid = voxel_to_grid_sample(identity_grid((16, 20), dtype=torch.float64)[None] + ddf, (16, 20))
+    coords = identity_grid((16, 20), dtype=torch.float64)[None] + ddf
+    grid = voxel_to_grid_sample(coords, (16, 20))
     for padding in ("zeros", "border"):
         ref = F.grid_sample(image, grid, mode="bicubic", padding_mode=padding, align_corners=True)
+        torch.testing.assert_close(_sample_cubic(image, coords, padding), ref, atol=1e-12, rtol=0)
         torch.testing.assert_close(warp(image, ddf, "cubic", padding), ref, atol=1e-12, rtol=0)
 
 

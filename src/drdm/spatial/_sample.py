@@ -71,10 +71,11 @@ def sample(
         raise TypeError(f"image must be floating point, got {image.dtype}")
     image, coords = _broadcast_batch(image, coords.to(image.dtype))
     size = image.shape[2:]
-    if mode == "cubic":
+    if mode == "cubic" and ndim == 3:
         return _sample_cubic(image, coords, padding)
     grid = voxel_to_grid_sample(coords, size)
-    torch_mode = "bilinear" if mode == "linear" else "nearest"
+    # 2D cubic: PyTorch's bicubic is the same Keys kernel (a = -0.75), checked in the tests
+    torch_mode = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}[mode]
     return F.grid_sample(image, grid, mode=torch_mode, padding_mode=padding, align_corners=True)
 
 
@@ -139,7 +140,7 @@ def warp(
         raise ValueError(
             f"image {tuple(image.shape)} and ddf {tuple(ddf.shape)} must share the spatial grid"
         )
-    if mode == "cubic":
+    if mode == "cubic" and ndim == 3:
         grid = identity_grid(ddf.shape[2:], device=ddf.device, dtype=ddf.dtype)
         return sample(image, grid.unsqueeze(0) + ddf, mode=mode, padding=padding)
     _check_options(mode, padding)
@@ -147,7 +148,7 @@ def warp(
         raise TypeError(f"image must be floating point, got {image.dtype}")
     image, ddf = _broadcast_batch(image, ddf.to(image.dtype))
     grid = voxel_to_grid_sample(ddf, ddf.shape[2:], offset=True)
-    torch_mode = "bilinear" if mode == "linear" else "nearest"
+    torch_mode = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}[mode]
     return F.grid_sample(image, grid, mode=torch_mode, padding_mode=padding, align_corners=True)
 
 
