@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -60,6 +60,14 @@ class ForwardFields(NamedTuple):
     cumulative: Tensor
 
 
+class AnyForwardProcess(Protocol):
+    """Any forward process: a ``config`` with ``ndim`` and ``image_mode`` and ``sample_fields``."""
+
+    config: Any
+
+    def sample_fields(self, *args: Any, **kwargs: Any) -> ForwardFields: ...
+
+
 class ForwardSample(NamedTuple):
     """Output of :meth:`ForwardDiffusion.sample`.
 
@@ -70,6 +78,40 @@ class ForwardSample(NamedTuple):
     images: Tensor
     step: Tensor
     cumulative: Tensor
+
+
+def deform_images(
+    process: ForwardDiffusion | AnyForwardProcess,
+    images: Tensor,
+    t: Tensor | int,
+    generator: torch.Generator | None,
+    perturb: bool,
+    chunk_voxels: int | None = None,
+) -> ForwardSample:
+    """Draw fields with ``process.sample_fields`` and deform ``images`` ``(B, C, *spatial)`` by
+    the cumulative field (zero padding, ``process.config.image_mode``), in chunks of about
+    ``chunk_voxels`` voxels. Shared by every forward process of the package."""
+    config = process.config
+    if images.dim() != config.ndim + 2:
+        raise ValueError(
+            f"images must be (B, C, *spatial) with {config.ndim} spatial axes, "
+            f"got shape {tuple(images.shape)}"
+        )
+    fields = process.sample_fields(
+        images.shape[2:], t, generator, perturb, images.shape[0], images.device, images.dtype
+    )
+    per_chunk = images.shape[0]
+    if chunk_voxels is not None:
+        per_chunk = max(1, chunk_voxels // math.prod(images.shape[2:]))
+    deformed = torch.cat(
+        [
+            warp(part, field, mode=config.image_mode, padding="zeros")
+            for part, field in zip(
+                images.split(per_chunk), fields.cumulative.split(per_chunk), strict=True
+            )
+        ]
+    )
+    return ForwardSample(deformed, fields.step, fields.cumulative)
 
 
 class ForwardDiffusion:
@@ -197,24 +239,7 @@ class ForwardDiffusion:
                 on the CPU.
             perturb: add the training perturbation to the step inside ``phi_{t:1}``.
         """
-        if images.dim() != self.config.ndim + 2:
-            raise ValueError(
-                f"images must be (B, C, *spatial) with {self.config.ndim} spatial axes, "
-                f"got shape {tuple(images.shape)}"
-            )
-        fields = self.sample_fields(
-            images.shape[2:], t, generator, perturb, images.shape[0], images.device, images.dtype
-        )
-        per_chunk = max(1, self.config.chunk_voxels // math.prod(images.shape[2:]))
-        deformed = torch.cat(
-            [
-                warp(part, field, mode=self.config.image_mode, padding="zeros")
-                for part, field in zip(
-                    images.split(per_chunk), fields.cumulative.split(per_chunk), strict=True
-                )
-            ]
-        )
-        return ForwardSample(deformed, fields.step, fields.cumulative)
+        return deform_images(self, images, t, generator, perturb, self.config.chunk_voxels)
 
     # ----------------------------------------------------------------- internals
     def _unit_std(self, spacing: Sequence[float], size: Sequence[int]) -> list[float]:

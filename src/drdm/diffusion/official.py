@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..config import from_dict, to_dict
 from ..spatial import compose, identity_grid, sample, warp
-from .forward import ForwardFields, ForwardSample
+from .forward import ForwardFields, ForwardSample, deform_images
 from .random_field import randn
 
 __all__ = ["OfficialForwardProcess", "OfficialProcessConfig"]
@@ -337,16 +337,7 @@ class OfficialForwardProcess:
         Images are resampled with ``config.image_mode`` (bicubic for the authors) and zero
         padding. Returns ``ForwardSample(images, step, cumulative)``.
         """
-        if images.dim() != self.config.ndim + 2:
-            raise ValueError(
-                f"images must be (B, C, *spatial) with {self.config.ndim} spatial axes, "
-                f"got shape {tuple(images.shape)}"
-            )
-        fields = self.sample_fields(
-            images.shape[2:], t, generator, perturb, images.shape[0], images.device, images.dtype
-        )
-        deformed = warp(images, fields.cumulative, mode=self.config.image_mode, padding="zeros")
-        return ForwardSample(deformed, fields.step, fields.cumulative)
+        return deform_images(self, images, t, generator, perturb)
 
     def expected_velocity_std(self) -> float:
         """Std per axis of the velocity ``v`` in control-grid extents (before the smoothing of
