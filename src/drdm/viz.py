@@ -81,7 +81,8 @@ def deformation_figure(
         orig = central_slice(np.asarray(originals[row]), slice_axis)
         defo = central_slice(np.asarray(deformed[row]), slice_axis)
         ddf = np.asarray(ddfs[row])
-        det = central_slice(jacobian_map(ddf), slice_axis)
+        det_full = jacobian_map(ddf)
+        det = central_slice(det_full, slice_axis)
         plane = _in_plane(ddf, slice_axis)
         vmax = float(max(orig.max(), defo.max())) or 1.0
         label = titles[row] if titles else ""
@@ -94,7 +95,7 @@ def deformation_figure(
         magnitude = np.sqrt((ddf**2).sum(axis=0)).max()
         axes[row, 2].set_title(f"deformation grid (max |u| {magnitude:.1f} vox)", fontsize=9)
         im = axes[row, 3].imshow(det, cmap="RdBu_r", vmin=0.0, vmax=2.0)
-        folds = float((jacobian_map(ddf) < 0).mean() * 100)
+        folds = float((det_full < 0).mean() * 100)
         axes[row, 3].set_title(f"det J (folds {folds:.2f} %)", fontsize=9)
         fig.colorbar(im, ax=axes[row, 3], fraction=0.046, pad=0.04)
         for ax in axes[row]:

@@ -47,7 +47,7 @@ from torch import Tensor
 from ..spatial import compose, integrate, resample_separable, warp
 from .config import ForwardDiffusionConfig
 from .random_field import multiscale_velocity
-from .schedule import cumulative_units, step_units
+from .schedule import check_timesteps, cumulative_units, step_units
 
 
 class ForwardFields(NamedTuple):
@@ -167,17 +167,6 @@ class ForwardDiffusion:
         step = field.new_tensor(list(spacing)).view(1, len(size), *([1] * len(size)))
         return out * step
 
-    def _check_t(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        t = torch.as_tensor(t, device=device).long().reshape(-1)
-        if t.numel() == 1 and batch > 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise ValueError(f"need one timestep per sample: got {t.numel()} for batch {batch}")
-        T = self.config.num_steps
-        if bool(((t < 1) | (t > T)).any()):
-            raise ValueError(f"timesteps must lie in 1..{T}, got {t.tolist()}")
-        return t
-
     # ----------------------------------------------------------------- sampling
     def sample_fields(
         self,
@@ -200,7 +189,7 @@ class ForwardDiffusion:
         device = torch.device(device)
         if batch is None:
             batch = torch.as_tensor(t).numel()
-        t = self._check_t(t, batch, device)
+        t = check_timesteps(t, batch, 1, self.config.num_steps, device)
         grid, spacing = self.control_grid(size)
         steps, cumulatives = [], []
         for chunk in self._chunks(t, size):
@@ -316,9 +305,3 @@ class ForwardDiffusion:
         dtype: torch.dtype,
     ) -> Tensor:
         return multiscale_velocity(1, grid, std, self.config.num_scales, generator, device, dtype)
-
-    def expected_unit_std(self) -> float:
-        """Eq. 7 std of one unit DVF per axis, in fractions of the image size (before the
-        smoothing of the linear up-sampling, which lowers it)."""
-        c = self.config
-        return c.sigma * math.sqrt((4 ** (c.num_scales + 1) - 1) / 3)

@@ -52,6 +52,7 @@ from ..config import from_dict, to_dict
 from ..spatial import compose, identity_grid, sample, warp
 from .forward import ForwardFields, ForwardSample, deform_images
 from .random_field import randn
+from .schedule import check_timesteps
 
 __all__ = ["OfficialForwardProcess", "OfficialProcessConfig"]
 
@@ -226,7 +227,7 @@ class OfficialForwardProcess:
         """
         c = self.config
         batch = velocity.shape[0]
-        t = self._check_t(t, batch, velocity.device)
+        t = check_timesteps(t, batch, 0, self.config.num_steps, velocity.device)
         applied = velocity
         if perturbation is not None:
             applied = velocity + warp(
@@ -278,20 +279,6 @@ class OfficialForwardProcess:
             factor = [c.field_extent * s / gi for s, gi in zip(size, g, strict=True)]
         return out * out.new_tensor(factor).view(1, *view)
 
-    def _check_t(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        t = torch.as_tensor(t, device=device)
-        if t.is_floating_point():
-            raise TypeError(f"timesteps must be integers, got {t.dtype}")
-        t = t.long().reshape(-1)
-        if t.numel() == 1 and batch > 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise ValueError(f"need one timestep per sample: got {t.numel()} for batch {batch}")
-        T = self.config.num_steps
-        if bool(((t < 0) | (t > T)).any()):
-            raise ValueError(f"timesteps must lie in 0..{T}, got {t.tolist()}")
-        return t
-
     # ----------------------------------------------------------------- sampling
     def sample_fields(
         self,
@@ -318,7 +305,7 @@ class OfficialForwardProcess:
         device = torch.device(device)
         if batch is None:
             batch = torch.as_tensor(t).numel()
-        t = self._check_t(t, batch, device)
+        t = check_timesteps(t, batch, 0, self.config.num_steps, device)
         velocity = self.random_velocity(batch, generator, device, dtype)
         noise = None
         if (perturb or c.always_perturb) and c.perturbation > 0:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -37,11 +35,22 @@ def cumulative_units(
     return torch.maximum(n.long(), step_units(t, alpha, beta))
 
 
-def scale_variance_factor(num_scales: int) -> float:
-    """``(4**(m+1) - 1) / 3`` of Eq. 7: variance of one multi-scale DVF in units of sigma**2."""
-    return (4 ** (num_scales + 1) - 1) / 3
+def check_timesteps(
+    t: Tensor | int, batch: int, first: int, last: int, device: torch.device
+) -> Tensor:
+    """One integer timestep per sample as a ``(batch,)`` LongTensor on ``device``.
 
-
-def expected_std(units: int, sigma: float, num_scales: int) -> float:
-    """Eq. 7/10 prediction of the per-component displacement std after ``units`` unit DVFs."""
-    return sigma * math.sqrt(scale_variance_factor(num_scales) * units)
+    An int (or one-element tensor) is shared by the whole batch. Floating-point timesteps, a
+    count other than ``batch`` and values outside ``first..last`` raise with a clear message.
+    """
+    t = torch.as_tensor(t, device=device)
+    if t.is_floating_point():
+        raise TypeError(f"timesteps must be integers, got {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"need one timestep per sample: got {t.numel()} for batch {batch}")
+    if bool(((t < first) | (t > last)).any()):
+        raise ValueError(f"timesteps must lie in {first}..{last}, got {t.tolist()}")
+    return t
