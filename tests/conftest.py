@@ -7,6 +7,8 @@ from pathlib import Path
 # initialises OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,3 +38,10 @@ def smooth_field(shape, amplitude, generator, dtype=torch.float64):
 def smooth_image(size, generator, dtype=torch.float64):
     """A smooth random image (1, 1, *size)."""
     return smooth_field((1, len(size), *size), 1.0, generator, dtype)[:, :1]
+
+
+def write_nifti(path, array, affine=None):
+    """Save ``array`` as NIfTI (default affine: 1.5 x 1.5 x 8 mm voxels); return the path."""
+    affine = np.diag([1.5, 1.5, 8.0, 1.0]) if affine is None else affine
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
+    return path

@@ -8,13 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import write_nifti
 from drdm.cli.main import main
-
-
-def write_nifti(path, array, affine=None):
-    affine = np.diag([1.5, 1.5, 8.0, 1.0]) if affine is None else affine
-    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
-    return path
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_nifti
 from drdm import DRDM
 from drdm.checkpoint import CONFIG_NAME, save_pretrained
 from drdm.cli.main import main
@@ -204,12 +205,6 @@ def test_import_is_light():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_model().save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
-
-
-def write_nifti(path, array, affine=None):
-    affine = np.diag([1.25, 1.25, 6.0, 1.0]) if affine is None else affine
-    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
-    return path
 
 
 @pytest.fixture
