@@ -1,0 +1,548 @@
+"""Batch jobs of ``drdm augment`` and ``drdm synth``: inputs, seeds, shards, manifests, resume.
+
+A job is one output sample: an input (image + optional label maps), a level (or a level pair)
+and a sample number.  The pieces here are independent of what a job computes:
+
+* **Inputs** (:func:`list_inputs`): one ``--image`` with its ``--label`` maps, a folder of images
+  with matching labels (paired by :func:`drdm.io.image.find_pairs`), or a CSV/JSON list
+  (:func:`read_input_list`).  Every input gets a unique ``name`` (its file stem; repeated stems
+  get ``-2``, ``-3``, ... in list order) that names its output folder and enters its seeds.
+* **Seeds** (:func:`derive_seed`): every sample has its own 63-bit seed, the first 8 bytes of
+  ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")``.  A sample's output therefore
+  depends only on the run's ``--seed``, the input's name, the level and the sample number: not on
+  the shard that computes it, the other inputs or levels, or the samples already done.
+* **Shards** (:func:`resolve_shards`, :func:`shard_bounds`): the job list (inputs x levels x
+  samples, in that order) is cut into ``K`` contiguous blocks whose sizes differ by at most one;
+  block ``i`` is shard ``i``.  The blocks cover the list with no overlap and no gaps.
+* **Manifests** (:func:`read_manifest`, :func:`write_manifest`, :func:`merge_manifests`): CSV,
+  one row per sample, rows sorted by their first column (the sample's main output path, which is
+  zero-padded, so the order is input name, level, sample).  A sharded run writes
+  ``manifest-shard{i}of{K}.csv``; merging the shards' manifests gives exactly the manifest of
+  the unsharded run.
+* **Resume**: outputs are renamed into place only when fully written
+  (:func:`drdm.io.atomic_path`), so a sample whose files all exist and whose row is in the
+  manifest left by an earlier run is complete and skipped (:class:`ManifestBook`).  A run
+  folder records the settings that change outputs in ``run.json``
+  (:func:`check_run_settings`, :func:`write_run_settings`); re-running into it with different
+  settings is an error instead of a silent mix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .io import atomic_path, file_stem
+
+__all__ = [
+    "RUN_SETTINGS_NAME",
+    "InputItem",
+    "Job",
+    "ManifestBook",
+    "check_run_settings",
+    "derive_seed",
+    "input_name",
+    "list_inputs",
+    "manifest_name",
+    "merge_manifests",
+    "parse_int_list",
+    "read_input_list",
+    "read_manifest",
+    "resolve_shards",
+    "shard_bounds",
+    "shard_jobs",
+    "write_manifest",
+    "write_run_settings",
+]
+
+RUN_SETTINGS_NAME = "run.json"
+
+#: file name endings of images, longest first (``.nii.gz`` before ``.gz``)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input of a batch: an image and the label maps on its grid.
+
+    Attributes:
+        index: position in the input list (0-based).
+        name: unique name: the output subfolder and part of every sample's seed.
+        image: the image file (or DICOM series folder).
+        labels: label-map files deformed alike, possibly none.
+    """
+
+    index: int
+    name: str
+    image: Path
+    labels: tuple[Path, ...] = ()
+
+
+def input_name(path: str | Path) -> str:
+    """The name an image contributes to output paths: its file name without the image suffix
+    (``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``), or a folder's name."""
+    name = Path(path).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return file_stem(path) if Path(path).suffix else name
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        base = input_name(path) or "image"
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        names.append(base if count == 1 else f"{base}-{count}")
+    # a later "x-2" stem could collide with an earlier repeated "x": make every name unique
+    if len(set(names)) != len(names):
+        used: set[str] = set()
+        for i, name in enumerate(names):
+            candidate, k = name, 1
+            while candidate in used:
+                k += 1
+                candidate = f"{name}-{k}"
+            used.add(candidate)
+            names[i] = candidate
+    return names
+
+
+def _label_cells(value: Any, source: Path, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v.strip()]
+    raise InputError(f"{source}: {where}: labels must be a path or a list of paths")
+
+
+def read_input_list(path: str | Path) -> list[tuple[Path, tuple[Path, ...]]]:
+    """Read a CSV or JSON list of inputs; relative paths are taken against the list's folder.
+
+    * CSV (``.csv``): a header row with an ``image`` column and any number of label columns
+      whose names start with ``label`` (``label``, ``label2``, ``label_lv``, ...); empty label
+      cells are allowed.
+    * JSON (``.json``): a list whose entries are an image path, or an object
+      ``{"image": PATH, "label": PATH | [PATH, ...]}`` (``"labels"`` is accepted too).
+
+    Raises :class:`~drdm.errors.InputError` (naming the list file) for an unreadable or
+    malformed list or one with no entries.
+    """
+    path = Path(path)
+    base = path.parent
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the input list ({exc.__class__.__name__})") from None
+    entries: list[tuple[str, list[str]]] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("inputs"), list):
+            data = data["inputs"]
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of inputs")
+        for k, entry in enumerate(data):
+            where = f"entry {k}"
+            if isinstance(entry, str):
+                entries.append((entry, []))
+            elif isinstance(entry, dict) and isinstance(entry.get("image"), str):
+                unknown = set(entry) - {"image", "label", "labels"}
+                if unknown:
+                    raise InputError(f"{path}: {where}: unknown key(s) {sorted(unknown)}")
+                labels = _label_cells(entry.get("label"), path, where)
+                labels += _label_cells(entry.get("labels"), path, where)
+                entries.append((entry["image"], labels))
+            else:
+                raise InputError(f"{path}: {where}: expected a path or an object with 'image'")
+    elif path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        if "image" not in fields:
+            raise InputError(f"{path}: the CSV header needs an 'image' column, got {fields}")
+        reader.fieldnames = fields
+        label_cols = [f for f in fields if f.lower().startswith("label")]
+        for k, row in enumerate(reader):
+            image = (row.get("image") or "").strip()
+            if not image:
+                raise InputError(f"{path}: row {k + 2}: empty 'image' cell")
+            labels = [(row.get(c) or "").strip() for c in label_cols]
+            entries.append((image, [v for v in labels if v]))
+    else:
+        raise InputError(f"{path}: an input list must be a .csv or .json file")
+    if not entries:
+        raise InputError(f"{path}: the input list has no entries")
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else base / q
+
+    return [(resolve(image), tuple(resolve(lab) for lab in labels)) for image, labels in entries]
+
+
+def list_inputs(
+    image: str | Path | None = None,
+    labels: Sequence[str | Path] = (),
+    input: str | Path | None = None,  # noqa: A002 - mirrors the --input option
+) -> list[InputItem]:
+    """The inputs of a run: ``image`` with its ``labels``, or ``input`` (a folder of images with
+    matching labels, or a ``.csv`` / ``.json`` list, :func:`read_input_list`).
+
+    Raises :class:`~drdm.errors.InputError` when both or neither of ``image`` and ``input`` are
+    given, ``labels`` come with ``input``, a folder holds no image, or a list is malformed.
+    Files are not opened here (missing files are reported when an input is read).
+    """
+    if (image is None) == (input is None):
+        raise InputError("give exactly one of --image and --input")
+    pairs: list[tuple[Path, tuple[Path, ...]]]
+    if image is not None:
+        pairs = [(Path(image), tuple(Path(p) for p in labels))]
+    else:
+        if labels:
+            raise InputError("--label goes with --image; with --input, list the labels there")
+        source = Path(input)  # type: ignore[arg-type]
+        if not source.exists():
+            raise InputError(f"{source}: no such file or folder")
+        if source.is_dir() and not _is_dicom_folder(source):
+            from .io.image import find_pairs
+
+            found = find_pairs(source)
+            if not found:
+                raise InputError(f"{source}: the folder holds no image files")
+            pairs = [(Path(img), () if lab is None else (Path(lab),)) for img, lab in found]
+        elif source.is_dir():  # a DICOM series folder is one image
+            pairs = [(source, ())]
+        else:
+            pairs = read_input_list(source)
+    names = _unique_names([p[0] for p in pairs])
+    return [
+        InputItem(index=k, name=name, image=img, labels=labs)
+        for k, (name, (img, labs)) in enumerate(zip(names, pairs, strict=True))
+    ]
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    """A folder with DICOM files and no NIfTI/MHA/NRRD images is one DICOM series."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if any(input_name(p) != p.name for p in files):
+        return False
+    return any(p.suffix.lower() == ".dcm" for p in files)
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """``"30,45,55"`` -> ``[30, 45, 55]``; duplicates and non-integers are an
+    :class:`~drdm.errors.InputError` naming ``option``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected comma-separated integers") from None
+    if not values:
+        raise InputError(f"{option} {text!r}: expected at least one value")
+    if len(set(values)) != len(values):
+        raise InputError(f"{option} {text!r}: repeated value")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs, seeds, shards
+# ----------------------------------------------------------------------------------------------
+
+
+def derive_seed(command: str, seed: int, name: str, level: str | int, sample: int) -> int:
+    """The seed of one sample: the first 8 bytes of
+    ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")`` as a big-endian integer, masked
+    to 63 bits (valid for :meth:`torch.Generator.manual_seed`).
+
+    ``level`` is the level (``55``) for ``augment`` and ``"30:20"`` for ``synth``.
+    """
+    text = f"drdm/{command}/{int(seed)}/{name}/{level}/{int(sample)}"
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One output sample.
+
+    Attributes:
+        item: the input.
+        level: the level (``augment``) or ``(T'_aug, T'_syn)`` (``synth``).
+        sample: the sample number at this level, ``0..N-1``.
+        seed: the sample's own seed (:func:`derive_seed`).
+        prefix: output path prefix relative to the run folder, e.g. ``"img/L055_s003"``.
+    """
+
+    item: InputItem
+    level: Any
+    sample: int
+    seed: int
+    prefix: str
+
+
+def shard_bounds(count: int, shards: int, index: int) -> tuple[int, int]:
+    """``[start, stop)`` of shard ``index`` of ``shards`` over ``count`` jobs: contiguous blocks
+    whose sizes differ by at most one, covering ``0..count`` with no overlap and no gaps."""
+    if shards < 1 or not 0 <= index < shards:
+        raise ValueError(f"shard {index} of {shards}: need 0 <= index < shards")
+    return (index * count) // shards, ((index + 1) * count) // shards
+
+
+def shard_jobs(jobs: Sequence[Job], shards: int, index: int) -> list[Job]:
+    """The jobs of shard ``index`` of ``shards`` (:func:`shard_bounds`)."""
+    start, stop = shard_bounds(len(jobs), shards, index)
+    return list(jobs[start:stop])
+
+
+def resolve_shards(
+    shards: int | None, index: int | None, env: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """``(K, i)`` from ``--shards K --shard-index i``, defaulting to torchrun's ``WORLD_SIZE``
+    and ``RANK`` environment variables, else ``(1, 0)``."""
+    env = os.environ if env is None else env
+    if shards is None and index is None and "WORLD_SIZE" in env and "RANK" in env:
+        try:
+            shards, index = int(env["WORLD_SIZE"]), int(env["RANK"])
+        except ValueError:
+            raise InputError(
+                f"WORLD_SIZE={env['WORLD_SIZE']!r} / RANK={env['RANK']!r}: expected integers"
+            ) from None
+        source = "WORLD_SIZE/RANK"
+    else:
+        if shards is None and index is not None:
+            raise InputError("--shard-index needs --shards")
+        shards = 1 if shards is None else shards
+        index = 0 if index is None else index
+        source = "--shards/--shard-index"
+    if shards < 1:
+        raise InputError(f"{source}: the number of shards must be >= 1, got {shards}")
+    if not 0 <= index < shards:
+        raise InputError(f"{source}: shard index {index} must lie in 0..{shards - 1}")
+    return shards, index
+
+
+def manifest_name(shards: int, index: int, stem: str = "manifest") -> str:
+    """``manifest.csv`` for an unsharded run, else ``manifest-shard{i}of{K}.csv``."""
+    return f"{stem}.csv" if shards == 1 else f"{stem}-shard{index}of{shards}.csv"
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifests
+# ----------------------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``(columns, rows)`` of a manifest CSV (values as strings)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read the manifest ({exc})") from None
+    if not columns:
+        raise InputError(f"{path}: empty manifest (no header)")
+    if any(None in row or None in row.values() for row in rows):
+        raise InputError(f"{path}: malformed manifest (rows and header differ in length)")
+    return columns, rows
+
+
+def _sorted_rows(rows: Iterable[Mapping[str, str]], key_column: str) -> list[dict[str, str]]:
+    return sorted((dict(r) for r in rows), key=lambda r: r[key_column])
+
+
+def write_manifest(
+    path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
+) -> None:
+    """Write the manifest atomically, rows sorted by the first column."""
+    rows = [{c: _cell(r[c]) for c in columns} for r in rows]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_sorted_rows(rows, columns[0]))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, str]]]:
+    """Merge manifest CSVs (e.g. the shards of a run) into one ``(columns, rows)``.
+
+    Every file must have the same columns.  A row appearing in several files (same first
+    column) is kept once when identical and is an :class:`~drdm.errors.InputError` when the
+    copies differ (a conflict).  Rows are sorted by the first column, as :func:`write_manifest`
+    writes them, so merging a sharded run's manifests reproduces the unsharded manifest.
+    """
+    if not paths:
+        raise InputError("no manifest to merge")
+    columns: list[str] | None = None
+    merged: dict[str, dict[str, str]] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        path = Path(path)
+        cols, rows = read_manifest(path)
+        if columns is None:
+            columns = cols
+        elif cols != columns:
+            raise InputError(
+                f"{path}: columns {cols} differ from those of {Path(paths[0])} ({columns})"
+            )
+        key = columns[0]
+        for row in rows:
+            previous = merged.get(row[key])
+            if previous is None:
+                merged[row[key]] = row
+                origin[row[key]] = path
+            elif previous != row:
+                raise InputError(
+                    f"{path}: conflicting rows for {key} {row[key]!r} (also in {origin[row[key]]})"
+                )
+    assert columns is not None
+    return columns, _sorted_rows(merged.values(), columns[0])
+
+
+class ManifestBook:
+    """The rows of one run (or shard) manifest, kept on disk as the run goes.
+
+    Rows of an earlier run found in the manifest file are reused for jobs of this run whose
+    files all exist (:meth:`done`); :meth:`add` records a new row; :meth:`flush` rewrites the
+    file atomically, at most every ``interval`` seconds unless ``force``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        columns: Sequence[str],
+        root: str | Path,
+        file_columns: Sequence[str],
+        interval: float = 60.0,
+    ) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.root = Path(root)
+        self.file_columns = list(file_columns)
+        self.interval = interval
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._previous: dict[str, dict[str, str]] = {}
+        self._last_flush = time.monotonic()
+        if self.path.exists():
+            cols, rows = read_manifest(self.path)
+            if cols == self.columns:
+                self._previous = {r[self.columns[0]]: r for r in rows}
+
+    def _files(self, row: Mapping[str, Any]) -> list[Path]:
+        names = []
+        for column in self.file_columns:
+            names += [v for v in str(row[column]).split(";") if v]
+        return [self.root / n for n in names]
+
+    def done(self, key: str, seed: int) -> bool:
+        """Whether the earlier run completed the sample whose first-column value is ``key``
+        with this ``seed`` (its row is in the old manifest and all its files exist); if so the
+        row is kept for this run's manifest."""
+        row = self._previous.get(key)
+        if row is None or row.get("seed") != str(seed):
+            return False
+        if not all(p.is_file() for p in self._files(row)):
+            return False
+        self.rows[key] = row
+        return True
+
+    def keep_previous(self, keys: Iterable[str]) -> None:
+        """Carry the old rows of ``keys`` (jobs not reached yet) into intermediate flushes."""
+        for key in keys:
+            row = self._previous.get(key)
+            if row is not None and key not in self.rows:
+                self.rows[key] = row
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Record the row of a newly computed sample."""
+        self.rows[str(row[self.columns[0]])] = dict(row)
+
+    def flush(self, force: bool = False) -> None:
+        """Rewrite the manifest file (atomically) if forced or ``interval`` seconds passed."""
+        if force or time.monotonic() - self._last_flush >= self.interval:
+            write_manifest(self.path, self.columns, self.rows.values())
+            self._last_flush = time.monotonic()
+
+    def restrict(self, keys: Iterable[str]) -> None:
+        """Keep only the rows of ``keys`` (this run's jobs) for the final manifest."""
+        wanted = set(keys)
+        self.rows = {k: v for k, v in self.rows.items() if k in wanted}
+
+
+# ----------------------------------------------------------------------------------------------
+# Run settings
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_record(command: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    # normalise tuples etc. as JSON stores them
+    return json.loads(json.dumps({"command": command, "settings": dict(settings)}))
+
+
+def check_run_settings(out: str | Path, command: str, settings: Mapping[str, Any]) -> None:
+    """Check that ``out`` holds no run of another command or with other ``settings`` (the
+    options that change a sample's output), as recorded in ``out/run.json``.
+
+    Raises :class:`~drdm.errors.InputError` naming the differing settings; writes nothing.
+    """
+    path = Path(out) / RUN_SETTINGS_NAME
+    if not path.exists():
+        return
+    record = _run_record(command, settings)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
+        raise InputError(f"{path}: unreadable run settings; use another --out folder")
+    if old.get("command") != command:
+        raise InputError(
+            f"{out}: holds the outputs of 'drdm {old.get('command')}', not of "
+            f"'drdm {command}'; use another --out folder"
+        )
+    differ = sorted(
+        k
+        for k in set(old["settings"]) | set(record["settings"])
+        if old["settings"].get(k) != record["settings"].get(k)
+    )
+    if differ:
+        what = ", ".join(
+            f"{k}: {old['settings'].get(k)!r} there, {record['settings'].get(k)!r} now"
+            for k in differ
+        )
+        raise InputError(
+            f"{out}: holds a run with other settings ({what}); use another --out folder"
+        )
+
+
+def write_run_settings(out: str | Path, command: str, settings: Mapping[str, Any]) -> None:
+    """Write ``out/run.json`` (atomically) unless it exists; see :func:`check_run_settings`."""
+    path = Path(out) / RUN_SETTINGS_NAME
+    if path.exists():
+        return
+    record = _run_record(command, settings)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")

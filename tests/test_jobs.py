@@ -1,0 +1,237 @@
+"""Tests of drdm.jobs: input lists, seeds, shards, manifests, run settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drdm.errors import InputError
+from drdm.jobs import (
+    InputItem,
+    Job,
+    ManifestBook,
+    check_run_settings,
+    derive_seed,
+    input_name,
+    list_inputs,
+    manifest_name,
+    merge_manifests,
+    parse_int_list,
+    read_input_list,
+    read_manifest,
+    resolve_shards,
+    shard_bounds,
+    shard_jobs,
+    write_manifest,
+    write_run_settings,
+)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 7, 24, 100])
+@pytest.mark.parametrize("shards", [1, 2, 3, 8, 13])
+def test_shards_cover_jobs_without_overlap_or_gaps(count, shards):
+    covered = []
+    sizes = []
+    for i in range(shards):
+        start, stop = shard_bounds(count, shards, i)
+        covered += range(start, stop)
+        sizes.append(stop - start)
+    assert covered == list(range(count))  # in order: no overlap, no gap
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_jobs_union_is_the_job_list():
+    item = InputItem(0, "a", None)  # type: ignore[arg-type]
+    jobs = [Job(item, level, s, derive_seed("augment", 0, "a", level, s), "") for level in (1, 2)
+            for s in range(5)]  # fmt: skip
+    parts = [shard_jobs(jobs, 4, i) for i in range(4)]
+    assert [j for part in parts for j in part] == jobs
+    with pytest.raises(ValueError):
+        shard_bounds(3, 2, 2)
+
+
+def test_resolve_shards_options_and_torchrun_env():
+    assert resolve_shards(None, None, env={}) == (1, 0)
+    assert resolve_shards(4, 2, env={}) == (4, 2)
+    assert resolve_shards(None, None, env={"WORLD_SIZE": "3", "RANK": "1"}) == (3, 1)
+    # explicit options win over the environment
+    assert resolve_shards(2, 0, env={"WORLD_SIZE": "3", "RANK": "1"}) == (2, 0)
+    for shards, index, message in [(2, 2, "0..1"), (0, 0, ">= 1"), (None, 1, "needs --shards")]:
+        with pytest.raises(InputError, match=message):
+            resolve_shards(shards, index, env={})
+    with pytest.raises(InputError, match="WORLD_SIZE"):
+        resolve_shards(None, None, env={"WORLD_SIZE": "x", "RANK": "0"})
+    assert manifest_name(1, 0) == "manifest.csv"
+    assert manifest_name(4, 3) == "manifest-shard3of4.csv"
+
+
+def test_seeds_are_stable_and_distinct():
+    a = derive_seed("augment", 0, "img", 55, 3)
+    assert a == derive_seed("augment", 0, "img", 55, 3)
+    assert 0 <= a < 2**63
+    others = {
+        derive_seed("augment", 1, "img", 55, 3),
+        derive_seed("augment", 0, "img2", 55, 3),
+        derive_seed("augment", 0, "img", 45, 3),
+        derive_seed("augment", 0, "img", 55, 4),
+        derive_seed("synth", 0, "img", 55, 3),
+    }
+    assert a not in others and len(others) == 5
+
+
+def test_seed_formula_is_sha256():
+    import hashlib
+
+    digest = hashlib.sha256(b"drdm/augment/7/heart/30/2").digest()
+    assert derive_seed("augment", 7, "heart", 30, 2) == int.from_bytes(digest[:8], "big") & (
+        2**63 - 1
+    )
+
+
+def test_input_names():
+    assert input_name("a/b/img.nii.gz") == "img"
+    assert input_name("a/b/img.NII") == "img"
+    assert input_name("x.mha") == "x"
+    assert input_name("dicom_series") == "dicom_series"
+    items = list_inputs(input=None, image="d/img.nii.gz", labels=["d/lab.nii.gz"])
+    assert items == [InputItem(0, "img", items[0].image, items[0].labels)]
+    assert [str(p) for p in items[0].labels] == ["d/lab.nii.gz"]
+
+
+def test_csv_and_json_lists(tmp_path):
+    (tmp_path / "sub").mkdir()
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("image,label,label_lv\nsub/a.nii.gz,sub/a_seg.nii.gz,\n/abs/a.nii,,x.nii\n")
+    pairs = read_input_list(csv_path)
+    assert pairs == [
+        (tmp_path / "sub/a.nii.gz", (tmp_path / "sub/a_seg.nii.gz",)),
+        (Path("/abs/a.nii"), (tmp_path / "x.nii",)),
+    ]
+    items = list_inputs(input=csv_path)
+    assert [i.name for i in items] == ["a", "a-2"]  # repeated stems made unique in list order
+
+    json_path = tmp_path / "list.json"
+    json_path.write_text(
+        json.dumps(
+            [
+                "b.nii",
+                {"image": "c.nii", "label": "c_seg.nii"},
+                {"image": "d.nii", "labels": ["d1.nii", "d2.nii"]},
+            ]
+        )  # fmt: skip
+    )
+    items = list_inputs(input=json_path)
+    assert [(i.name, len(i.labels)) for i in items] == [("b", 0), ("c", 1), ("d", 2)]
+    assert items[2].labels[1] == tmp_path / "d2.nii"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.json", "{not json", "not valid JSON"),
+        ("empty.json", "[]", "no entries"),
+        ("obj.json", '[{"img": "a"}]', "entry 0"),
+        ("keys.json", '[{"image": "a", "mask": "b"}]', "unknown key"),
+        ("nohead.csv", "path,label\na,b\n", "'image' column"),
+        ("empty.csv", "image,label\n", "no entries"),
+        ("blank.csv", "image,label\n,b\n", "row 2"),
+        ("list.txt", "a.nii\n", ".csv or .json"),
+    ],
+)
+def test_bad_lists_name_the_file(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        list_inputs(input=path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_list_inputs_option_errors(tmp_path):
+    with pytest.raises(InputError, match="exactly one"):
+        list_inputs()
+    with pytest.raises(InputError, match="exactly one"):
+        list_inputs(image="a.nii", input="b.csv")
+    with pytest.raises(InputError, match="no such file"):
+        list_inputs(input=tmp_path / "missing")
+    with pytest.raises(InputError, match="--label goes with --image"):
+        list_inputs(input=tmp_path, labels=["l.nii"])
+
+
+def test_parse_int_list():
+    assert parse_int_list("30,45, 55", "--levels") == [30, 45, 55]
+    for text in ("30,x", "", "3,3"):
+        with pytest.raises(InputError, match="--levels"):
+            parse_int_list(text, "--levels")
+
+
+COLUMNS = ["image", "ddf", "level", "sample", "seed"]
+
+
+def _row(name, level, sample, seed=1):
+    return {
+        "image": f"{name}/L{level:03d}_s{sample:03d}_image.nii.gz",
+        "ddf": f"{name}/L{level:03d}_s{sample:03d}_ddf.nii.gz",
+        "level": level,
+        "sample": sample,
+        "seed": seed,
+    }
+
+
+def test_manifest_write_sorted_and_merge(tmp_path):
+    rows = [_row("b", 5, 0), _row("a", 30, 1), _row("a", 5, 1), _row("a", 5, 0)]
+    write_manifest(tmp_path / "all.csv", COLUMNS, rows)
+    columns, back = read_manifest(tmp_path / "all.csv")
+    assert columns == COLUMNS
+    assert [r["image"][:8] for r in back] == ["a/L005_s", "a/L005_s", "a/L030_s", "b/L005_s"]
+    write_manifest(tmp_path / "s0.csv", COLUMNS, rows[:2])
+    write_manifest(tmp_path / "s1.csv", COLUMNS, rows[1:])  # row 1 in both: identical, kept once
+    merged = merge_manifests([tmp_path / "s1.csv", tmp_path / "s0.csv"])
+    assert merged == (columns, back)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_merge_conflicts_and_column_mismatch(tmp_path):
+    write_manifest(tmp_path / "s0.csv", COLUMNS, [_row("a", 5, 0, seed=1)])
+    write_manifest(tmp_path / "s1.csv", COLUMNS, [_row("a", 5, 0, seed=2)])
+    with pytest.raises(InputError, match="conflicting rows"):
+        merge_manifests([tmp_path / "s0.csv", tmp_path / "s1.csv"])
+    write_manifest(tmp_path / "other.csv", COLUMNS[:-1], [_row("a", 5, 1)])
+    with pytest.raises(InputError, match="columns"):
+        merge_manifests([tmp_path / "s0.csv", tmp_path / "other.csv"])
+    (tmp_path / "bad.csv").write_text("image,ddf\na,b,c\n")
+    with pytest.raises(InputError, match="malformed"):
+        merge_manifests([tmp_path / "bad.csv"])
+    with pytest.raises(InputError, match="no manifest"):
+        merge_manifests([])
+
+
+def test_manifest_book_reuses_complete_rows(tmp_path):
+    old = [_row("a", 5, 0, seed=11), _row("a", 5, 1, seed=12), _row("a", 5, 2, seed=13)]
+    for r in old[:2]:
+        for column in ("image", "ddf"):
+            (tmp_path / r[column]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / r[column]).write_bytes(b"x")
+    write_manifest(tmp_path / "manifest.csv", COLUMNS, old)
+    book = ManifestBook(tmp_path / "manifest.csv", COLUMNS, tmp_path, ["image", "ddf"])
+    assert book.done(old[0]["image"], 11)
+    assert not book.done(old[1]["image"], 99)  # another seed: recompute
+    assert not book.done(old[2]["image"], 13)  # files missing: recompute
+    book.add(_row("a", 5, 2, seed=13))
+    book.flush(force=True)
+    _, rows = read_manifest(tmp_path / "manifest.csv")
+    assert [r["seed"] for r in rows] == ["11", "13"]
+
+
+def test_run_settings(tmp_path):
+    settings = {"seed": 0, "model": "default", "levels_axis": (0, 1)}
+    check_run_settings(tmp_path / "run", "augment", settings)  # nothing there yet
+    assert not (tmp_path / "run").exists()
+    write_run_settings(tmp_path / "run", "augment", settings)
+    check_run_settings(tmp_path / "run", "augment", settings)
+    with pytest.raises(InputError, match="seed: 0 there, 1 now"):
+        check_run_settings(tmp_path / "run", "augment", {**settings, "seed": 1})
+    with pytest.raises(InputError, match="drdm augment"):
+        check_run_settings(tmp_path / "run", "synth", settings)
