@@ -19,9 +19,9 @@ from drdm.jobs import (
     manifest_name,
     merge_manifests,
     parse_int_list,
-    read_input_list,
     read_manifest,
     resolve_shards,
+    run_batch,
     shard_bounds,
     shard_jobs,
     write_manifest,
@@ -100,53 +100,39 @@ def test_input_names():
     assert [str(p) for p in items[0].labels] == ["d/lab.nii.gz"]
 
 
-def test_csv_and_json_lists(tmp_path):
+def test_input_lists_and_unique_names(tmp_path):
+    for name in ("a.nii.gz", "a_seg.nii.gz", "b.mha"):
+        (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
-    csv_path = tmp_path / "list.csv"
-    csv_path.write_text("image,label,label_lv\nsub/a.nii.gz,sub/a_seg.nii.gz,\n/abs/a.nii,,x.nii\n")
-    pairs = read_input_list(csv_path)
-    assert pairs == [
-        (tmp_path / "sub/a.nii.gz", (tmp_path / "sub/a_seg.nii.gz",)),
-        (Path("/abs/a.nii"), (tmp_path / "x.nii",)),
+    (tmp_path / "sub" / "a.nii").write_bytes(b"")
+    items = list_inputs(input=tmp_path)  # folder: labels paired by drdm.io.image.find_pairs
+    assert [(i.name, [p.name for p in i.labels]) for i in items] == [
+        ("a", ["a_seg.nii.gz"]),
+        ("b", []),
     ]
-    items = list_inputs(input=csv_path)
+    listing = tmp_path / "list.csv"
+    listing.write_text("image,label\na.nii.gz,a_seg.nii.gz\nsub/a.nii,\n")
+    items = list_inputs(input=listing)
     assert [i.name for i in items] == ["a", "a-2"]  # repeated stems made unique in list order
-
-    json_path = tmp_path / "list.json"
-    json_path.write_text(
-        json.dumps(
-            [
-                "b.nii",
-                {"image": "c.nii", "label": "c_seg.nii"},
-                {"image": "d.nii", "labels": ["d1.nii", "d2.nii"]},
-            ]
-        )  # fmt: skip
+    assert items[1].image == tmp_path / "sub" / "a.nii" and items[1].labels == ()
+    listing = tmp_path / "list.json"
+    listing.write_text(
+        json.dumps([{"image": "b.mha"}, {"image": "a.nii.gz", "label": "a_seg.nii.gz"}])
     )
-    items = list_inputs(input=json_path)
-    assert [(i.name, len(i.labels)) for i in items] == [("b", 0), ("c", 1), ("d", 2)]
-    assert items[2].labels[1] == tmp_path / "d2.nii"
+    assert [(i.index, i.name, len(i.labels)) for i in list_inputs(input=listing)] == [
+        (0, "b", 0),
+        (1, "a", 1),
+    ]
 
 
-@pytest.mark.parametrize(
-    ("name", "text", "message"),
-    [
-        ("bad.json", "{not json", "not valid JSON"),
-        ("empty.json", "[]", "no entries"),
-        ("obj.json", '[{"img": "a"}]', "entry 0"),
-        ("keys.json", '[{"image": "a", "mask": "b"}]', "unknown key"),
-        ("nohead.csv", "path,label\na,b\n", "'image' column"),
-        ("empty.csv", "image,label\n", "no entries"),
-        ("blank.csv", "image,label\n,b\n", "row 2"),
-        ("list.txt", "a.nii\n", ".csv or .json"),
-    ],
-)
-def test_bad_lists_name_the_file(tmp_path, name, text, message):
-    path = tmp_path / name
-    path.write_text(text)
-    with pytest.raises(InputError, match=message) as info:
-        list_inputs(input=path)
-    assert str(path) in str(info.value)
-    assert "\n" not in str(info.value)
+def test_empty_folder_and_bad_list(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found") as info:
+        list_inputs(input=tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(info.value)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="bad.json"):
+        list_inputs(input=tmp_path / "bad.json")
 
 
 def test_list_inputs_option_errors(tmp_path):
@@ -215,12 +201,16 @@ def test_manifest_book_reuses_complete_rows(tmp_path):
             (tmp_path / r[column]).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / r[column]).write_bytes(b"x")
     write_manifest(tmp_path / "manifest.csv", COLUMNS, old)
-    book = ManifestBook(tmp_path / "manifest.csv", COLUMNS, tmp_path, ["image", "ddf"])
+    keys = [r["image"] for r in old]
+    book = ManifestBook(tmp_path / "manifest.csv", COLUMNS, tmp_path, ["image", "ddf"], keys)
     assert book.done(old[0]["image"], 11)
     assert not book.done(old[1]["image"], 99)  # another seed: recompute
     assert not book.done(old[2]["image"], 13)  # files missing: recompute
+    book.flush()  # intermediate: the old rows of jobs not reached yet are kept
+    _, rows = read_manifest(tmp_path / "manifest.csv")
+    assert [r["seed"] for r in rows] == ["11", "12", "13"]
     book.add(_row("a", 5, 2, seed=13))
-    book.flush(force=True)
+    book.flush(final=True)
     _, rows = read_manifest(tmp_path / "manifest.csv")
     assert [r["seed"] for r in rows] == ["11", "13"]
 
@@ -235,3 +225,84 @@ def test_run_settings(tmp_path):
         check_run_settings(tmp_path / "run", "augment", {**settings, "seed": 1})
     with pytest.raises(InputError, match="drdm augment"):
         check_run_settings(tmp_path / "run", "synth", settings)
+
+
+def _jobs(names, levels=(5,), samples=2):
+    jobs = []
+    for k, name in enumerate(names):
+        item = InputItem(k, name, Path(f"{name}.nii.gz"))
+        for level in levels:
+            for s in range(samples):
+                prefix = f"{name}/L{level:03d}_s{s:03d}"
+                seed = derive_seed("augment", 0, name, level, s)
+                jobs.append(Job(item, level, s, seed, prefix, f"{prefix}_image.nii.gz"))
+    return jobs
+
+
+def _compute(root):
+    def compute(job, loaded):
+        for column in ("image", "ddf"):
+            path = root / f"{job.prefix}_{column}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{loaded}:{job.seed}")
+        row = _row(job.item.name, job.level, job.sample, job.seed)
+        return row
+
+    return compute
+
+
+def test_run_batch_resume_and_keep_going(tmp_path):
+    jobs = _jobs(["a", "bad", "c"])
+    loads = []
+
+    def load(item):
+        loads.append(item.name)
+        if item.name == "bad":
+            raise InputError(f"{item.image}: broken")
+        return item.name
+
+    started = []
+    book = ManifestBook(
+        tmp_path / "m.csv", COLUMNS, tmp_path, ["image", "ddf"], [j.key for j in jobs]
+    )
+    with pytest.raises(InputError, match="broken"):  # without keep_going: nothing written
+        run_batch(jobs, book, load, _compute(tmp_path), progress=False,
+                  before_first_write=lambda: started.append(1))  # fmt: skip
+    assert not started and list(tmp_path.iterdir()) == []
+
+    report = run_batch(jobs, book, load, _compute(tmp_path), keep_going=True, progress=False)
+    assert (report.computed, report.skipped) == (4, 0)
+    assert report.failures == ["bad.nii.gz: broken"]
+    _, rows = read_manifest(tmp_path / "m.csv")
+    assert [r["image"] for r in rows] == [j.key for j in jobs if j.item.name != "bad"]
+
+    # resume: complete samples are skipped; a deleted file is recomputed
+    (tmp_path / "c/L005_s001_ddf.nii.gz").unlink()
+    book = ManifestBook(
+        tmp_path / "m.csv", COLUMNS, tmp_path, ["image", "ddf"], [j.key for j in jobs]
+    )
+    loads.clear()
+    report = run_batch(jobs, book, load, _compute(tmp_path), keep_going=True, progress=False)
+    assert (report.computed, report.skipped, len(report.failures)) == (1, 3, 1)
+    assert loads == ["a", "bad", "c", "c"]  # checked up front, then read again for its work
+    assert (tmp_path / "c/L005_s001_ddf.nii.gz").is_file()
+
+
+def test_run_batch_interruption_keeps_rows(tmp_path):
+    jobs = _jobs(["a", "b"])
+    keys = [j.key for j in jobs]
+    book = ManifestBook(tmp_path / "m.csv", COLUMNS, tmp_path, ["image", "ddf"], keys)
+    run_batch(jobs, book, lambda item: 0, _compute(tmp_path), progress=False)
+    calls = []
+
+    def interrupted(job, loaded):
+        calls.append(job.key)
+        raise KeyboardInterrupt
+
+    (tmp_path / "a/L005_s000_image.nii.gz").unlink()
+    book = ManifestBook(tmp_path / "m.csv", COLUMNS, tmp_path, ["image", "ddf"], keys)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(jobs, book, lambda item: 0, interrupted, progress=False)
+    assert calls == [keys[0]]
+    _, rows = read_manifest(tmp_path / "m.csv")
+    assert [r["image"] for r in rows] == keys  # rows of jobs not reached are kept

@@ -3,10 +3,10 @@
 A job is one output sample: an input (image + optional label maps), a level (or a level pair)
 and a sample number.  The pieces here are independent of what a job computes:
 
-* **Inputs** (:func:`list_inputs`): one ``--image`` with its ``--label`` maps, a folder of images
-  with matching labels (paired by :func:`drdm.io.image.find_pairs`), or a CSV/JSON list
-  (:func:`read_input_list`).  Every input gets a unique ``name`` (its file stem; repeated stems
-  get ``-2``, ``-3``, ... in list order) that names its output folder and enters its seeds.
+* **Inputs** (:func:`list_inputs`): one ``--image`` with its ``--label`` maps, or a folder of
+  images with matching labels or a CSV/JSON list of pairs (:func:`drdm.io.image.find_pairs`).
+  Every input gets a unique ``name`` (its file stem; repeated stems get ``-2``, ``-3``, ... in
+  list order) that names its output folder and enters its seeds.
 * **Seeds** (:func:`derive_seed`): every sample has its own 63-bit seed, the first 8 bytes of
   ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")``.  A sample's output therefore
   depends only on the run's ``--seed``, the input's name, the level and the sample number: not on
@@ -34,16 +34,17 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .io import atomic_path, file_stem
+from .io import atomic_path
 
 __all__ = [
     "RUN_SETTINGS_NAME",
+    "BatchReport",
     "InputItem",
     "Job",
     "ManifestBook",
@@ -54,9 +55,9 @@ __all__ = [
     "manifest_name",
     "merge_manifests",
     "parse_int_list",
-    "read_input_list",
     "read_manifest",
     "resolve_shards",
+    "run_batch",
     "shard_bounds",
     "shard_jobs",
     "write_manifest",
@@ -64,9 +65,6 @@ __all__ = [
 ]
 
 RUN_SETTINGS_NAME = "run.json"
-
-#: file name endings of images, longest first (``.nii.gz`` before ``.gz``)
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,11 +92,13 @@ class InputItem:
 def input_name(path: str | Path) -> str:
     """The name an image contributes to output paths: its file name without the image suffix
     (``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``), or a folder's name."""
-    name = Path(path).name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return file_stem(path) if Path(path).suffix else name
+    from .io.image import image_suffix
+
+    path = Path(path)
+    suffix = image_suffix(path)
+    if suffix and len(path.name) > len(suffix):
+        return path.name[: -len(suffix)]
+    return path.name
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -122,93 +122,18 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _label_cells(value: Any, source: Path, where: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v for v in value if v.strip()]
-    raise InputError(f"{source}: {where}: labels must be a path or a list of paths")
-
-
-def read_input_list(path: str | Path) -> list[tuple[Path, tuple[Path, ...]]]:
-    """Read a CSV or JSON list of inputs; relative paths are taken against the list's folder.
-
-    * CSV (``.csv``): a header row with an ``image`` column and any number of label columns
-      whose names start with ``label`` (``label``, ``label2``, ``label_lv``, ...); empty label
-      cells are allowed.
-    * JSON (``.json``): a list whose entries are an image path, or an object
-      ``{"image": PATH, "label": PATH | [PATH, ...]}`` (``"labels"`` is accepted too).
-
-    Raises :class:`~drdm.errors.InputError` (naming the list file) for an unreadable or
-    malformed list or one with no entries.
-    """
-    path = Path(path)
-    base = path.parent
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the input list ({exc.__class__.__name__})") from None
-    entries: list[tuple[str, list[str]]] = []
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("inputs"), list):
-            data = data["inputs"]
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON list of inputs")
-        for k, entry in enumerate(data):
-            where = f"entry {k}"
-            if isinstance(entry, str):
-                entries.append((entry, []))
-            elif isinstance(entry, dict) and isinstance(entry.get("image"), str):
-                unknown = set(entry) - {"image", "label", "labels"}
-                if unknown:
-                    raise InputError(f"{path}: {where}: unknown key(s) {sorted(unknown)}")
-                labels = _label_cells(entry.get("label"), path, where)
-                labels += _label_cells(entry.get("labels"), path, where)
-                entries.append((entry["image"], labels))
-            else:
-                raise InputError(f"{path}: {where}: expected a path or an object with 'image'")
-    elif path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "image" not in fields:
-            raise InputError(f"{path}: the CSV header needs an 'image' column, got {fields}")
-        reader.fieldnames = fields
-        label_cols = [f for f in fields if f.lower().startswith("label")]
-        for k, row in enumerate(reader):
-            image = (row.get("image") or "").strip()
-            if not image:
-                raise InputError(f"{path}: row {k + 2}: empty 'image' cell")
-            labels = [(row.get(c) or "").strip() for c in label_cols]
-            entries.append((image, [v for v in labels if v]))
-    else:
-        raise InputError(f"{path}: an input list must be a .csv or .json file")
-    if not entries:
-        raise InputError(f"{path}: the input list has no entries")
-
-    def resolve(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else base / q
-
-    return [(resolve(image), tuple(resolve(lab) for lab in labels)) for image, labels in entries]
-
-
 def list_inputs(
     image: str | Path | None = None,
     labels: Sequence[str | Path] = (),
     input: str | Path | None = None,  # noqa: A002 - mirrors the --input option
 ) -> list[InputItem]:
-    """The inputs of a run: ``image`` with its ``labels``, or ``input`` (a folder of images with
-    matching labels, or a ``.csv`` / ``.json`` list, :func:`read_input_list`).
+    """The inputs of a run: ``image`` (a file or a DICOM series folder) with its ``labels``, or
+    ``input``: a folder of images with matching labels, or a ``.csv`` / ``.json`` list, paired
+    by :func:`drdm.io.image.find_pairs` (one label map per image).
 
     Raises :class:`~drdm.errors.InputError` when both or neither of ``image`` and ``input`` are
     given, ``labels`` come with ``input``, a folder holds no image, or a list is malformed.
-    Files are not opened here (missing files are reported when an input is read).
+    Images are not opened here (unreadable ones are reported when an input is read).
     """
     if (image is None) == (input is None):
         raise InputError("give exactly one of --image and --input")
@@ -217,34 +142,16 @@ def list_inputs(
         pairs = [(Path(image), tuple(Path(p) for p in labels))]
     else:
         if labels:
-            raise InputError("--label goes with --image; with --input, list the labels there")
-        source = Path(input)  # type: ignore[arg-type]
-        if not source.exists():
-            raise InputError(f"{source}: no such file or folder")
-        if source.is_dir() and not _is_dicom_folder(source):
-            from .io.image import find_pairs
+            raise InputError("--label goes with --image; with --input, pair the labels there")
+        from .io.image import find_pairs
 
-            found = find_pairs(source)
-            if not found:
-                raise InputError(f"{source}: the folder holds no image files")
-            pairs = [(Path(img), () if lab is None else (Path(lab),)) for img, lab in found]
-        elif source.is_dir():  # a DICOM series folder is one image
-            pairs = [(source, ())]
-        else:
-            pairs = read_input_list(source)
+        found = find_pairs(Path(input))  # type: ignore[arg-type]
+        pairs = [(Path(img), () if lab is None else (Path(lab),)) for img, lab in found]
     names = _unique_names([p[0] for p in pairs])
     return [
         InputItem(index=k, name=name, image=img, labels=labs)
         for k, (name, (img, labs)) in enumerate(zip(names, pairs, strict=True))
     ]
-
-
-def _is_dicom_folder(folder: Path) -> bool:
-    """A folder with DICOM files and no NIfTI/MHA/NRRD images is one DICOM series."""
-    files = [p for p in folder.iterdir() if p.is_file()]
-    if any(input_name(p) != p.name for p in files):
-        return False
-    return any(p.suffix.lower() == ".dcm" for p in files)
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -288,6 +195,8 @@ class Job:
         sample: the sample number at this level, ``0..N-1``.
         seed: the sample's own seed (:func:`derive_seed`).
         prefix: output path prefix relative to the run folder, e.g. ``"img/L055_s003"``.
+        key: the sample's main output path relative to the run folder (its manifest row's
+            first column), e.g. ``"img/L055_s003_image.nii.gz"``.
     """
 
     item: InputItem
@@ -295,6 +204,7 @@ class Job:
     sample: int
     seed: int
     prefix: str
+    key: str = ""
 
 
 def shard_bounds(count: int, shards: int, index: int) -> tuple[int, int]:
@@ -425,9 +335,10 @@ def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[s
 class ManifestBook:
     """The rows of one run (or shard) manifest, kept on disk as the run goes.
 
-    Rows of an earlier run found in the manifest file are reused for jobs of this run whose
-    files all exist (:meth:`done`); :meth:`add` records a new row; :meth:`flush` rewrites the
-    file atomically, at most every ``interval`` seconds unless ``force``.
+    Rows of an earlier run found in the manifest file are reused for jobs whose files all exist
+    (:meth:`done`); :meth:`add` records a new row.  :meth:`flush` rewrites the file atomically
+    with the rows confirmed so far plus the earlier run's rows of ``pending`` jobs not reached
+    yet (so an interruption loses nothing); ``final=True`` writes the confirmed rows only.
     """
 
     def __init__(
@@ -436,60 +347,161 @@ class ManifestBook:
         columns: Sequence[str],
         root: str | Path,
         file_columns: Sequence[str],
-        interval: float = 60.0,
+        pending: Iterable[str] = (),
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.root = Path(root)
         self.file_columns = list(file_columns)
-        self.interval = interval
         self.rows: dict[str, dict[str, Any]] = {}
         self._previous: dict[str, dict[str, str]] = {}
-        self._last_flush = time.monotonic()
         if self.path.exists():
             cols, rows = read_manifest(self.path)
             if cols == self.columns:
                 self._previous = {r[self.columns[0]]: r for r in rows}
+        self._pending = [k for k in pending if k in self._previous]
 
-    def _files(self, row: Mapping[str, Any]) -> list[Path]:
+    def files(self, row: Mapping[str, Any]) -> list[Path]:
+        """The output files of ``row`` (``;``-separated cells of the file columns)."""
         names = []
         for column in self.file_columns:
             names += [v for v in str(row[column]).split(";") if v]
         return [self.root / n for n in names]
 
     def done(self, key: str, seed: int) -> bool:
-        """Whether the earlier run completed the sample whose first-column value is ``key``
+        """Whether an earlier run completed the sample whose first-column value is ``key``
         with this ``seed`` (its row is in the old manifest and all its files exist); if so the
-        row is kept for this run's manifest."""
+        row is confirmed for this run's manifest."""
         row = self._previous.get(key)
         if row is None or row.get("seed") != str(seed):
             return False
-        if not all(p.is_file() for p in self._files(row)):
+        if not all(p.is_file() for p in self.files(row)):
             return False
         self.rows[key] = row
         return True
-
-    def keep_previous(self, keys: Iterable[str]) -> None:
-        """Carry the old rows of ``keys`` (jobs not reached yet) into intermediate flushes."""
-        for key in keys:
-            row = self._previous.get(key)
-            if row is not None and key not in self.rows:
-                self.rows[key] = row
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Record the row of a newly computed sample."""
         self.rows[str(row[self.columns[0]])] = dict(row)
 
-    def flush(self, force: bool = False) -> None:
-        """Rewrite the manifest file (atomically) if forced or ``interval`` seconds passed."""
-        if force or time.monotonic() - self._last_flush >= self.interval:
-            write_manifest(self.path, self.columns, self.rows.values())
-            self._last_flush = time.monotonic()
+    def flush(self, final: bool = False) -> None:
+        """Rewrite the manifest file atomically (see the class docstring)."""
+        rows = dict(self.rows)
+        if not final:
+            for key in self._pending:
+                rows.setdefault(key, self._previous[key])
+        write_manifest(self.path, self.columns, rows.values())
 
-    def restrict(self, keys: Iterable[str]) -> None:
-        """Keep only the rows of ``keys`` (this run's jobs) for the final manifest."""
-        wanted = set(keys)
-        self.rows = {k: v for k, v in self.rows.items() if k in wanted}
+
+@dataclass
+class BatchReport:
+    """What :func:`run_batch` did: samples ``computed`` and ``skipped`` (complete from an
+    earlier run), and ``failures`` (``"FILE: problem"`` per failed input)."""
+
+    computed: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+    failed_inputs: list[InputItem] = field(default_factory=list)
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    book: ManifestBook,
+    load: Callable[[InputItem], Any],
+    compute: Callable[[Job, Any], Mapping[str, Any]],
+    keep_going: bool = False,
+    progress: bool = True,
+    before_first_write: Callable[[], None] | None = None,
+    flush_every: float = 10.0,
+) -> BatchReport:
+    """Run ``jobs`` (grouped by input, in order) and keep ``book`` on disk.
+
+    1. Every input is ``load``-ed once up front: an :class:`~drdm.errors.InputError` stops the
+       run before anything is written, or, with ``keep_going``, the input is listed in
+       ``failures`` and its jobs are left out.
+    2. ``before_first_write()`` is called (e.g. to create the folder and record the settings).
+    3. Per input: jobs complete from an earlier run are skipped; the input is loaded again and
+       ``compute(job, loaded)`` writes the sample's files and returns its manifest row.  With
+       ``keep_going`` an error of an input (``InputError``, ``ValueError``, ``RuntimeError``,
+       ``OSError``) is listed and the next input goes on.
+
+    The manifest is rewritten at most every ``flush_every`` seconds and at the end; after an
+    error or interruption it keeps the earlier run's rows of the jobs not reached.  A tqdm bar
+    counts samples.
+    """
+    report = BatchReport()
+    groups: dict[int, list[Job]] = {}
+    items: dict[int, InputItem] = {}
+    for job in jobs:
+        groups.setdefault(job.item.index, []).append(job)
+        items[job.item.index] = job.item
+
+    def fail(item: InputItem, exc: BaseException) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if str(item.image) not in message:
+            message = f"{item.image}: {message}"
+        report.failures.append(message)
+        report.failed_inputs.append(item)
+
+    cache: dict[int, Any] = {}
+    for index, item in items.items():
+        try:
+            loaded = load(item)
+        except InputError as exc:
+            if not keep_going:
+                raise
+            fail(item, exc)
+            continue
+        if len(items) == 1:
+            cache[index] = loaded
+        del loaded
+    failed = {item.index for item in report.failed_inputs}
+    if before_first_write is not None:
+        before_first_write()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), unit="sample", disable=not progress, dynamic_ncols=True)
+    last_flush = time.monotonic()
+    finished = False
+    try:
+        for index, group in groups.items():
+            item = items[index]
+            if index in failed:
+                bar.update(len(group))
+                continue
+            todo = []
+            for job in group:
+                if book.done(job.key, job.seed):
+                    report.skipped += 1
+                    bar.update(1)
+                else:
+                    todo.append(job)
+            if not todo:
+                continue
+            finished_here = 0
+            try:
+                loaded = cache.pop(index) if index in cache else load(item)
+                for job in todo:
+                    book.add(compute(job, loaded))
+                    report.computed += 1
+                    finished_here += 1
+                    bar.update(1)
+                    if time.monotonic() - last_flush >= flush_every:
+                        book.flush()
+                        last_flush = time.monotonic()
+            except (InputError, ValueError, RuntimeError, OSError) as exc:
+                if not keep_going:
+                    raise
+                fail(item, exc)
+                bar.update(len(todo) - finished_here)
+            finally:
+                loaded = None
+        finished = True
+    finally:
+        bar.close()
+        book.flush(final=finished)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
