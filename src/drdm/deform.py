@@ -223,8 +223,8 @@ def resolve_slice_axis(
 
 
 def _as_tensor(x: np.ndarray | Tensor, what: str) -> Tensor:
-    if isinstance(x, Tensor):
-        return x.detach()
+    if isinstance(x, Tensor):  # subclasses (e.g. MONAI's MetaTensor) as plain tensors
+        return x.detach().as_subclass(Tensor)
     if isinstance(x, np.ndarray):
         if x.dtype.byteorder not in ("=", "|"):
             x = x.astype(x.dtype.newbyteorder("="))

@@ -1,0 +1,139 @@
+"""Tests of drdm.transforms.DRDMDeform: layouts, consistency, worker-safe seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import smooth_field, smooth_image
+from drdm.spatial import warp, warp_labels
+from drdm.transforms import DRDMDeform
+from test_pipeline import tiny_model
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class RandomSmoothSampler:
+    """Smooth random fields from the generator (a stand-in for any FieldSampler)."""
+
+    def __init__(self, ndim: int = 2, amplitude: float = 2.0):
+        self.ndim = ndim
+        self.amplitude = amplitude
+
+    def sample_ddf(self, images, generator):
+        shape = (images.shape[0], self.ndim, *images.shape[2:])
+        return smooth_field(shape, self.amplitude, generator, dtype=images.dtype)
+
+
+def label_map(size=(24, 24)) -> np.ndarray:
+    lab = np.zeros(size, np.int64)
+    lab[4:14, 5:15] = 2
+    lab[8:11, 8:12] = 5
+    return lab
+
+
+class Pairs(Dataset):
+    def __init__(self, n: int = 4):
+        self.image = smooth_image((24, 24), gen(1)).float()[0]  # (1, 24, 24)
+        self.label = torch.from_numpy(label_map())[None].to(torch.uint8)
+        self.n = n
+        self.deform = DRDMDeform(RandomSmoothSampler(), seed=7, ddf_key="ddf")
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        return self.deform({"image": self.image, "label": self.label, "index": index})
+
+
+def test_tuple_form_layouts_and_consistency():
+    deform = DRDMDeform(RandomSmoothSampler(), seed=3)
+    image = smooth_image((24, 24), gen(2)).float()[0]  # (1, H, W) channel first
+    label = torch.from_numpy(label_map())[None]
+    out_image, out_label = deform(image, label, generator=gen(5))
+    assert out_image.shape == image.shape and out_image.dtype == torch.float32
+    assert out_label.shape == label.shape and out_label.dtype == label.dtype
+    # the same field for both: recompute it with the same generator state
+    ddf = RandomSmoothSampler().sample_ddf(image[None], gen(5))
+    torch.testing.assert_close(out_image, warp(image[None], ddf)[0])
+    torch.testing.assert_close(out_label, warp_labels(label[None], ddf)[0])
+    # numpy (*spatial) inputs come back as numpy with their dtypes
+    np_image = image[0].numpy()
+    a = deform(np_image, label_map().astype(np.uint8), generator=gen(5))
+    assert isinstance(a[0], np.ndarray) and a[0].dtype == np.float32 and a[0].shape == (24, 24)
+    assert deform(np_image.astype(np.float64), generator=gen(5)).dtype == np.float64
+    assert a[1].dtype == np.uint8 and set(np.unique(a[1])) <= {0, 2, 5}
+    np.testing.assert_allclose(a[0], out_image[0].numpy(), atol=1e-5)
+    # an image alone returns the image alone
+    assert deform(image, generator=gen(5)).shape == image.shape
+
+
+def test_dict_form_with_field_and_2d_model_on_stack():
+    deform = DRDMDeform(
+        RandomSmoothSampler(), keys=("t1", "t2"), label_keys=("seg", "absent"), ddf_key="ddf"
+    )
+    vol = smooth_image((20, 22, 4), gen(3)).float()[0]  # (1, X, Y, Z): channel + 3D stack
+    sample = {"t1": vol, "t2": vol * 2, "seg": (vol > 0).to(torch.int32), "id": "case"}
+    out = deform(sample, generator=gen(0))
+    assert out["id"] == "case" and "absent" not in out and sample["t1"] is vol
+    ddf = out["ddf"]
+    assert ddf.shape == (3, 20, 22, 4) and not ddf[2].any()  # slice-wise along the short axis
+    torch.testing.assert_close(out["t2"], out["t1"] * 2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["t1"], warp(vol[None], ddf[None])[0], atol=1e-5, rtol=0)
+    assert set(out["seg"].unique().tolist()) <= {0, 1}
+    # a bare stack for a 2D sampler needs channel_first=False
+    bare = DRDMDeform(RandomSmoothSampler(), channel_first=False)
+    assert bare(vol[0], generator=gen(0)).shape == (20, 22, 4)
+    with pytest.raises(KeyError):
+        deform({"t1": vol}, generator=gen(0))
+
+
+def test_levels_with_tiny_drdm_model():
+    model = tiny_model()
+    deform = DRDMDeform(model, levels=(2, 6), seed=0)
+    assert [s.level for s in deform.samplers] == [2, 6]
+    image = smooth_image((32, 32), gen(4)).float()[0]
+    label = torch.from_numpy(label_map((32, 32)))[None]
+    out_image, out_label = deform(image, label)
+    assert torch.isfinite(out_image).all() and set(out_label.unique().tolist()) <= {0, 2, 5}
+    with pytest.raises(ValueError):
+        DRDMDeform(RandomSmoothSampler(), level=3)
+    with pytest.raises(ValueError):
+        DRDMDeform(model, level=3, levels=(2, 3))
+    with pytest.raises(ValueError):  # the default levels (30, 45, 55) exceed this model's T
+        DRDMDeform(model)
+
+
+def test_seeded_main_process_sequences_reproduce():
+    image = smooth_image((24, 24), gen(6)).float()[0]
+    a, b, c = (DRDMDeform(RandomSmoothSampler(), seed=s) for s in (1, 1, 2))
+    first = [a(image) for _ in range(2)]
+    second = [b(image) for _ in range(2)]
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], first[1])  # successive calls differ
+    assert not torch.equal(first[0], c(image))
+
+
+def _run(loader) -> torch.Tensor:
+    return torch.cat([batch["ddf"] for batch in loader])
+
+
+def test_dataloader_workers_differ_and_runs_reproduce():
+    data = Pairs(4)
+
+    def loader(seed):
+        return DataLoader(data, batch_size=1, num_workers=2, generator=gen(seed))
+
+    run1 = _run(loader(0))
+    run2 = _run(loader(0))
+    assert run1.shape == (4, 2, 24, 24)
+    assert torch.equal(run1, run2)  # same seeds: identical
+    # items 0 and 1 are the first call in worker 0 and worker 1: they must differ
+    assert not torch.equal(run1[0], run1[1])
+    assert len({tuple(f.flatten()[:5].tolist()) for f in run1}) == 4
+    # another epoch (another DataLoader seed) gives other deformations
+    assert not torch.equal(run1, _run(loader(1)))
