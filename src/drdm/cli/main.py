@@ -7,12 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import demo, diffuse, generate, import_official, train
+from . import augment, demo, diffuse, generate, import_official, merge_manifests, synth, train
 
 COMMANDS = {
     "diffuse": diffuse,
     "demo": demo,
     "generate": generate,
+    "augment": augment,
+    "synth": synth,
+    "merge-manifests": merge_manifests,
     "import-official": import_official,
     "train": train,
 }
@@ -34,18 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``drdm`` console script; returns the exit status."""
+    """Entry point of the ``drdm`` console script; returns the exit status.
+
+    0: success; 1: a batch command finished with failed inputs (``--keep-going``); 2: bad
+    input or options (one-line message on stderr); 130: interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except InputError as exc:
         print(f"drdm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"drdm {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":
