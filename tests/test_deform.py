@@ -107,6 +107,7 @@ def test_slice_axis_detection():
     assert resolve_slice_axis((64, 12, 64), (1.0, 1.0, 1.4)) == 1
     assert resolve_slice_axis((64, 12, 64)) == 1
     assert resolve_slice_axis((16, 16, 16)) == 2  # ties: the last axis
+    assert resolve_slice_axis((16, 16, 1), (3.0, 0.5, 0.5)) == 2  # a single slice
     assert resolve_slice_axis((16, 16, 16), (1.0, 1.0, 1.0)) == 2
     assert resolve_slice_axis((16, 16, 16), slice_axis=0) == 0
     assert resolve_slice_axis((16, 16, 16), slice_axis=-2) == 1

@@ -137,3 +137,75 @@ def test_dataloader_workers_differ_and_runs_reproduce():
     assert len({tuple(f.flatten()[:5].tolist()) for f in run1}) == 4
     # another epoch (another DataLoader seed) gives other deformations
     assert not torch.equal(run1, _run(loader(1)))
+
+
+# ----------------------------------------------------------------------------- adapters
+class RecordingSampler(RandomSmoothSampler):
+    """Keeps the last field it produced (per call: (B, 2, h, w))."""
+
+    def sample_ddf(self, images, generator):
+        self.last = super().sample_ddf(images, generator)
+        return self.last
+
+
+def anisotropic_stack():
+    """(1, 12, 20, 10) with 6 mm spacing along axis 0: the spacing picks axis 0, not 2."""
+    image = smooth_image((12, 20, 10), gen(8)).float()[0]
+    label = (image > 0).to(torch.int16)
+    affine = np.diag([6.0, 1.0, 1.0, 1.0])
+    return image, label, affine
+
+
+def test_monai_dict_transform():
+    pytest.importorskip("monai")
+    from monai.data import MetaTensor
+
+    from drdm.adapters.monai import DRDMDeformd
+
+    image, label, affine = anisotropic_stack()
+    sample = {
+        "image": MetaTensor(image, affine=torch.from_numpy(affine)),
+        "label": MetaTensor(label, affine=torch.from_numpy(affine)),
+        "name": "case1",
+    }
+    t = DRDMDeformd(["image"], RandomSmoothSampler(), label_keys=["label"], ddf_key="ddf", seed=3)
+    out = t(sample)
+    assert isinstance(out["image"], MetaTensor) and out["name"] == "case1"
+    torch.testing.assert_close(out["image"].affine, sample["image"].affine)
+    assert out["ddf"].shape == (3, 12, 20, 10) and not out["ddf"][0].any()  # slices along axis 0
+    assert out["label"].dtype == torch.int16 and set(out["label"].unique().tolist()) <= {0, 1}
+    expected = warp(image[None], out["ddf"][None])[0]
+    torch.testing.assert_close(out["image"].as_tensor(), expected, atol=1e-5, rtol=0)
+    again = DRDMDeformd(["image"], RandomSmoothSampler(), label_keys=["label"], seed=3)(sample)
+    torch.testing.assert_close(again["image"], out["image"])  # set_random_state reproduces
+    off = DRDMDeformd(["image", "label"], RandomSmoothSampler(), label_keys=["label"], prob=0.0)
+    assert off(sample)["image"] is sample["image"]
+
+
+def test_torchio_subject_transform():
+    tio = pytest.importorskip("torchio")
+    from drdm.adapters.torchio import RandomDRDMDeformation
+
+    image, label, affine = anisotropic_stack()
+    subject = tio.Subject(
+        image=tio.ScalarImage(tensor=image, affine=affine),
+        seg=tio.LabelMap(tensor=label, affine=affine),
+    )
+    sampler = RecordingSampler()
+    out = RandomDRDMDeformation(sampler, seed=1)(subject)
+    assert sampler.last.shape == (12, 2, 20, 10)  # slice-wise along axis 0 (largest spacing)
+    np.testing.assert_allclose(out["image"].affine, affine)
+    field = torch.zeros(3, 12, 20, 10)
+    field[1:] = sampler.last.movedim(0, 1).float()
+    torch.testing.assert_close(
+        out["image"].data, warp(image[None], field[None])[0], atol=1e-5, rtol=0
+    )
+    expected = warp_labels(label[None].long(), field[None])[0].to(torch.int16)
+    assert torch.equal(out["seg"].data.to(torch.int16), expected)
+    assert torch.equal(subject["image"].data, image)  # the input subject is not modified
+    # a 2D image is (1, W, H, 1) in TorchIO: deformed in its plane
+    flat = tio.Subject(
+        image=tio.ScalarImage(tensor=smooth_image((24, 24), gen(9)).float()[..., None][0])
+    )
+    out2 = RandomDRDMDeformation(sampler, seed=1)(flat)
+    assert sampler.last.shape == (1, 2, 24, 24) and out2["image"].data.shape == (1, 24, 24, 1)

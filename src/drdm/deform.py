@@ -189,10 +189,11 @@ def resolve_slice_axis(
 ) -> int:
     """The axis along which a 3D volume of ``shape`` is processed slice by slice.
 
-    ``"auto"``: the axis with the largest spacing when ``spacing`` (mm per axis) is given and
-    clearly anisotropic (largest / second largest > 1.5), otherwise the axis with the fewest
-    voxels (the last such axis on ties). An int (negative counts from the end) is taken as
-    given. ``None`` is an error (:class:`~drdm.errors.InputError`).
+    ``"auto"``: an axis of one voxel if there is one; else the axis with the largest spacing
+    when ``spacing`` (mm per axis) is given and clearly anisotropic (largest / second largest
+    > 1.5); else the axis with the fewest voxels (the last such axis on ties). An int
+    (negative counts from the end) is taken as given. ``None`` is an error
+    (:class:`~drdm.errors.InputError`).
     """
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
@@ -204,6 +205,8 @@ def resolve_slice_axis(
     if isinstance(slice_axis, str):
         if slice_axis != "auto":
             raise InputError(f"slice_axis must be 'auto', an int or None, got {slice_axis!r}")
+        if min(shape) == 1:  # a single-slice volume (e.g. X x Y x 1): its one-voxel axis
+            return max(i for i, s in enumerate(shape) if s == 1)
         if spacing is not None:
             sp = [float(s) for s in spacing]
             if len(sp) != ndim:
@@ -353,12 +356,12 @@ def _sample_field_t(
     """``image`` ``(C, *spatial)`` -> field ``(ndim, *spatial)`` voxels and the slice axis."""
     s_ndim = _check_sampler(sampler)
     v_ndim = image.dim() - 1
-    if s_ndim == v_ndim:
-        return _call_sampler(sampler, image[None], generator)[0], None
-    if s_ndim == 3:
+    if s_ndim == 3 and (v_ndim == 2 or min(image.shape[1:]) == 1):
         raise InputError(
             f"a 3D deformation model cannot deform a 2D image (shape {tuple(image.shape[1:])})"
         )
+    if s_ndim == v_ndim:
+        return _call_sampler(sampler, image[None], generator)[0], None
     axis = resolve_slice_axis(image.shape[1:], spacing, slice_axis)
     ddf2 = _call_sampler(sampler, _to_slices(image, axis), generator)
     return _slices_to_field(ddf2, axis), axis
