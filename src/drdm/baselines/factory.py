@@ -1,0 +1,80 @@
+"""Deformation/augmentation methods by name, for the command line and the experiments."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .bigaug import BigAug, BigAugConfig
+from .elastic import ElasticSampler
+from .mrbs import MRBSSampler
+
+if TYPE_CHECKING:
+    from ..deform import FieldSampler, IntensityTransform
+    from ..pipeline import DRDM
+
+__all__ = ["METHODS", "make_method"]
+
+#: method names accepted by :func:`make_method`
+METHODS = ("none", "elastic", "mrbs", "bigaug", "drdm")
+
+
+def _check_options(name: str, target: Any, options: dict[str, Any], skip: int) -> None:
+    """Unknown keyword options are a user error (one line naming the method)."""
+    params = list(inspect.signature(target).parameters.values())[skip:]
+    allowed = {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    if target is BigAug:
+        allowed |= {f.name for f in dataclasses.fields(BigAugConfig)}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InputError(f"method {name!r}: unknown option(s) {unknown}; known: {sorted(allowed)}")
+
+
+def make_method(
+    name: str,
+    ndim: int,
+    model: DRDM | None = None,
+    level: int | None = None,
+    **options: Any,
+) -> tuple[FieldSampler | None, IntensityTransform | None]:
+    """A deformation method by name: ``(field sampler or None, intensity transform or None)``.
+
+    * ``"none"``: ``(None, None)``;
+    * ``"elastic"``: ``ElasticSampler(ndim, **options)``;
+    * ``"mrbs"``: ``MRBSSampler(ndim, **options)``;
+    * ``"bigaug"``: ``BigAug(ndim, **options)`` as ``(field_sampler(), intensity_transform())``;
+    * ``"drdm"``: ``DRDMSampler(model, level, **options)`` (needs ``model`` and ``level``; the
+      sampler's ``ndim`` is the model's, and a 2D model deforms 3D volumes slice by slice in
+      :func:`drdm.deform.deform_volume`).
+
+    Names are case-insensitive. Unknown names or options, or ``"drdm"`` without a model or
+    level, raise :class:`~drdm.errors.InputError`.
+    """
+    key = str(name).lower()
+    if key not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    if key != "drdm" and ndim not in (2, 3):
+        raise InputError(f"method {key!r}: ndim must be 2 or 3, got {ndim}")
+    if key == "none":
+        if options:
+            raise InputError(f"method 'none' takes no options, got {sorted(options)}")
+        return None, None
+    if key == "elastic":
+        _check_options(key, ElasticSampler, options, skip=1)
+        return ElasticSampler(ndim, **options), None
+    if key == "mrbs":
+        _check_options(key, MRBSSampler, options, skip=1)
+        return MRBSSampler(ndim, **options), None
+    if key == "bigaug":
+        _check_options(key, BigAug, options, skip=1)
+        aug = BigAug(ndim, **options)
+        return aug.field_sampler(), aug.intensity_transform()
+    if model is None or level is None:
+        missing = " and ".join(n for n, v in (("a model", model), ("a level", level)) if v is None)
+        raise InputError(f"method 'drdm' needs {missing} (e.g. --model default --level 45)")
+    from ..deform import DRDMSampler  # lazy: keeps the baselines free of the pipeline
+
+    _check_options(key, DRDMSampler, options, skip=2)
+    return DRDMSampler(model, level, **options), None
