@@ -329,6 +329,18 @@ def test_2d_nifti(tmp_path, shape):
         assert_itk_agrees(image, tmp_path / "out.nii.gz")
 
 
+def test_2d_nifti_with_a_degenerate_third_column(tmp_path):
+    affine = make_affine((1.3, 0.8, 1.0), (0, 0, 0.7), (3.0, 4.0, 0.0))
+    sform = affine.copy()
+    sform[:3, 2] = 0.0  # as some tools write 2D files
+    path = save(tmp_path / "flat.nii.gz", np.zeros((9, 8)), None, affine, sform, 0, 2)
+    with pytest.warns(GeometryWarning, match="plane normal"):
+        image = read_image(path)
+    np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+    with pytest.raises(RuntimeError, match="orthonormal"):
+        sitk.ReadImage(str(path))  # ITK is stricter here
+
+
 # ------------------------------------------------------------------------ kinds, writing
 
 
@@ -491,6 +503,15 @@ def test_sitk_formats_round_trip(tmp_path, suffix, shape):
         np.testing.assert_allclose(back.affine, label.affine, atol=1e-4)
     if not label.squeezed:
         assert_itk_agrees(back, tmp_path / "l.nii.gz")  # the grid ITK sees in the NIfTI
+    if suffix == ".mha" and len(shape) == 3:  # reading the two-file variants too
+        sitk.WriteImage(written, str(tmp_path / "two.mhd"))
+        two = read_image(tmp_path / "two.mhd", kind="label")
+        np.testing.assert_array_equal(two.array, label.array)
+        np.testing.assert_allclose(two.affine, label.affine, atol=1e-4)
+        blob = (tmp_path / f"l{suffix}").read_bytes()
+        (tmp_path / "cut.mha").write_bytes(blob[: len(blob) - 50])
+        with pytest.raises(InputError, match="cut.mha: cannot read"):
+            read_image(tmp_path / "cut.mha")
     write_image(tmp_path / f"i{suffix}", label.array, back)
     image = read_image(tmp_path / f"i{suffix}")
     assert image.array.dtype == np.float32

@@ -28,7 +28,10 @@ agree on where every voxel is:
    ``pixdim`` (relative difference above 1e-3) therefore keeps the pixdim spacing (warning).
 3. An sform with shear (normalised columns not orthogonal) cannot be represented by ITK: the
    qform is used instead (warning), or, without a qform, the file is rejected.
-4. When both qform and sform are set and describe different grids (any voxel corner further
+4. A 2D file (``dim[0] == 2``) is placed by its first two columns only, as in ITK; a third
+   column that is not the plane normal (some tools write zeros) is replaced by the normal
+   (warning; ITK rejects such a file when it has no qform).
+5. When both qform and sform are set and describe different grids (any voxel corner further
    apart than 1e-3 voxel), a warning names the one used.
 
 Warnings are :class:`GeometryWarning` (a ``UserWarning``), one line naming the file. MetaImage,
@@ -72,11 +75,13 @@ applying the 2D field.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -263,10 +268,12 @@ def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None)
 
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
     for line in lines:  # ITK messages: the useful part follows "ITK ERROR:"
         if "ERROR:" in line:
-            return line.split("ERROR:", 1)[1].strip()[:200]
-    return (lines[-1] if lines else type(exc).__name__)[:200]
+            text = line.split("ERROR:", 1)[1]
+            break
+    return re.sub(r"\w+\(0x[0-9a-fA-F]+\):\s*", "", text).strip()[:200]
 
 
 def _select_frame(array: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
@@ -362,6 +369,21 @@ def _nifti_affine(header: nib.Nifti1Header, path: Path, spatial_ndim: int) -> np
     pixdim[bad] = 1.0
 
     def rotation(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
+        matrix = matrix.copy()
+        if spatial_ndim == 2:  # ITK ignores the third column of a 2D file; some tools zero it
+            normal = np.cross(matrix[:3, 0], matrix[:3, 1])
+            third = matrix[:3, 2]
+            cosine = abs(third @ normal) / max(
+                np.linalg.norm(third) * np.linalg.norm(normal), 1e-12
+            )
+            if np.linalg.norm(normal) > 0 and cosine < 1.0 - 1e-6:
+                matrix[:3, 2] = (-1.0 if third @ normal < 0 else 1.0) * normal
+                warnings.warn(
+                    f"{path}: the third column of this 2D image's transform is not the plane "
+                    "normal; using the normal (ITK rejects such a file without a qform)",
+                    GeometryWarning,
+                    stacklevel=5,
+                )
         norms = np.linalg.norm(matrix[:3, :3], axis=0)
         norms[norms == 0] = 1.0
         cols = matrix[:3, :3] / norms
@@ -450,6 +472,18 @@ def _sitk() -> object:
     return sitk
 
 
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence ITK's own warnings (printed to stderr) while reading; errors still raise."""
+    sitk = _sitk()
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
 def _from_sitk(image: object, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Array in (i, j, k[, t]) order and RAS affine from a SimpleITK image."""
     sitk = _sitk()
@@ -477,7 +511,8 @@ def _from_sitk(image: object, path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     sitk = _sitk()
     try:
-        image = sitk.ReadImage(str(path))
+        with _quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read the image ({_first_line(exc)})") from None
     return _from_sitk(image, path)
@@ -485,7 +520,8 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     sitk = _sitk()
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    with _quiet_itk():
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
     if not series:
         raise InputError(f"{path}: is a directory but holds no DICOM series")
     if len(series) > 1:
@@ -493,7 +529,8 @@ def _read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
     try:
-        image = reader.Execute()
+        with _quiet_itk():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read the DICOM series ({_first_line(exc)})") from None
     return _from_sitk(image, path)
