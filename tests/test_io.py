@@ -373,6 +373,20 @@ def test_label_integrity(tmp_path, dtype):
     np.testing.assert_array_equal(np.asarray(out.dataobj), data[::-1])
 
 
+def test_wide_and_boolean_label_dtypes(tmp_path):
+    wide = MedicalImage(np.zeros((4, 5, 6), np.int64), OBLIQUE)
+    write_image(tmp_path / "w.nii.gz", np.full((4, 5, 6), 7), wide, kind="label")
+    assert nib.load(str(tmp_path / "w.nii.gz")).get_data_dtype() == np.uint32
+    write_image(tmp_path / "w.mha", np.full((4, 5, 6), 7), wide, kind="label")
+    assert read_image(tmp_path / "w.mha", kind="label").array.dtype == np.int64
+    huge = np.full((4, 5, 6), 2**40)
+    write_image(tmp_path / "h.nii.gz", huge, wide, kind="label")
+    np.testing.assert_array_equal(read_image(tmp_path / "h.nii.gz", kind="label").array, huge)
+    flags = MedicalImage(np.zeros((4, 5, 6), bool), OBLIQUE)
+    write_image(tmp_path / "b.nii.gz", np.ones((4, 5, 6), bool), flags, kind="label")
+    assert nib.load(str(tmp_path / "b.nii.gz")).get_data_dtype() == np.uint8
+
+
 def test_float_stored_labels(tmp_path):
     data = blob_labels((10, 9, 7)).astype(np.float32)
     label = read_image(save(tmp_path / "l.nii.gz", data, OBLIQUE), kind="label")

@@ -549,8 +549,10 @@ def _check_writable(like: MedicalImage) -> None:
         )
 
 
-def _nifti_header_image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    image = nib.Nifti1Image(data, affine)
+def _nifti_header_image(
+    data: np.ndarray, affine: np.ndarray, dtype: np.dtype | None = None
+) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(data, affine, dtype=dtype)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
@@ -567,6 +569,11 @@ def _output_format(path: Path) -> str:
         f"{path}: cannot write this file type; use .nii.gz, .nii, .mha or .nrrd "
         "(.mhd/.nhdr would need a second data file)"
     )
+
+
+def _fits(dtype: type, low: float, high: float) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= low and high <= info.max
 
 
 def _output_label_dtype(array: np.ndarray, like: MedicalImage) -> np.dtype:
@@ -604,13 +611,17 @@ def write_image(
     _check_writable(like)
     if kind == "label":
         rounded = np.rint(array)
-        data = rounded.astype(_output_label_dtype(rounded, like))
+        dtype = _output_label_dtype(rounded, like)
+        if fmt == "nifti" and dtype.itemsize == 8:  # 64-bit integers trouble most NIfTI tools
+            low, high = float(rounded.min()), float(rounded.max())
+            dtype = next((np.dtype(d) for d in (np.uint32, np.int32) if _fits(d, low, high)), dtype)
+        data = rounded.astype(dtype)
     else:
         data = array.astype(np.float32)
     if fmt == "nifti":
         if like.squeezed:
             data = data[..., None]
-        _save_nifti(_nifti_header_image(data, like.affine), path)
+        _save_nifti(_nifti_header_image(data, like.affine, data.dtype), path)
     else:
         _save_sitk(_to_sitk(data, like), path)
 
