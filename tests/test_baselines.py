@@ -19,7 +19,7 @@ from drdm.baselines import (
     MRBSSampler,
     make_method,
 )
-from drdm.baselines._common import smooth, smoothing_gain
+from drdm.baselines._common import gaussian_kernel, smooth, smoothing_gain
 from drdm.baselines.bigaug import content_rotation
 from drdm.baselines.mrbs import bspline_matrix
 from drdm.errors import InputError
@@ -120,6 +120,27 @@ def test_elastic_mm_units_and_ranges():
         ElasticSampler(2, units="cm")
     with pytest.raises(ValueError, match="sigma"):
         ElasticSampler(2, sigma=(0.2, 0.1))
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigmas"),
+    [((2, 3, 20, 7, 33), (1.5, 3.0, 2.0)), ((1, 1, 5, 4), (4.0, 0.3)), ((1, 2, 64, 1), (6.0, 0.0))],
+)
+def test_smooth_equals_mirrored_convolution(shape, sigmas):
+    x = torch.randn(*shape, generator=gen(0), dtype=torch.float64)
+    ref = x
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0:
+            continue
+        k = gaussian_kernel(sigma, torch.float64)
+        r = (k.numel() - 1) // 2
+        moved = ref.movedim(2 + axis, -1)
+        flat = moved.reshape(-1, 1, moved.shape[-1])
+        mode = "reflect" if r < moved.shape[-1] else "replicate"
+        flat = torch.nn.functional.pad(flat, (r, r), mode=mode)
+        out = torch.nn.functional.conv1d(flat, k.view(1, 1, -1))
+        ref = out.reshape(moved.shape).movedim(-1, 2 + axis)
+    assert torch.allclose(smooth(x, sigmas), ref, atol=1e-12)
 
 
 def test_smoothing_gain_is_the_noise_std_after_smoothing():

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..diffusion.random_field import randn
@@ -114,11 +113,16 @@ def smoothing_matrix(
     row ``i`` holds the weights of output voxel ``i``."""
     kernel = gaussian_kernel(sigma, torch.float64)
     radius = (kernel.numel() - 1) // 2
-    eye = torch.eye(size, dtype=torch.float64).unsqueeze(1)  # (size, 1, size): basis signals
-    mode = "reflect" if radius < size else "replicate"
-    response = F.conv1d(F.pad(eye, (radius, radius), mode=mode), kernel.view(1, 1, -1))
-    # response[j, 0, i]: output i for a unit input at j
-    return response[:, 0, :].T.contiguous().to(device=device, dtype=dtype)
+    rows = torch.arange(size).view(-1, 1).expand(size, kernel.numel())
+    cols = rows + torch.arange(-radius, radius + 1).view(1, -1)
+    if radius < size:  # mirror about the edge voxels (index -1 -> 1, size -> size - 2)
+        cols = cols.abs()
+        cols = torch.where(cols > size - 1, 2 * (size - 1) - cols, cols)
+    else:
+        cols = cols.clamp(0, size - 1)
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix.index_put_((rows, cols), kernel.expand(size, -1), accumulate=True)
+    return matrix.to(device=device, dtype=dtype)
 
 
 def smooth(x: Tensor, sigmas: Sequence[float]) -> Tensor:
