@@ -7,13 +7,18 @@ stored, no flips); 3D volumes are shown as their central slice along a chosen ax
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, file_stem
 from .spatial import jacobian_det
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _matplotlib():  # noqa: ANN202 - returns the pyplot module
@@ -111,3 +116,325 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:  # noqa: ANN001
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ overview montages
+@dataclass
+class OverviewRow:
+    """One row of :func:`overview_figure`: an original, its deformed version and the field.
+
+    Attributes:
+        original, deformed: arrays ``(*spatial)`` (2D or 3D) on one grid.
+        ddf: ``(ndim, *spatial)`` displacement in voxels with ``deformed = warp(original, ddf)``
+            (pull-back).
+        original_label, deformed_label: optional label maps ``(*spatial)``, drawn as contours.
+        title: row title (e.g. ``"level 45, sample 2"``).
+        spacing: voxel spacing (mm per axis) for the pixel aspect ratio and the slice axis.
+        slice_axis: the axis 3D volumes are cut across (their central slice is shown);
+            ``None``: the axis with an all-zero displacement component (slice-wise fields),
+            else :func:`drdm.deform.resolve_slice_axis` on the shape and spacing.
+        max_disp_pct, mean_disp_pct, fold_pct: field statistics (computed when ``None``).
+    """
+
+    original: np.ndarray
+    deformed: np.ndarray
+    ddf: np.ndarray
+    original_label: np.ndarray | None = None
+    deformed_label: np.ndarray | None = None
+    title: str = ""
+    spacing: Sequence[float] | None = None
+    slice_axis: int | None = None
+    max_disp_pct: float | None = None
+    mean_disp_pct: float | None = None
+    fold_pct: float | None = None
+
+
+def _display_axis(row: OverviewRow) -> int:
+    if row.original.ndim == 2:
+        return 0
+    if row.slice_axis is not None:
+        return int(row.slice_axis) % 3
+    ddf = np.asarray(row.ddf)
+    for axis in (2, 0, 1):
+        if not ddf[axis].any():
+            return axis
+    from .deform import resolve_slice_axis
+
+    return resolve_slice_axis(row.original.shape, row.spacing, "auto")
+
+
+def _pixel_aspect(row: OverviewRow, axis: int) -> float:
+    """Height / width of a displayed pixel from the spacing of the two in-plane axes."""
+    if row.spacing is None:
+        return 1.0
+    spacing = [float(s) for s in row.spacing]
+    if row.original.ndim == 3:
+        spacing = [s for i, s in enumerate(spacing) if i != axis]
+    return spacing[0] / spacing[1] if spacing[1] > 0 else 1.0
+
+
+def _contours(ax, label: np.ndarray | None, values: Sequence[int]) -> None:  # noqa: ANN001
+    if label is None:
+        return
+    colors = ("tab:red", "tab:green", "tab:cyan", "tab:orange", "tab:purple", "tab:pink")
+    for k, value in enumerate(values):
+        mask = (label == value).astype(np.float32)
+        if 0 < mask.sum() < mask.size:
+            ax.contour(mask, levels=[0.5], colors=[colors[k % len(colors)]], linewidths=0.8)
+
+
+def _statistics(row: OverviewRow) -> tuple[float, float, float]:
+    from .spatial import fold_ratio, magnitude_stats
+
+    if None not in (row.max_disp_pct, row.mean_disp_pct, row.fold_pct):
+        return float(row.max_disp_pct), float(row.mean_disp_pct), float(row.fold_pct)  # type: ignore[arg-type]
+    field = torch.as_tensor(np.asarray(row.ddf), dtype=torch.float64)[None]
+    stats = magnitude_stats(field)
+    return (
+        float(stats.max_percent[0]),
+        float(stats.mean_percent[0]),
+        float(fold_ratio(field)[0]) * 100.0,
+    )
+
+
+def overview_figure(
+    rows: Sequence[OverviewRow] | str | Path,
+    path: str | Path | None = None,
+    max_rows: int = 6,
+    grid_spacing: int | None = None,
+) -> Figure:
+    """Montage of deformations: one row per sample, four columns.
+
+    Columns: the original with its label contours; the deformed image with the deformed
+    label contours; the deformation grid ``x + u(x)`` over the deformed image; the Jacobian
+    determinant (diverging map centred at 1, folds ``det < 0`` in black). 3D volumes show their
+    central slice along the slice axis. Titles give the row title, max/mean ``|u|`` in % of the
+    image size and the fold percentage.
+
+    ``rows``: :class:`OverviewRow` objects, or the path of a manifest written by
+    ``drdm augment`` / ``drdm synth`` (or its folder), read by :func:`rows_from_manifest`.
+    At most ``max_rows`` rows are drawn (evenly spread over the list). With ``path`` the PNG
+    is written atomically and the figure closed. Returns the matplotlib ``Figure``.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    if isinstance(rows, (str, Path)):
+        rows = rows_from_manifest(rows, max_rows=max_rows)
+    rows = list(rows)
+    if not rows:
+        raise ValueError("overview_figure needs at least one row")
+    if len(rows) > max_rows:
+        rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, max_rows).round()]
+    plt = _matplotlib()
+    cmap = plt.get_cmap("RdBu_r").with_extremes(under="black")
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0)
+    n = len(rows)
+    fig, axes = plt.subplots(n, 4, figsize=(13, 3.3 * n), squeeze=False)
+    for r, row in enumerate(rows):
+        axis = _display_axis(row)
+        orig = central_slice(np.asarray(row.original, dtype=np.float64), axis)
+        defo = central_slice(np.asarray(row.deformed, dtype=np.float64), axis)
+        ddf = np.asarray(row.ddf, dtype=np.float64)
+        det = central_slice(jacobian_map(ddf), axis)
+        plane = _in_plane(ddf, axis)
+        aspect = _pixel_aspect(row, axis)
+        lab0 = None if row.original_label is None else central_slice(row.original_label, axis)
+        lab1 = None if row.deformed_label is None else central_slice(row.deformed_label, axis)
+        values = sorted(
+            {int(v) for lab in (lab0, lab1) if lab is not None for v in np.unique(lab) if v != 0}
+        )
+        lo = float(min(orig.min(), defo.min()))
+        hi = float(max(orig.max(), defo.max()))
+        hi = hi if hi > lo else lo + 1.0
+        max_pct, mean_pct, fold_pct = _statistics(row)
+        head = f"{row.title}\n" if row.title else ""
+        where = ""
+        if np.asarray(row.original).ndim == 3:
+            where = f" (slice {np.asarray(row.original).shape[axis] // 2} along axis {axis})"
+        axes[r, 0].imshow(orig, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
+        _contours(axes[r, 0], lab0, values)
+        axes[r, 0].set_title(f"{head}original{where}", fontsize=9)
+        axes[r, 1].imshow(defo, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
+        _contours(axes[r, 1], lab1, values)
+        axes[r, 1].set_title("deformed (+ deformed labels)", fontsize=9)
+        axes[r, 2].imshow(defo, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
+        draw_grid(axes[r, 2], plane, spacing=grid_spacing or max(4, max(orig.shape) // 24))
+        axes[r, 2].set_aspect(aspect)
+        axes[r, 2].set_title(f"grid: max |φ| {max_pct:.1f} %, mean {mean_pct:.1f} %", fontsize=9)
+        im = axes[r, 3].imshow(det, cmap=cmap, norm=norm, aspect=aspect)
+        axes[r, 3].set_title(f"det J (folds {fold_pct:.2f} %, black)", fontsize=9)
+        fig.colorbar(im, ax=axes[r, 3], fraction=0.046, pad=0.04, extend="both")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------ manifests
+def find_manifests(manifest_or_dir: str | Path) -> list[Path]:
+    """The manifest(s) of a run: the file itself, or ``manifest.csv`` in a folder (else the
+    folder's shard manifests ``manifest-shard*.csv``). :class:`~drdm.errors.InputError` if none.
+    """
+    from .errors import InputError
+
+    path = Path(manifest_or_dir)
+    if path.is_dir():
+        single = path / "manifest.csv"
+        if single.is_file():
+            return [single]
+        shards = sorted(path.glob("manifest-shard*.csv"))
+        if shards:
+            return shards
+        raise InputError(f"{path}: no manifest.csv in this folder")
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest file or folder")
+    return [path]
+
+
+def _read_array(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """An image or label map and its spacing (``drdm.io.image``, else the NIfTI reader)."""
+    try:
+        from .io.image import read_image
+    except ImportError:  # pragma: no cover - older layouts
+        from .io.nifti import read_volume
+
+        volume = read_volume(path)
+        spacing = np.linalg.norm(volume.affine[:3, : volume.ndim], axis=0)
+        return np.asarray(volume.array), tuple(float(s) for s in spacing)
+    image = read_image(path, kind=kind)  # type: ignore[arg-type]
+    return np.asarray(image.array), tuple(image.spacing)
+
+
+def _read_field(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A ``(ndim, *spatial)`` voxel field from ``.npy`` or a NIfTI displacement file."""
+    from .errors import InputError
+
+    if path.name.lower().endswith(".npy"):
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        try:
+            ddf = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read as .npy ({exc})") from None
+    else:
+        try:
+            from .io.image import read_displacement
+        except ImportError:  # pragma: no cover - older layouts
+            raise InputError(
+                f"{path}: reading NIfTI displacement fields needs drdm.io.image"
+            ) from None
+        ddf = read_displacement(path)
+    ddf = np.asarray(ddf, dtype=np.float32)
+    if ddf.ndim != len(shape) + 1 or tuple(ddf.shape[1:]) != tuple(shape):
+        raise InputError(f"{path}: field of shape {ddf.shape} does not fit the image {shape}")
+    return ddf
+
+
+def _locate(value: str, folder: Path, manifest: Path) -> Path:
+    """A path from a manifest cell: absolute, else relative to the manifest's folder, else to
+    the working directory."""
+    from .errors import InputError
+
+    path = Path(value)
+    candidates = [path] if path.is_absolute() else [folder / path, path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise InputError(f"{manifest}: file {value!r} not found (relative to {folder} or the cwd)")
+
+
+def _first(cell: str | None) -> str | None:
+    """The first path of a ``;``-separated manifest cell, or ``None`` when empty."""
+    parts = [p for p in (cell or "").split(";") if p.strip()]
+    return parts[0].strip() if parts else None
+
+
+def _number(cell: str | None) -> float | None:
+    try:
+        return float(cell) if cell not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def rows_from_manifest(
+    manifest_or_dir: str | Path, max_rows: int | None = None
+) -> list[OverviewRow]:
+    """:class:`OverviewRow` objects for the samples of an ``augment`` or ``synth`` manifest.
+
+    Augment manifests (columns ``image, label, ddf, source_image, source_label, level,
+    sample, ...``): original = ``source_image``, deformed = ``image``, field = ``ddf``.
+    Synth manifests (``moving, fixed, ddf, moving_label, fixed_label, level_aug, level_syn,
+    ...``): original = ``moving``, deformed = ``fixed``, field = ``phi_syn`` (``fixed ≈
+    warp(moving, phi_syn)``). Output paths are relative to the manifest's folder; label cells
+    may be empty (the first of several ``;``-separated label maps is drawn). With ``max_rows``
+    only that many rows, evenly spread over the manifest, are read.
+    """
+    from .errors import InputError
+    from .jobs import read_manifest
+
+    entries: list[tuple[Path, dict[str, str]]] = []
+    for manifest in find_manifests(manifest_or_dir):
+        columns, rows = read_manifest(manifest)
+        if not ({"image", "ddf", "source_image"} <= set(columns)) and not (
+            {"moving", "fixed", "ddf"} <= set(columns)
+        ):
+            raise InputError(
+                f"{manifest}: not a drdm augment/synth manifest (columns {', '.join(columns)})"
+            )
+        entries += [(manifest, row) for row in rows]
+    if not entries:
+        raise InputError(f"{manifest_or_dir}: the manifest has no rows")
+    if max_rows is not None and len(entries) > max_rows:
+        picks = np.linspace(0, len(entries) - 1, max(1, max_rows)).round().astype(int)
+        entries = [entries[int(i)] for i in picks]
+    cache: dict[tuple[Path, str], tuple[np.ndarray, tuple[float, ...]]] = {}
+
+    def load(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, ...]]:
+        if (path, kind) not in cache:
+            cache[(path, kind)] = _read_array(path, kind)
+        return cache[(path, kind)]
+
+    result = []
+    for manifest, row in entries:
+        folder = manifest.parent
+        if "moving" in row:  # synth
+            original_cell, deformed_cell = row["moving"], row["fixed"]
+            labels = (_first(row.get("moving_label")), _first(row.get("fixed_label")))
+            title = (
+                f"T'aug {row.get('level_aug', '?')}, T'syn {row.get('level_syn', '?')}, "
+                f"sample {row.get('sample', '?')}"
+            )
+        else:  # augment
+            original_cell, deformed_cell = row["source_image"], row["image"]
+            labels = (_first(row.get("source_label")), _first(row.get("label")))
+            title = f"level {row.get('level', '?')}, sample {row.get('sample', '?')}"
+        original_path = _locate(original_cell, folder, manifest)
+        deformed, spacing = load(_locate(deformed_cell, folder, manifest), "image")
+        original, _ = load(original_path, "image")
+        if original.shape != deformed.shape:
+            raise InputError(
+                f"{manifest}: {original_cell} {original.shape} and {deformed_cell} "
+                f"{deformed.shape} are on different grids"
+            )
+        label_arrays = [
+            None if cell is None else load(_locate(cell, folder, manifest), "label")[0]
+            for cell in labels
+        ]
+        result.append(
+            OverviewRow(
+                original=original,
+                deformed=deformed,
+                ddf=_read_field(_locate(row["ddf"], folder, manifest), deformed.shape),
+                original_label=label_arrays[0],
+                deformed_label=label_arrays[1],
+                title=f"{file_stem(original_path)}: {title}",
+                spacing=spacing,
+                max_disp_pct=_number(row.get("max_disp_pct")),
+                mean_disp_pct=_number(row.get("mean_disp_pct")),
+                fold_pct=_number(row.get("fold_pct")),
+            )
+        )
+    return result

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import augment, demo, diffuse, generate, import_official, merge_manifests, synth, train
+from . import augment, demo, diffuse, generate, import_official, merge_manifests, show, synth, train
 
 COMMANDS = {
     "diffuse": diffuse,
@@ -16,6 +16,7 @@ COMMANDS = {
     "augment": augment,
     "synth": synth,
     "merge-manifests": merge_manifests,
+    "show": show,
     "import-official": import_official,
     "train": train,
 }
