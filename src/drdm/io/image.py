@@ -579,10 +579,8 @@ def _fits(dtype: type, low: float, high: float) -> bool:
 def _output_label_dtype(array: np.ndarray, like: MedicalImage) -> np.dtype:
     low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     dtype = like.array.dtype
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return dtype
+    if np.issubdtype(dtype, np.integer) and _fits(dtype, low, high):
+        return dtype
     if low < 0:
         return np.dtype(np.int32 if high < 2**31 and low >= -(2**31) else np.int64)
     return _label_dtype_for(high)
@@ -595,7 +593,8 @@ def write_image(
 
     Args:
         path: ``.nii.gz``/``.nii`` (nibabel; qform = sform = ``like.affine``, codes 1) or
-            ``.mha``/``.nrrd`` (SimpleITK; the same origin, spacing and direction).
+            ``.mha``/``.nrrd`` (SimpleITK; the same origin, spacing and direction; a 2D
+            image there has ITK's 2D geometry, without the slice's through-plane position).
         array: ``like.shape`` array in ``(i, j[, k])`` order (numpy or CPU tensor).
         like: the image whose grid is kept (an ``X x Y x 1`` input is written the same way).
         kind: ``"image"`` -> float32; ``"label"`` -> values rounded to integers and stored
@@ -629,7 +628,6 @@ def write_image(
 def _to_sitk(data: np.ndarray, like: MedicalImage) -> object:
     sitk = _sitk()
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.T))
-    geometry = like.itk_geometry()
     if like.squeezed:  # keep the file's X x Y x 1 grid
         image = sitk.JoinSeries(image)
         lps = _RAS_TO_LPS @ like.affine[:3, :3]
@@ -638,6 +636,7 @@ def _to_sitk(data: np.ndarray, like: MedicalImage) -> object:
         image.SetDirection(tuple(float(v) for v in (lps / spacing).ravel()))
         image.SetOrigin(tuple(float(v) for v in _RAS_TO_LPS @ like.affine[:3, 3]))
     else:
+        geometry = like.itk_geometry()
         image.SetSpacing(geometry.spacing)
         image.SetDirection(geometry.direction)
         image.SetOrigin(geometry.origin)
