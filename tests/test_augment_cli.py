@@ -57,9 +57,10 @@ def data(tmp_path_factory):
     return root
 
 
-def augment(model_dir, out, *extra, levels="3,7", per_level="2"):
+def augment(model_dir, out, *extra, levels="3,7", per_level="2", figure=False):
     argv = ["augment", "--levels", levels, "--per-level", per_level, "--model", str(model_dir)]
-    return main([*argv, "--out", str(out), "--quiet", "--no-figure", *map(str, extra)])
+    argv += [] if figure else ["--no-figure"]
+    return main([*argv, "--out", str(out), "--quiet", *map(str, extra)])
 
 
 def manifest(path):
@@ -81,7 +82,7 @@ def tree(root):
 def test_augment_writes_images_labels_fields_and_manifest(tmp_path, model_dir, data):
     out = tmp_path / "out"
     image, label = data / "heart.nii.gz", data / "heart_seg.nii.gz"
-    assert augment(model_dir, out, "--image", image, "--label", label) == 0
+    assert augment(model_dir, out, "--image", image, "--label", label, figure=True) == 0
     columns, rows = manifest(out / "manifest.csv")
     assert columns == AUGMENT_COLUMNS
     assert [(r["image"], r["level"], r["sample"]) for r in rows] == [
@@ -116,7 +117,12 @@ def test_augment_writes_images_labels_fields_and_manifest(tmp_path, model_dir, d
         assert float(row["fold_pct"]) == pytest.approx(float(fold_ratio(ddf)[0]) * 100, abs=1e-3)
         assert float(row["mean_disp_pct"]) > 0
     assert not list(out.rglob("*.part"))
-    assert sorted(p.name for p in out.iterdir()) == ["heart", "manifest.csv", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heart",
+        "manifest.csv",
+        "overview.png",
+        "run.json",
+    ]
 
 
 def test_augment_npy_fields_and_stack_slice_by_slice(tmp_path, model_dir, data):
@@ -329,3 +335,77 @@ def test_merge_manifests_checks(tmp_path, model_dir, data, capsys):
     (tmp_path / "c.csv").write_text("\n".join([text[0], ",".join(fields)]) + "\n")
     assert main(["merge-manifests", files[0], str(tmp_path / "c.csv"), "--out", "x.csv"]) == 2
     assert "conflicting rows" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ methods, formats
+
+
+def test_baseline_methods(tmp_path, data, capsys):
+    image = data / "stack.nii"
+    for method in ("elastic", "mrbs", "bigaug"):
+        out = tmp_path / method
+        argv = ["augment", "--image", str(image), "--method", method, "--per-level", "1"]
+        assert (
+            main([*argv, "--out", str(out), "--quiet", "--no-figure", "--ddf-format", "npy"]) == 0
+        )
+        (row,) = manifest(out / "manifest.csv")[1]
+        assert row["image"] == "stack/L000_s000_image.nii"  # no levels: named level 0
+        ddf = np.load(out / row["ddf"])
+        assert not ddf[2].any() and ddf[:2].any()  # --ndim 2 (default): slice by slice
+    out = tmp_path / "elastic3d"
+    volume = save(tmp_path / "vol.nii.gz", np.random.default_rng(0).random((12, 10, 9)))
+    argv = ["augment", "--image", str(volume), "--method", "elastic", "--ndim", "3"]
+    argv += ["--method-option", "sigma=0.2", "--ddf-format", "npy", "--out", str(out)]
+    assert main([*argv, "--quiet", "--no-figure"]) == 0
+    assert np.load(out / "vol/L000_s000_ddf.npy")[2].any()
+    capsys.readouterr()
+    for option, message in [("sigma=-1", "--method elastic: sigma"), ("foo=1", "unknown option")]:
+        argv = [
+            "augment",
+            "--image",
+            str(image),
+            "--method",
+            "elastic",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+        assert main([*argv, "--method-option", option]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_metaimage_input_keeps_format_and_geometry(tmp_path, model_dir, data):
+    from drdm.io.image import write_image
+
+    source = read_image(data / "stack.nii")
+    label = read_image(data / "stack_seg.nii", kind="label")
+    write_image(tmp_path / "vol.mha", source.array, source)
+    write_image(tmp_path / "vol_seg.mha", label.array, label, kind="label")
+    out = tmp_path / "out"
+    argv = ["--image", tmp_path / "vol.mha", "--label", tmp_path / "vol_seg.mha"]
+    assert augment(model_dir, out, *argv, levels="4", per_level="1") == 0
+    deformed = read_image(out / "vol/L004_s000_image.mha")
+    np.testing.assert_allclose(deformed.affine, source.affine, atol=1e-6)
+    assert read_image(out / "vol/L004_s000_label.mha", kind="label").array.dtype == np.int16
+
+
+def test_ddf_file_works_in_simpleitk(tmp_path, model_dir, data):
+    """The NIfTI DDF of a slice-wise stack (anisotropic, rotated affine) resamples the original
+    label in SimpleITK to the label drdm wrote (nearest neighbour both)."""
+    sitk = pytest.importorskip("SimpleITK")
+    from drdm.metrics import dice
+
+    out = tmp_path / "out"
+    argv = ["--image", data / "stack.nii", "--label", data / "stack_seg.nii"]
+    argv += ["--label-interp", "nearest"]
+    assert augment(model_dir, out, *argv, levels="9", per_level="1") == 0
+    label = sitk.ReadImage(str(data / "stack_seg.nii"))
+    field = sitk.ReadImage(str(out / "stack/L009_s000_ddf.nii.gz"))
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    theirs = sitk.GetArrayFromImage(
+        sitk.Resample(label, label, transform, sitk.sitkNearestNeighbor, 0)
+    ).T
+    ours = read_image(out / "stack/L009_s000_label.nii", kind="label").array
+    assert not np.array_equal(ours, read_image(data / "stack_seg.nii", kind="label").array)
+    scores = dice(theirs, ours, labels=[1, 2, 3])
+    assert min(scores.values()) >= 0.99, scores

@@ -14,6 +14,7 @@ holds what ``drdm synth`` shares: the input options, reading and checking an inp
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,8 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_input_arguments(p)
     p.add_argument(
         "--levels",
-        required=True,
-        help="deformation levels T' in 1..T, comma-separated (e.g. 30,45,55)",
+        help="deformation levels T' in 1..T, comma-separated (e.g. 30,45,55); needed for "
+        "--method drdm. The baselines have no levels: for them the levels only name the "
+        "outputs and enter the seeds (default 0)",
     )
     p.add_argument(
         "--per-level", type=int, default=1, metavar="N", help="samples per level (default 1)"
@@ -114,6 +116,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         default="drdm",
         help="drdm (default), bigaug, mrbs or elastic (the paper's baselines)",
+    )
+    g.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a baseline method (repeatable; VALUE as JSON, else a string), "
+        "e.g. --method-option sigma=0.08 for elastic",
     )
     g.add_argument(
         "--model",
@@ -185,7 +195,7 @@ class Method:
     min_voxels: int
     settings: dict[str, Any]
     model: Any = None
-    num_steps: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     _cache: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
     def make(self, level: int) -> tuple[Any, Any]:
@@ -198,8 +208,27 @@ class Method:
             else:
                 from ..baselines import make_method
 
-                self._cache[level] = make_method(self.name, self.ndim, level=level)
+                try:  # the level plays no part in a baseline
+                    self._cache[level] = make_method(self.name, self.ndim, **self.options)
+                except (TypeError, ValueError) as exc:
+                    if isinstance(exc, InputError):
+                        raise
+                    raise InputError(f"--method {self.name}: {exc}") from None
         return self._cache[level]
+
+
+def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["sigma=0.08", "units=mm"]`` -> ``{"sigma": 0.08, "units": "mm"}`` (JSON values)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--method-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
 
 
 def load_method(args: argparse.Namespace, levels: Sequence[int], device: Any) -> Method:
@@ -207,12 +236,14 @@ def load_method(args: argparse.Namespace, levels: Sequence[int], device: Any) ->
     name = str(args.method).lower()
     if name not in METHODS:
         raise InputError(f"--method {args.method}: unknown method; expected {', '.join(METHODS)}")
+    options = parse_method_options(args.method_option)
     if name != "drdm":
-        settings = {"method": name, "ndim": args.ndim}
-        method = Method(name, args.ndim, MIN_VOXELS, settings)
-        for level in levels:
-            method.make(level)  # options are checked here, before anything is written
+        settings = {"method": name, "ndim": args.ndim, "options": options}
+        method = Method(name, args.ndim, MIN_VOXELS, settings, options=options)
+        method.make(0)  # options are checked here, before anything is written
         return method
+    if options:
+        raise InputError(f"--method-option: --method drdm takes none, got {sorted(options)}")
     from ..pipeline import DRDM
 
     model = DRDM.from_pretrained(args.model, device=device)
@@ -226,7 +257,7 @@ def load_method(args: argparse.Namespace, levels: Sequence[int], device: Any) ->
     # the weights identify the model (a path or name could point to other weights later)
     settings = {"method": "drdm", "model_weights_sha256": getattr(info, "weights_sha256", None)}
     minimum = max(MIN_VOXELS, model.network.config.size_multiple)
-    return Method("drdm", model.ndim, minimum, settings, model=model, num_steps=model.num_steps)
+    return Method("drdm", model.ndim, minimum, settings, model=model)
 
 
 def parse_slice_axis(text: str) -> str | int:
@@ -362,7 +393,7 @@ def write_sample(out: Path, name: str, array: np.ndarray, like: Any, kind: str =
     :func:`drdm.io.image.write_image`; label maps keep their own integer dtype)."""
     from ..io.image import write_image
 
-    write_image(out / name, array, like.like(array) if kind == "label" else like, kind=kind)
+    write_image(out / name, array, like.with_array(array) if kind == "label" else like, kind=kind)
 
 
 def write_field(out: Path, name: str, ddf: np.ndarray, like: Any, ddf_format: str) -> None:
@@ -514,9 +545,14 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs import parse_int_list
 
     # ---- check everything before writing anything
+    if args.levels is None:
+        if str(args.method).lower() == "drdm":
+            raise InputError("--levels: needed with --method drdm (e.g. --levels 30,45,55)")
+        args.levels = "0"
     levels = parse_int_list(args.levels, "--levels")
-    if any(lv < 1 for lv in levels):
-        raise InputError(f"--levels {args.levels}: levels must be >= 1")
+    drdm = str(args.method).lower() == "drdm"
+    if any(lv < (1 if drdm else 0) for lv in levels):
+        raise InputError(f"--levels {args.levels}: levels must be >= {1 if drdm else 0}")
     if args.per_level < 1:
         raise InputError(f"--per-level {args.per_level}: must be >= 1")
     setup = prepare(args, levels)
