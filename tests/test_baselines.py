@@ -301,6 +301,9 @@ def test_bigaug_intensity_keeps_shape_dtype_finite(ndim):
     assert out64.dtype == torch.float64 and torch.isfinite(out64).all()
     with pytest.raises(TypeError, match="floating"):
         BigAug(ndim).intensity_transform()((images * 9).long(), gen(0))
+    # the intensity part does not depend on ndim (it may follow a slice-wise 2D sampler)
+    other = torch.rand(2, 1, *SIZES[5 - ndim], generator=gen(0))
+    assert BigAug(ndim, probability=1.0).intensity_transform()(other, gen(0)).shape == other.shape
 
 
 def test_bigaug_each_intensity_transform():

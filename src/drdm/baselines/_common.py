@@ -18,6 +18,7 @@ __all__ = [
     "Units",
     "check_images",
     "check_units",
+    "draw_values",
     "field_dtype",
     "gaussian_kernel",
     "randn",
@@ -41,6 +42,15 @@ def uniform(
     then moved to ``device``, so a CPU generator gives the same numbers on any device)."""
     u = torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype)
     return (low + (high - low) * u).to(device)
+
+
+def draw_values(bounds: tuple[float, float], batch: int, generator: torch.Generator) -> list[float]:
+    """``batch`` values drawn uniformly from ``bounds = (min, max)``; no draw when
+    ``min == max`` (the value repeated)."""
+    lo, hi = bounds
+    if lo == hi:
+        return [float(lo)] * batch
+    return uniform((batch,), lo, hi, generator, dtype=torch.float64).tolist()
 
 
 def check_units(units: str, spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:

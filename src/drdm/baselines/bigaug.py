@@ -57,7 +57,15 @@ import torch
 from torch import Tensor
 
 from ..spatial import identity_grid
-from ._common import check_images, check_units, field_dtype, randn, smooth, uniform
+from ._common import (
+    check_images,
+    check_units,
+    draw_values,
+    field_dtype,
+    randn,
+    smooth,
+    uniform,
+)
 from .elastic import ElasticSampler
 
 __all__ = ["SPATIAL", "INTENSITY", "TRANSFORMS", "BigAug", "BigAugConfig"]
@@ -249,8 +257,8 @@ class BigAug:
         zoom = uniform((batch,), cfg.scaling[0], cfg.scaling[1], generator, dtype=f64)
         zoom = torch.where(scale_it, zoom, torch.ones_like(zoom))
         deform = self._apply("deformation", batch, generator)
-        sigmas = self._elastic._draw(self._elastic.sigma, batch, generator)
-        alphas = self._elastic._draw(self._elastic.alpha, batch, generator)
+        sigmas = draw_values(self._elastic.sigma, batch, generator)
+        alphas = draw_values(self._elastic.alpha, batch, generator)
         noise = randn((batch, self.ndim, *size), generator, device, dtype)
 
         # sampling matrix: Q^T / s, conjugated by the voxel size for rotations in mm
@@ -275,12 +283,20 @@ class BigAug:
     # ---------------------------------------------------------------- intensity
     def transform_intensity(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """Apply the six intensity transforms (each with its probability) to ``(B, C,
-        *spatial)`` floating images; returns a new tensor of the same shape and dtype."""
-        check_images(images, self.ndim, "BigAug")
+        *spatial)`` floating images; returns a new tensor of the same shape and dtype.
+
+        Works on 2D and 3D images whatever ``ndim`` (so it can follow a 2D sampler applied
+        slice by slice, or any other sampler); filters act along every spatial axis."""
+        nd = images.dim() - 2
+        if nd not in (2, 3):
+            raise ValueError(
+                f"BigAug: images must be (B, C, *spatial) with 2 or 3 spatial axes, "
+                f"got {tuple(images.shape)}"
+            )
         if not images.is_floating_point():
             raise TypeError(f"BigAug intensity transforms need floating images, got {images.dtype}")
         cfg = self.config
-        batch, nd = images.shape[0], self.ndim
+        batch = images.shape[0]
         f64 = torch.float64
         draws: dict[str, Tensor] = {name: self._apply(name, batch, generator) for name in INTENSITY}
 

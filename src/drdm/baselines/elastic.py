@@ -11,12 +11,12 @@ from ._common import (
     Units,
     check_images,
     check_units,
+    draw_values,
     field_dtype,
     randn,
     smooth,
     smoothing_gain,
     to_voxels,
-    uniform,
 )
 
 __all__ = ["ElasticSampler"]
@@ -78,19 +78,13 @@ class ElasticSampler:
             f"units={self.units!r})"
         )
 
-    def _draw(self, bounds: tuple[float, float], batch: int, generator: torch.Generator) -> list:
-        lo, hi = bounds
-        if lo == hi:
-            return [lo] * batch
-        return uniform((batch,), lo, hi, generator, dtype=torch.float64).tolist()
-
     def sample_ddf(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """``(B, C, *spatial)`` images -> ``(B, ndim, *spatial)`` displacements in voxels."""
         check_images(images, self.ndim, "ElasticSampler")
         batch, size = images.shape[0], list(images.shape[2:])
         dtype = field_dtype(images)
-        sigmas = self._draw(self.sigma, batch, generator)
-        alphas = self._draw(self.alpha, batch, generator)
+        sigmas = draw_values(self.sigma, batch, generator)
+        alphas = draw_values(self.alpha, batch, generator)
         noise = randn((batch, self.ndim, *size), generator, images.device, dtype)
         return self.smooth_noise(noise, sigmas, alphas)
 
