@@ -7,7 +7,18 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import augment, demo, diffuse, generate, import_official, merge_manifests, show, synth, train
+from . import (
+    augment,
+    demo,
+    diffuse,
+    experiment,
+    generate,
+    import_official,
+    merge_manifests,
+    show,
+    synth,
+    train,
+)
 
 COMMANDS = {
     "diffuse": diffuse,
@@ -19,6 +30,7 @@ COMMANDS = {
     "show": show,
     "import-official": import_official,
     "train": train,
+    "experiment": experiment,
 }
 
 

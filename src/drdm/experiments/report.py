@@ -1,0 +1,88 @@
+"""Result files of the experiments: CSV, markdown tables and box plots, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.nifti import atomic_path
+
+__all__ = ["box_plots", "mean_std", "pm", "write_csv", "write_text"]
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` (dicts) as CSV with the given column order, atomically; floats keep 6
+    significant digits, non-finite values are written as ``inf``/``nan``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int, int]:
+    """``(mean, std, n_finite, n_nonfinite)`` over the finite values (std with ``ddof=0``;
+    ``nan`` when there is no finite value)."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    bad = int(arr.size - finite.size)
+    if finite.size == 0:
+        return math.nan, math.nan, 0, bad
+    return float(finite.mean()), float(finite.std()), int(finite.size), bad
+
+
+def pm(values: Iterable[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``"mean ± std"`` of the finite values times ``scale``; a trailing ``†k`` counts the
+    ``k`` non-finite values left out (an empty mask has no surface distance)."""
+    mean, std, n, bad = mean_std(values)
+    if n == 0:
+        return "n/a" + (f" †{bad}" if bad else "")
+    text = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return text + (f" †{bad}" if bad else "")
+
+
+def box_plots(
+    path: str | Path,
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str,
+    ylabels: Mapping[str, str] | None = None,
+) -> None:
+    """One row of box plots, one panel per key of ``panels`` (e.g. a class or a metric), one
+    box per method inside a panel; non-finite values are left out. Saved as PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import save_figure
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 3.6), squeeze=False)
+    for ax, (panel, groups) in zip(axes[0], panels.items(), strict=True):
+        names = list(groups)
+        data = []
+        for name in names:
+            arr = np.asarray(groups[name], dtype=np.float64)
+            data.append(arr[np.isfinite(arr)])
+        ax.boxplot(data, showmeans=True, meanprops={"marker": "^", "markersize": 5})
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(panel, fontsize=10)
+        if ylabels and panel in ylabels:
+            ax.set_ylabel(ylabels[panel])
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
