@@ -182,3 +182,18 @@ def test_bad_input(tmp_path, augment_run, capsys):
     (augment_run / "slice" / "L030_s000_ddf.npy").unlink()
     assert main(["show", str(augment_run)]) == 2
     assert "L030_s000_ddf.npy" in capsys.readouterr().err
+
+
+def test_4d_source_read_at_the_runs_frame(tmp_path):
+    pytest.importorskip("drdm.io.image")
+    series = np.stack([case((24, 20, 3), 11)[0], case((24, 20, 3), 12)[0]], axis=-1)
+    write_nifti(tmp_path / "cine.nii.gz", series)
+    res = deform_volume(SmoothSampler(), series[..., 1], [], gen(0))
+    write_nifti(tmp_path / "out.nii.gz", res.image)
+    np.save(tmp_path / "ddf.npy", res.ddf)
+    row = {c: "" for c in AUGMENT_COLUMNS}
+    row.update(image="out.nii.gz", ddf="ddf.npy", source_image="cine.nii.gz", level=0, sample=0)
+    write_manifest(tmp_path / "manifest.csv", AUGMENT_COLUMNS, [row])
+    (tmp_path / "run.json").write_text('{"command": "augment", "settings": {"frame": 1}}')
+    (shown,) = rows_from_manifest(tmp_path)
+    np.testing.assert_allclose(shown.original, series[..., 1], rtol=1e-6)

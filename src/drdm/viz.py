@@ -294,7 +294,21 @@ def find_manifests(manifest_or_dir: str | Path) -> list[Path]:
     return [path]
 
 
-def _read_array(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, ...]]:
+def _run_frame(folder: Path) -> int | None:
+    """The ``--frame`` a run used for 4D inputs (``run.json`` beside the manifest), if any."""
+    import json
+
+    try:
+        settings = json.loads((folder / "run.json").read_text(encoding="utf-8"))["settings"]
+        frame = settings.get("frame")
+        return None if frame is None else int(frame)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _read_array(
+    path: Path, kind: str, frame: int | None = None
+) -> tuple[np.ndarray, tuple[float, ...]]:
     """An image or label map and its spacing (``drdm.io.image``, else the NIfTI reader)."""
     try:
         from .io.image import read_image
@@ -304,7 +318,7 @@ def _read_array(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, ...]]:
         volume = read_volume(path)
         spacing = np.linalg.norm(volume.affine[:3, : volume.ndim], axis=0)
         return np.asarray(volume.array), tuple(float(s) for s in spacing)
-    image = read_image(path, kind=kind)  # type: ignore[arg-type]
+    image = read_image(path, kind=kind, frame=frame)  # type: ignore[arg-type]
     return np.asarray(image.array), tuple(image.spacing)
 
 
@@ -390,16 +404,19 @@ def rows_from_manifest(
     if max_rows is not None and len(entries) > max_rows:
         picks = np.linspace(0, len(entries) - 1, max(1, max_rows)).round().astype(int)
         entries = [entries[int(i)] for i in picks]
-    cache: dict[tuple[Path, str], tuple[np.ndarray, tuple[float, ...]]] = {}
+    cache: dict[tuple[Path, str, int | None], tuple[np.ndarray, tuple[float, ...]]] = {}
 
-    def load(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, ...]]:
-        if (path, kind) not in cache:
-            cache[(path, kind)] = _read_array(path, kind)
-        return cache[(path, kind)]
+    def load(
+        path: Path, kind: str, frame: int | None = None
+    ) -> tuple[np.ndarray, tuple[float, ...]]:
+        if (path, kind, frame) not in cache:
+            cache[(path, kind, frame)] = _read_array(path, kind, frame)
+        return cache[(path, kind, frame)]
 
     result = []
     for manifest, row in entries:
         folder = manifest.parent
+        frame = None  # outputs are 2D/3D; augment's sources may be 4D series read at --frame
         if "moving" in row:  # synth
             original_cell, deformed_cell = row["moving"], row["fixed"]
             labels = (_first(row.get("moving_label")), _first(row.get("fixed_label")))
@@ -411,17 +428,18 @@ def rows_from_manifest(
             original_cell, deformed_cell = row["source_image"], row["image"]
             labels = (_first(row.get("source_label")), _first(row.get("label")))
             title = f"level {row.get('level', '?')}, sample {row.get('sample', '?')}"
+            frame = _run_frame(folder)
         original_path = _locate(original_cell, folder, manifest)
         deformed, spacing = load(_locate(deformed_cell, folder, manifest), "image")
-        original, _ = load(original_path, "image")
+        original, _ = load(original_path, "image", frame)
         if original.shape != deformed.shape:
             raise InputError(
                 f"{manifest}: {original_cell} {original.shape} and {deformed_cell} "
                 f"{deformed.shape} are on different grids"
             )
         label_arrays = [
-            None if cell is None else load(_locate(cell, folder, manifest), "label")[0]
-            for cell in labels
+            None if cell is None else load(_locate(cell, folder, manifest), "label", f)[0]
+            for cell, f in zip(labels, (frame, None), strict=True)
         ]
         result.append(
             OverviewRow(
