@@ -103,11 +103,32 @@ def test_console_entry_point_exit_status(tmp_path):
     ]
 
 
-def test_demo_small(tmp_path, capsys):
+def test_demo_small_without_model(tmp_path, capsys, monkeypatch):
+    import drdm.cli.demo
+
+    monkeypatch.setattr(drdm.cli.demo, "is_available", lambda name: False)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size-2d", "64", "--size-3d", "24"]) == 0
+    assert "default model is not installed" in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
-    assert {"forward_2d.png", "forward_3d.png", "cardiac2d_t55_label.nii.gz"} <= names
+    assert {"forward_2d.png", "forward_3d.png", "cardiac2d_t55_label.nii.gz", "input"} <= names
+    assert not {"augment", "synth"} & names
     label = nib.load(out / "cardiac2d_t55_label.nii.gz").get_fdata()
     assert set(np.unique(label)) <= {0, 1, 2, 3}
     assert not any(name.endswith(".part") for name in names)
+
+
+def test_demo_small_with_model(tmp_path):
+    from test_pipeline import tiny_model
+
+    model = tiny_model(size=32).save_pretrained(tmp_path / "model")
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--size-2d", "48", "--size-3d", "16", "--model", str(model)]
+    assert main(argv) == 0
+    assert (out / "input" / "cardiac_gt.nii.gz").is_file()
+    for part, rows in (("augment", 6), ("synth", 2)):
+        assert (out / part / "overview.png").is_file()
+        lines = (out / part / "manifest.csv").read_text().splitlines()
+        assert len(lines) == 1 + rows
+    deformed = nib.load(out / "augment" / "cardiac" / "L004_s000_label.nii.gz")
+    assert set(np.unique(np.asarray(deformed.dataobj))) <= {0, 1, 2, 3}
