@@ -43,6 +43,10 @@ zoom and ``e`` the elastic field, an output voxel ``x`` samples the input at::
 
 (rotation, then scaling, then deformation as image operations). With a voxel ``spacing``
 the rotation is a rotation in mm (``Q`` conjugated by the voxel size).
+
+Measured with the defaults (``benchmarks/baselines_benchmark.py``): mean ``|u|`` about 10% of
+the image size in 2D and 12% in 3D (mostly from the scaling), no folding in 2D, and a few
+folding voxels (from the deformation) in 3 to 6% of 3D fields.
 """
 
 from __future__ import annotations
