@@ -183,6 +183,9 @@ def test_resume_skips_complete_samples(tmp_path, model_dir, data, capsys):
     # more samples per level: only the new ones are computed
     assert augment(model_dir, out, *args, per_level="3") == 0
     assert "2 sample(s) written, 4 already complete" in capsys.readouterr().out
+    # the same folder run in shards reuses the samples of the unsharded run
+    assert augment(model_dir, out, *args, "--shards", "2", "--shard-index", "1") == 0
+    assert "0 sample(s) written, 2 already complete" in capsys.readouterr().out
     # other settings into the same folder: refused, nothing changes
     assert augment(model_dir, out, *args, "--seed", "1") == 2
     err = capsys.readouterr().err

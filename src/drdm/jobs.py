@@ -335,10 +335,12 @@ def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[s
 class ManifestBook:
     """The rows of one run (or shard) manifest, kept on disk as the run goes.
 
-    Rows of an earlier run found in the manifest file are reused for jobs whose files all exist
-    (:meth:`done`); :meth:`add` records a new row.  :meth:`flush` rewrites the file atomically
-    with the rows confirmed so far plus the earlier run's rows of ``pending`` jobs not reached
-    yet (so an interruption loses nothing); ``final=True`` writes the confirmed rows only.
+    Rows of an earlier run found in the manifest file (or in ``other_sources``, e.g. the
+    manifests of the same folder run with other shards) are reused for jobs whose seed matches
+    and whose files all exist (:meth:`done`); :meth:`add` records a new row.  :meth:`flush`
+    rewrites the file atomically with the rows confirmed so far plus the earlier run's rows of
+    ``pending`` jobs not reached yet (so an interruption loses nothing); ``final=True`` writes
+    the confirmed rows only.
     """
 
     def __init__(
@@ -348,6 +350,7 @@ class ManifestBook:
         root: str | Path,
         file_columns: Sequence[str],
         pending: Iterable[str] = (),
+        other_sources: Iterable[str | Path] = (),
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
@@ -355,10 +358,14 @@ class ManifestBook:
         self.file_columns = list(file_columns)
         self.rows: dict[str, dict[str, Any]] = {}
         self._previous: dict[str, dict[str, str]] = {}
-        if self.path.exists():
-            cols, rows = read_manifest(self.path)
-            if cols == self.columns:
-                self._previous = {r[self.columns[0]]: r for r in rows}
+        for source in [*other_sources, self.path]:  # this manifest's own rows win
+            if Path(source).is_file():
+                try:
+                    cols, rows = read_manifest(source)
+                except InputError:
+                    continue
+                if cols == self.columns:
+                    self._previous.update((r[self.columns[0]], r) for r in rows)
         self._pending = [k for k in pending if k in self._previous]
 
     def files(self, row: Mapping[str, Any]) -> list[Path]:

@@ -283,21 +283,6 @@ class LoadedInput:
     slice_axis: int | None
 
 
-def check_label_values(array: np.ndarray, path: Path) -> None:
-    """Label maps hold non-negative integers (floats with integral values are accepted)."""
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
-            raise InputError(f"{path}: label map contains NaN or Inf values")
-        if not np.array_equal(array, np.round(array)):
-            bad = array[array != np.round(array)].flat[0]
-            raise InputError(f"{path}: label values must be integers, found {bad:g}")
-    elif array.dtype.kind not in "iub":
-        raise InputError(f"{path}: label voxel type {array.dtype} is not numeric")
-    if array.size and array.min() < 0:
-        raise InputError(f"{path}: label values must be >= 0, found {array.min():g}")
-
-
 def load_input(
     item: Any,
     method: Method,
@@ -315,13 +300,8 @@ def load_input(
     from ..deform import resolve_slice_axis
     from ..io.image import check_same_grid, read_image, resample_label_to
 
-    image = read_image(item.image, kind="image", frame=frame)
-    array = np.asarray(image.array)
-    if array.ndim not in (2, 3):
-        raise InputError(f"{item.image}: image is {array.ndim}D, expected 2D or 3D")
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise InputError(f"{item.image}: contains {bad} NaN or Inf voxel(s)")
+    image = read_image(item.image, kind="image", frame=frame)  # 2D/3D, finite voxels
+    array = image.array
     labels = []
     for path in item.labels:
         label = read_image(path, kind="label", frame=frame)
@@ -331,8 +311,7 @@ def load_input(
             if not resample_label:
                 raise
             label = resample_label_to(image, label)
-        check_label_values(np.asarray(label.array), path)
-        labels.append(label)
+        labels.append(label)  # read_image checked: integer values >= 0
     axis: int | None = None
     if method.ndim == 3 and array.ndim == 2:
         raise InputError(f"{item.image}: a 3D method cannot deform a 2D image")
@@ -481,7 +460,8 @@ def execute(
     check_run_settings(out, command, settings)
     jobs = shard_jobs(all_jobs, setup.shards, setup.shard_index)
     manifest = out / manifest_name(setup.shards, setup.shard_index)
-    book = ManifestBook(manifest, columns, out, file_columns, pending=[j.key for j in jobs])
+    others = sorted(out.glob("manifest*.csv")) if out.is_dir() else []
+    book = ManifestBook(manifest, columns, out, file_columns, [j.key for j in jobs], others)
 
     def load(item: Any) -> LoadedInput:
         return load_input(item, setup.method, args.frame, args.resample_label, setup.slice_axis)
