@@ -270,3 +270,31 @@ def test_separable_resampling_matches_general_sampler(mode, gen):
         .sum(1)
         .allclose(torch.ones(5, dtype=torch.float64))
     )
+
+
+def test_smooth_preserves_constants_and_matches_convolution():
+    from drdm.spatial import smooth, smoothing_gain
+
+    const = torch.full((2, 1, 12, 9), 3.0, dtype=torch.float64)
+    for edges in ("mirror", "replicate"):
+        torch.testing.assert_close(smooth(const, [1.5, 2.0], edges=edges), const)
+    # interior voxels equal a plain 1D convolution with the truncated Gaussian
+    x = torch.randn(1, 1, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigma = 2.0
+    radius = 6
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    conv = torch.nn.functional.conv1d(x, kernel.view(1, 1, -1))
+    torch.testing.assert_close(smooth(x, [sigma])[..., radius:-radius], conv)
+    # replicate edges: the first output voxel sees the edge value repeated
+    edge = (
+        kernel[: radius + 1].sum() * x[0, 0, 0]
+        + (kernel[radius + 1 :] * x[0, 0, 1 : radius + 1]).sum()
+    )
+    torch.testing.assert_close(smooth(x, [sigma], edges="replicate")[0, 0, 0], edge)
+    noise = torch.randn(
+        1, 1, 400, 400, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    std = smooth(noise, [1.0, 1.0])[..., 10:-10, 10:-10].std().item()
+    assert abs(std / smoothing_gain([1.0, 1.0]) - 1.0) < 0.05

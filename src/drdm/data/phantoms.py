@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..spatial import smooth, smoothing_gain
+
 __all__ = [
     "CARDIAC_LABELS",
     "THORAX_LABELS",
@@ -270,39 +272,13 @@ def _ellipsoid(
     return (rho - 1.0) * scale
 
 
-def _gauss_kernel(sigma: float) -> list[float]:
-    r = max(1, math.ceil(3.0 * sigma))
-    k = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-r, r + 1)]
-    tot = sum(k)
-    return [v / tot for v in k]
-
-
 def _blur(x: Tensor, sigma: float | Sequence[float]) -> Tensor:
-    """Separable Gaussian blur of a 2D/3D spatial tensor (sigma in voxels, replicate edges)."""
+    """Separable Gaussian blur of a 2D/3D spatial tensor (sigma in voxels, replicate edges;
+    sigmas up to 0.05 voxel leave their axis untouched)."""
     nd = x.dim()
     sig = [float(sigma)] * nd if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-    for axis, s in enumerate(sig):
-        if s <= 0.05:
-            continue
-        k = _gauss_kernel(s)
-        r = (len(k) - 1) // 2
-        pad = [0] * (2 * nd)
-        pad[2 * (nd - 1 - axis)] = r
-        pad[2 * (nd - 1 - axis) + 1] = r
-        xp = F.pad(x[None, None], pad, mode="replicate")[0, 0]
-        n = x.shape[axis]
-        out = xp.narrow(axis, 0, n) * k[0]
-        for i in range(1, len(k)):
-            out.add_(xp.narrow(axis, i, n), alpha=k[i])
-        x = out
-    return x
-
-
-def _blur_noise_gain(sigma: float, nd: int) -> float:
-    """Standard deviation of white noise after :func:`_blur` with ``sigma`` on every axis."""
-    if sigma <= 0.05:
-        return 1.0
-    return math.sqrt(sum(v * v for v in _gauss_kernel(sigma)) ** nd)
+    sig = [s if s > 0.05 else 0.0 for s in sig]
+    return smooth(x[None, None], sig, edges="replicate")[0, 0]
 
 
 def _upsample(
@@ -1349,7 +1325,7 @@ def thorax_phantom_3d(
     _paint(hu[air_box], _soft(sdf_air[air_box], w), -1000.0)
 
     if hu_noise > 0:  # white noise, correlated by the point-spread blur below
-        hu += (hu_noise / _blur_noise_gain(0.5, 3)) * torch.randn(
+        hu += (hu_noise / smoothing_gain([0.5] * 3)) * torch.randn(
             (D, H, W), generator=ngen, dtype=_F32
         )
     hu = _blur(hu, 0.5)

@@ -19,11 +19,13 @@ from ._grid import identity_grid
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._sample import sample, warp, warp_labels
 from ._separable import interpolation_matrix, resample_separable
+from ._smooth import gaussian_kernel, smooth, smoothing_gain, smoothing_matrix
 
 __all__ = [
     "MagnitudeStats",
     "compose",
     "fold_ratio",
+    "gaussian_kernel",
     "identity_grid",
     "integrate",
     "interpolation_matrix",
@@ -32,6 +34,9 @@ __all__ = [
     "resample_separable",
     "resize_ddf",
     "sample",
+    "smooth",
+    "smoothing_gain",
+    "smoothing_matrix",
     "spatial_gradient",
     "warp",
     "warp_labels",

@@ -19,7 +19,6 @@ memory (CPU), built once when training starts:
 from __future__ import annotations
 
 import glob
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..io import read_volume
+from ..spatial import smooth
 from .config import DataConfig
 
 __all__ = [
@@ -144,25 +144,6 @@ def normalise_intensity(
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def _gaussian_blur_axis(x: Tensor, axis: int, sigma: float) -> Tensor:
-    """Blur ``x`` ``(1, 1, *spatial)`` along spatial ``axis`` with a Gaussian of ``sigma``
-    voxels (reflect padding)."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    moved = x.movedim(2 + axis, -1)
-    shape = moved.shape
-    flat = moved.reshape(-1, 1, shape[-1])
-    pad = min(radius, shape[-1] - 1)
-    if pad < radius:  # too short to reflect: replicate
-        flat = F.pad(flat, (radius, radius), mode="replicate")
-    else:
-        flat = F.pad(flat, (radius, radius), mode="reflect")
-    out = F.conv1d(flat, kernel.view(1, 1, -1)).reshape(shape)
-    return out.movedim(-1, 2 + axis)
-
-
 def fit_to_size(
     image: Tensor | np.ndarray, spacing: Sequence[float] | None, size: Sequence[int]
 ) -> Tensor:
@@ -194,7 +175,7 @@ def fit_to_size(
         if factor < 1:
             sigma = (1.0 / factor - 1.0) / 2.0
             if sigma > 0.1:
-                x = _gaussian_blur_axis(x, axis, sigma)
+                x = smooth(x, [sigma if i == axis else 0.0 for i in range(len(shape))])
     if new != shape:
         mode = "bilinear" if len(size) == 2 else "trilinear"
         x = F.interpolate(x, size=new, mode=mode, align_corners=False)
