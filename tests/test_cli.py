@@ -126,7 +126,7 @@ def test_demo_small_with_model(tmp_path):
     argv = ["demo", "--out", str(out), "--size-2d", "48", "--size-3d", "16", "--model", str(model)]
     assert main(argv) == 0
     assert (out / "input" / "cardiac_gt.nii.gz").is_file()
-    for part, rows in (("augment", 6), ("synth", 2)):
+    for part, rows in (("augment", 4), ("synth", 2)):
         assert (out / part / "overview.png").is_file()
         lines = (out / part / "manifest.csv").read_text().splitlines()
         assert len(lines) == 1 + rows

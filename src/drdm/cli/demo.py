@@ -3,7 +3,7 @@
 1. A 2D cardiac phantom with its ACDC label map is written as NIfTI into ``OUT/input/``, the way
    a user's scan would be given.
 2. With a trained model (the packaged ``default`` when installed, or ``--model DIR``):
-   ``drdm augment`` on it at three levels x 2 samples (``OUT/augment/``) and ``drdm synth``
+   ``drdm augment`` on it at two levels x 2 samples (``OUT/augment/``) and ``drdm synth``
    registration triples (``OUT/synth/``): images, labels, fields, manifests, overview figures.
    Without one, a message says so and only step 3 runs.
 3. The random forward deformation-diffusion process (no model) on the 2D phantom at several
@@ -29,8 +29,8 @@ from ..spatial import fold_ratio, magnitude_stats, warp_labels
 from ..viz import deformation_figure
 
 TIMESTEPS_2D = (10, 30, 55, 80)
-#: augment levels and synth level pairs as fractions of the model's T (30, 45, 55 for T = 80)
-LEVEL_FRACTIONS = (30 / 80, 45 / 80, 55 / 80)
+#: augment levels and synth level pairs as fractions of the model's T (30 and 55 for T = 80)
+LEVEL_FRACTIONS = (30 / 80, 55 / 80)
 PAIR_FRACTIONS = ((30 / 80, 20 / 80), (0.0, 40 / 80))
 
 
