@@ -412,3 +412,42 @@ def test_ddf_file_works_in_simpleitk(tmp_path, model_dir, data):
     assert not np.array_equal(ours, read_image(data / "stack_seg.nii", kind="label").array)
     scores = dice(theirs, ours, labels=[1, 2, 3])
     assert min(scores.values()) >= 0.99, scores
+
+
+def test_synth_shards_equal_the_whole(tmp_path, model_dir, data):
+    def synth(out, *extra):
+        argv = [
+            "synth",
+            "--input",
+            str(data),
+            "--level-pairs",
+            "3:2,0:5",
+            "--model",
+            str(model_dir),
+        ]
+        return main([*argv, "--out", str(out), "--quiet", "--no-figure", *extra])
+
+    assert synth(tmp_path / "whole") == 0
+    for i in range(2):
+        assert synth(tmp_path / "sharded", "--shards", "2", "--shard-index", str(i)) == 0
+    merged = tmp_path / "merged.csv"
+    assert main(["merge-manifests", str(tmp_path / "sharded"), "--out", str(merged)]) == 0
+    assert merged.read_bytes() == (tmp_path / "whole" / "manifest.csv").read_bytes()
+    whole, sharded = tree(tmp_path / "whole"), tree(tmp_path / "sharded")
+    assert {k: v for k, v in sharded.items() if not k.startswith("manifest")} == {
+        k: v for k, v in whole.items() if k != "manifest.csv"
+    }
+    _, rows = manifest(tmp_path / "whole" / "manifest.csv")
+    stack = [r for r in rows if r["moving"].startswith("stack/")]
+    assert len(rows) == 6 and len(stack) == 2
+    assert stack[0]["moving_label"] == "stack/A000_S005_s000_moving_label.nii"
+    assert nib.load(tmp_path / "whole" / stack[0]["fixed_label"]).shape == (32, 32, 3)
+
+
+def test_parse_errors_of_synth(tmp_path, model_dir, data, capsys):
+    for pairs, message in [("3-2", "expected T'_aug:T'_syn"), ("3:0", "T'_syn >= 1"),
+                           ("3:2,3:2", "repeated"), ("3:11", "outside 1..10")]:  # fmt: skip
+        argv = ["synth", "--image", str(data / "heart.nii.gz"), "--level-pairs", pairs]
+        assert main([*argv, "--model", str(model_dir), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
