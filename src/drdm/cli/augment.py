@@ -65,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(paper Algorithm 3). Writes, under OUT/<input name>/, L<level>_s<sample>_image, "
         "_label and _ddf files in the input's format and grid, a manifest.csv with one row per "
         "sample (paths relative to OUT, seed, displacement and folding metrics), run.json and "
-        "overview.png. Re-running with the same arguments skips the samples already complete.",
+        "overview.png. Re-running with the same arguments skips the samples already complete. "
+        "Images need at least max(8, the model's size multiple) voxels along every axis the "
+        "method deforms (the in-plane axes for 2D deformations of 3D volumes).",
     )
     add_input_arguments(p)
     p.add_argument(
@@ -95,8 +97,9 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--input",
         type=Path,
-        help="a folder of images with matching label maps, or a .csv/.json list of them "
-        "(CSV: columns image, label...; JSON: [{'image': ..., 'label': ...}, ...])",
+        help="a folder of images with matching label maps (X.nii.gz with X_gt/_label/_seg/"
+        "_mask.nii.gz, or images/ + labels/), or a .csv (columns image, label) or .json "
+        "([{'image': ..., 'label': ...}, ...]) list of them",
     )
     g.add_argument("--frame", type=int, help="frame (0-based) of 4D time series inputs")
     g.add_argument(
@@ -170,10 +173,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--shards",
         type=int,
+        metavar="K",
         help="split the job list in K shards (default: torchrun's WORLD_SIZE, else 1)",
     )
     r.add_argument(
-        "--shard-index", type=int, help="the shard to run, 0..K-1 (default: RANK, else 0)"
+        "--shard-index",
+        type=int,
+        metavar="I",
+        help="the shard to run, 0..K-1 (default: RANK, else 0)",
     )
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     r.add_argument(
