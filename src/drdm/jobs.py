@@ -102,30 +102,24 @@ def input_name(path: str | Path) -> str:
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+    """File stems, the repeated ones made unique with ``-2``, ``-3``, ... in list order."""
+    used: set[str] = set()
     names = []
     for path in paths:
         base = input_name(path) or "image"
-        count = seen.get(base, 0) + 1
-        seen[base] = count
-        names.append(base if count == 1 else f"{base}-{count}")
-    # a later "x-2" stem could collide with an earlier repeated "x": make every name unique
-    if len(set(names)) != len(names):
-        used: set[str] = set()
-        for i, name in enumerate(names):
-            candidate, k = name, 1
-            while candidate in used:
-                k += 1
-                candidate = f"{name}-{k}"
-            used.add(candidate)
-            names[i] = candidate
+        name, count = base, 1
+        while name in used:
+            count += 1
+            name = f"{base}-{count}"
+        used.add(name)
+        names.append(name)
     return names
 
 
 def list_inputs(
     image: str | Path | None = None,
     labels: Sequence[str | Path] = (),
-    input: str | Path | None = None,  # noqa: A002 - mirrors the --input option
+    input: str | Path | None = None,
 ) -> list[InputItem]:
     """The inputs of a run: ``image`` (a file or a DICOM series folder) with its ``labels``, or
     ``input``: a folder of images with matching labels, or a ``.csv`` / ``.json`` list, paired
