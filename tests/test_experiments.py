@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -294,6 +295,23 @@ def test_register_3d_thorax_mrbs(tmp_path):
     result = run_registration(cfg, tmp_path / "reg3d", log=None)
     assert {r["class"] for r in result.rows} == {"left lung", "right lung"}
     assert "16 x 16 x 16" in result.table
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("segment-phantoms-cpu", SegmentationConfig),
+        ("segment-acdc-gpu", SegmentationConfig),
+        ("register-phantoms-cpu", RegistrationConfig),
+        ("register-lung-gpu", RegistrationConfig),
+    ],
+)
+def test_shipped_configs_load(name, cls):
+    path = Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml"
+    cfg = load_config(cls, path)
+    cfg.validate()
+    if name.endswith("cpu"):
+        assert cfg == cls()  # the CPU configs are the defaults
 
 
 def test_experiment_bad_input(tmp_path, capsys):

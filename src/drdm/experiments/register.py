@@ -27,7 +27,7 @@ import torch
 
 from ..config import save_config
 from ..errors import InputError
-from ..spatial import warp, warp_labels
+from ..spatial import magnitude_stats, warp, warp_labels
 from .augment import derived_generator
 from .common import RunInfo, check_out_dir, describe_model, load_model, machine_line, set_threads
 from .config import RegistrationConfig
@@ -352,6 +352,7 @@ def run_registration(
     )
     rows: list[dict[str, Any]] = []
     times: dict[str, list[float]] = {}
+    field_sizes: dict[str, list[tuple[float, float]]] = {}
     for seed in cfg.seeds:
         train = _train_items(cfg, data, seed)
         train_images, _ = _stack(train)
@@ -369,8 +370,13 @@ def run_registration(
                     data.ndim, cfg.widths, derived_generator("registration-init", seed)
                 ).to(device)
                 losses = _pretrain(net, triples, cfg, seed, device)
+                stats = magnitude_stats(triples[2])
+                field_sizes.setdefault(method, []).append(
+                    (float(stats.mean_percent.mean()), float(stats.max_percent.max()))
+                )
                 info_line = (
-                    f"{triples[0].shape[0]} triples ({t_syn:.0f} s), pre-training loss "
+                    f"{triples[0].shape[0]} triples ({t_syn:.0f} s, mean |u| "
+                    f"{field_sizes[method][-1][0]:.1f} % of the size), pre-training loss "
                     f"{np.mean(losses[-20:]):.4f}"
                 )
             for r in _evaluate(net, data.test, data.classes, cfg.distance_units):
@@ -392,8 +398,12 @@ def run_registration(
                 f"seed {seed} {method}: {info_line}; mean DSC {100 * np.mean(last):.1f} %, "
                 f"{dt:.0f} s"
             )
-            _write(cfg, out, rows, order, data, model, threads, device, info, times, False)
-    table = _write(cfg, out, rows, order, data, model, threads, device, info, times, True)
+            _write(
+                cfg, out, rows, order, data, model, threads, device, info, times, field_sizes, False
+            )
+    table = _write(
+        cfg, out, rows, order, data, model, threads, device, info, times, field_sizes, True
+    )
     return RegistrationResult(rows=rows, out_dir=out, table=table, seconds=info.elapsed())
 
 
@@ -408,9 +418,14 @@ def _write(
     device: torch.device,
     info: RunInfo,
     times: dict[str, list[float]],
+    field_sizes: dict[str, list[tuple[float, float]]],
     final: bool,
 ) -> str:
     write_csv(out / "results.csv", rows, COLUMNS)
+    sizes = "; ".join(
+        f"{m} mean {np.mean([v[0] for v in vs]):.1f} %, max {max(v[1] for v in vs):.1f} %"
+        for m, vs in field_sizes.items()
+    )
     seeds = sorted({r["seed"] for r in rows})
     size = " x ".join([str(cfg.image_size)] * data.ndim)
     model_line = (
@@ -444,6 +459,7 @@ def _write(
             f"{'voxels' if cfg.distance_units == 'voxel' else 'mm'}",
             f"- seeds {', '.join(map(str, seeds))} (one training per seed and row, no other "
             f"repeats); DRDM model: {model_line}; DRDM level pairs (T'_aug, T'_syn): {pairs}",
+            f"- synthetic fields ddf_syn, |u| in % of the image size: {sizes or 'none'}",
             f"- machine: {machine_line(device)}; threads {threads}",
             f"- wall time {info.elapsed():.0f} s (mean per seed and method, incl. synthesis: "
             f"{per_method})",

@@ -53,8 +53,9 @@ class UNet(nn.Module):
         out_kernel: 1 (per-voxel classifier) or 3 (smooth field output).
         out_init_std: if set, the output convolution starts with weights ~ N(0, std^2) and zero
             bias (VoxelMorph starts near the identity transform).
-        generator: initialises all weights (Kaiming-uniform for the convolutions, as PyTorch's
-            default, but drawn from this generator).
+        generator: initialises all weights: He-normal for the hidden convolutions (std
+            ``sqrt(2 / ((1 + slope^2) fan_in))``), ``N(0, 1/fan_in)`` for a classifier output,
+            zero biases; all drawn from this generator.
 
     ``forward(x)``: ``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``.
     """
@@ -78,6 +79,7 @@ class UNet(nn.Module):
             raise ValueError(f"widths needs >= 2 positive entries, got {widths}")
         self.ndim = ndim
         self.widths = widths
+        self.slope = float(slope)
         self.encoders = nn.ModuleList()
         ch = in_channels
         for w in widths:
@@ -104,14 +106,14 @@ class UNet(nn.Module):
                 if not isinstance(module, nn.Conv2d | nn.Conv3d):
                     continue
                 fan_in = module.weight[0].numel()
-                bound = 1.0 / math.sqrt(fan_in)
                 if module is self.head and out_init_std is not None:
-                    module.weight.normal_(0.0, out_init_std, generator=generator)
-                    module.bias.zero_()
-                    continue
-                # Kaiming-uniform with a = sqrt(5), PyTorch's default for convolutions
-                module.weight.uniform_(-bound, bound, generator=generator)
-                module.bias.uniform_(-bound, bound, generator=generator)
+                    std = out_init_std
+                elif module is self.head:
+                    std = 1.0 / math.sqrt(fan_in)
+                else:  # He initialisation for (leaky) ReLU networks without normalisation
+                    std = math.sqrt(2.0 / ((1.0 + self.slope**2) * fan_in))
+                module.weight.normal_(0.0, std, generator=generator)
+                module.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         m = self.size_multiple
