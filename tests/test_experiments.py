@@ -318,6 +318,7 @@ def test_experiment_bad_input(tmp_path, capsys):
     base = ["experiment", "segment", "--out", str(tmp_path / "o"), "--quiet"]
     assert main([*base, "--data", str(tmp_path / "missing")]) == 2
     assert main([*base, "--methods", "none,warp"]) == 2
-    assert main([*base, "--size", "30"]) == 2  # not a multiple of 4
+    assert main([*base, "--size", "30"]) == 2  # not a multiple of 8
     err = capsys.readouterr().err
-    assert "unknown base 'warp'" in err and "multiple of 4" in err
+    assert "missing: not a directory" in err
+    assert "unknown base 'warp'" in err and "multiple of 8" in err

@@ -352,10 +352,9 @@ def run_segmentation(
     names = [s.text for s in specs]
     if len(set(names)) != len(names):
         raise InputError(f"methods repeat: {', '.join(names)}")
-    needs_model = any(s.base == "drdm" for s in specs)
-    if needs_model and model is None:
-        model = load_model(cfg.model, device)
     data = _load_data(cfg)
+    if any(s.base == "drdm" for s in specs) and model is None:
+        model = load_model(cfg.model, device)
     classes = data.classes
     save_config(cfg, out / "config.yaml")
     info.say(
