@@ -4,6 +4,8 @@ Cases (each in a fresh subprocess, so the peak RSS is its own):
 
 * ``2d``: one 256 x 256 deformation at T' = 55 (target <= 2 s on 2 cores);
 * ``2d-batch``: 8 deformations of one image at once, time per deformation (target <= 0.5 s);
+* ``2d-grid256``: the ``2d`` case with a network on the paper's 256 x 256 grid (random weights),
+  for comparison with the packaged model's smaller grid;
 * ``3d-64`` and ``3d-128``: one 64^3 / 128^3 deformation at T' = 55 (128^3 target <= 60 s and
   <= 8 GB peak RSS).
 
@@ -14,10 +16,12 @@ same maths. Each case also reports where the time goes: one U-Net pass, the netw
 internal recursion (K = 2: two passes, one warp, one compose), and the sampler's own compose
 and warp per step.
 
-The network is the default architecture (``NetworkConfig()``) with the packaged ``default`` /
-``default-3d`` weights when installed, otherwise randomly initialised (the time does not
-depend on the weights); the output says which. 3D cases are measured on a few steps and
-extrapolated to T' = 55 (``total = fields + 55 x step + final warp``) unless ``--full-3d``.
+The 2D cases use the packaged ``default`` model on its own grid (64 x 64; the 256 x 256 input
+is resized to it and the field resized back) unless ``--model`` names another; 3D cases use
+``default-3d`` when installed, otherwise the default architecture with random weights on the
+volume's grid (the time does not depend on the weights); the output says which. 3D cases
+are measured on a few steps and extrapolated to T' = 55
+(``total = fields + 55 x step + final warp``) unless ``--full-3d``.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/generate_benchmark.py [--threads 2] [--quick]
         [--tune-malloc] [--cases 2d 2d-batch 3d-64 3d-128] [--full-3d] [--model DIR]
@@ -45,24 +49,28 @@ TARGETS = {"2d": 2.0, "2d-batch": 0.5, "3d-128": 60.0}
 RSS_TARGET_GB = {"3d-128": 8.0}
 
 
-def _model(ndim: int, size: int, name: str | None):
+def _model(ndim: int, size: int, name: str | None, grid: int | None = None):
+    """The trained model ``name`` (packaged default when None) on its own grid, or a randomly
+    initialised default architecture on a ``grid``^ndim grid (``size`` when None)."""
     from drdm import DRDM
     from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
     from drdm.errors import InputError
     from drdm.nn import NetworkConfig, RecursiveUNet
 
     candidate = name or ("default" if ndim == 2 else "default-3d")
-    try:
-        model = DRDM.from_pretrained(candidate)
-        if model.ndim == ndim and model.image_size == (size,) * ndim:
-            return model, f"trained model {candidate!r}"
-    except InputError:
-        pass
+    if grid is None:
+        try:
+            model = DRDM.from_pretrained(candidate)
+            if model.ndim == ndim:
+                return model, f"trained model {candidate!r} (grid {model.image_size})"
+        except InputError:
+            pass
+    grid = size if grid is None else grid
     network = RecursiveUNet(NetworkConfig(ndim=ndim))  # seeded, deterministic random weights
     process = ForwardDiffusion(ForwardDiffusionConfig(ndim=ndim))
-    return DRDM(network, process, (size,) * ndim), (
-        f"RANDOMLY INITIALISED default architecture (no trained {candidate!r} at "
-        f"{size}^{ndim}); timing does not depend on the weights"
+    return DRDM(network, process, (grid,) * ndim), (
+        f"RANDOMLY INITIALISED default architecture on a {grid}^{ndim} grid; timing does not "
+        "depend on the weights"
     )
 
 
@@ -137,7 +145,8 @@ def worker(case: str, args: argparse.Namespace) -> dict[str, object]:
     torch.set_num_threads(args.threads)
     tuned = tune_malloc() if args.tune_malloc else False
     ndim, size = (2, 256) if case.startswith("2d") else (3, int(case.split("-")[1]))
-    model, origin = _model(ndim, size, args.model if ndim == 2 else None)
+    grid = 256 if case == "2d-grid256" else None
+    model, origin = _model(ndim, size, args.model if ndim == 2 else None, grid)
     batch = 8 if case == "2d-batch" else 1
     image = torch.rand(1, 1, *([size] * ndim), generator=torch.Generator().manual_seed(0))
     result: dict[str, object] = {"case": case, "model": origin, "batch": batch}
@@ -185,7 +194,7 @@ def worker(case: str, args: argparse.Namespace) -> dict[str, object]:
             f"steps) + final warp {final:.2f} s"
         )
     result["straightforward_s"] = None  # one sample at a time: the "2d" case's figure
-    if ndim == 2 and batch == 1 and not args.quick:
+    if ndim == 2 and batch == 1 and not args.quick and case == "2d":
         result["straightforward_s"] = _time(lambda: straightforward(model, image, LEVEL, 0))
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
@@ -195,7 +204,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None, help="2D checkpoint dir (default: 'default')")
-    parser.add_argument("--cases", nargs="+", default=["2d", "2d-batch", "3d-64", "3d-128"])
+    cases = ["2d", "2d-batch", "2d-grid256", "3d-64", "3d-128"]
+    parser.add_argument("--cases", nargs="+", default=cases)
     parser.add_argument("--steps", type=int, default=2, help="steps timed for extrapolation")
     parser.add_argument("--full-3d", action="store_true", help="run all 55 steps in 3D")
     parser.add_argument("--quick", action="store_true", help="extrapolate every case")
