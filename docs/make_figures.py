@@ -19,8 +19,17 @@ def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if main(["demo", "--out", tmp, "--seed", "0"]) != 0:
             raise SystemExit("drdm demo failed")
-        for name in ("forward_2d.png", "forward_3d.png"):
-            shutil.copy(Path(tmp) / name, FIGURES / name)
+        copies = {
+            "forward_2d.png": "forward_2d.png",
+            "forward_3d.png": "forward_3d.png",
+            "augment/overview.png": "demo_augment.png",
+            "synth/overview.png": "demo_synth.png",
+        }
+        for source, name in copies.items():
+            if not (Path(tmp) / source).is_file():
+                print(f"skipped {name}: the demo wrote no {source} (no default model installed?)")
+                continue
+            shutil.copy(Path(tmp) / source, FIGURES / name)
             print(f"wrote {FIGURES / name}")
 
 
