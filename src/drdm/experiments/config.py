@@ -108,7 +108,7 @@ class RegistrationConfig:
     widths: tuple[int, ...] = (8, 16, 16, 16)
     pretrain_steps: int = 300
     finetune: bool = True
-    finetune_steps: int = 200
+    finetune_steps: int = 300
     batch_size: int = 8
     lr: float = 1e-3
     lambda_mse: float = 1.0

@@ -149,7 +149,8 @@ def make_triples(
     Returns ``(moving (N, 1, *spatial), fixed (N, 1, *spatial), ddf_syn (N, ndim, *spatial))``
     with ``N = len(items) * copies``, ``fixed ≈ warp(moving, ddf_syn)`` (voxels, pull-back).
     Copy ``k`` uses the level pair ``level_pairs[k mod n]`` (DRDM only). The randomness of
-    copy ``k`` of image ``i`` comes from a generator seeded by ``(seed, i, k, method)``.
+    copy ``k`` of image ``i`` comes from a generator seeded by ``(seed, i, k, method)`` (and
+    the level pair for DRDM).
     """
     from ..deform import synthesize_pair
 
@@ -161,7 +162,8 @@ def make_triples(
         for k in range(copies):
             pair = pairs[k % len(pairs)]
             aug, syn = samplers[pair]
-            g = derived_generator("registration-triple", seed, i, k, method, pair)
+            key = pair if method == "drdm" else None  # levels matter to DRDM only
+            g = derived_generator("registration-triple", seed, i, k, method, key)
             axis = slice_axis if (ndim == 3 and getattr(syn, "ndim", ndim) == 2) else None
             res = synthesize_pair(aug, syn, item.image, generator=g, slice_axis=axis)
             moving.append(torch.from_numpy(np.asarray(res.moving, dtype=np.float32)))
