@@ -258,7 +258,7 @@ def _summary_rows(rows: list[dict[str, Any]], methods: list[str], classes: list[
                 mean, std, _, bad = mean_std(r[m] for r in sel)
                 seed_means = [mean_std(r[m] for r in sel if r["seed"] == s)[0] for s in seeds]
                 row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_nonfinite"] = mean, std, bad
-                row[f"{m}_seed_std"] = float(np.nanstd(seed_means)) if len(seeds) > 1 else 0.0
+                row[f"{m}_seed_std"] = mean_std(seed_means)[1] if len(seeds) > 1 else 0.0
             out.append(row)
     return out
 
