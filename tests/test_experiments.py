@@ -232,7 +232,7 @@ def test_segment_cli_end_to_end(tmp_path, tiny_model_dir):
     argv = ["experiment", "segment", "--out", str(out), "--model", str(tiny_model_dir)]
     argv += [*SEG_ARGS, "--seeds", "0,1", "--methods", "none,elastic,bigaug,drdm"]
     assert main([*argv, "--mix", "flip"]) == 0
-    for name in ("config.yaml", "results.csv", "summary.csv", "table.md", "boxplot_dsc.png"):
+    for name in ("config.yaml", "results.csv", "summary.csv", "table.md", "examples.png"):
         assert (out / name).is_file(), name
     rows = read_rows(out / "results.csv")
     assert len(rows) == 2 * 4 * 3 * 3  # seeds x methods x test images x classes
@@ -274,7 +274,7 @@ def test_register_cli_end_to_end(tmp_path, tiny_model_dir):
         "--levels-aug", "2", "--levels-syn", "3", "--batch-size", "2", "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0
-    for name in ("config.yaml", "results.csv", "table.md", "boxplot.png"):
+    for name in ("config.yaml", "results.csv", "table.md", "boxplot.png", "examples.png"):
         assert (out / name).is_file(), name
     rows = read_rows(out / "results.csv")
     assert {(r["method"], r["finetuned"]) for r in rows} == {

@@ -11,7 +11,8 @@ moving labels are warped by the predicted field and compared with the fixed labe
 HD95) and the fold ratio (negative Jacobian determinant) of the field is reported.
 
 Outputs: ``config.yaml``, ``results.csv`` (one row per seed, method, fine-tuning, pair and
-class), ``table.md`` (Table-3 style, with the setting stated), ``boxplot.png``.
+class), ``table.md`` (Table-3 style, with the setting stated), ``boxplot.png`` and, in 2D,
+``examples.png`` (synthetic triples of the first seed).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .datasets import (
     thorax_phantoms,
 )
 from .losses import gradient_penalty, registration_loss, similarity_loss
-from .report import box_plots, mean_std, pm, write_csv, write_text
+from .report import box_plots, mean_std, pm, triple_figure, write_csv, write_text
 from .unet import registration_unet
 
 __all__ = ["RegistrationResult", "make_triples", "run_registration"]
@@ -355,6 +356,7 @@ def run_registration(
     rows: list[dict[str, Any]] = []
     times: dict[str, list[float]] = {}
     field_sizes: dict[str, list[tuple[float, float]]] = {}
+    examples: dict[str, list] = {}
     for seed in cfg.seeds:
         train = _train_items(cfg, data, seed)
         train_images, _ = _stack(train)
@@ -372,6 +374,11 @@ def run_registration(
                     data.ndim, cfg.widths, derived_generator("registration-init", seed)
                 ).to(device)
                 losses = _pretrain(net, triples, cfg, seed, device)
+                if seed == cfg.seeds[0] and data.ndim == 2:
+                    examples[method] = [
+                        (triples[0][k, 0].numpy(), triples[1][k, 0].numpy(), triples[2][k].numpy())
+                        for k in range(min(2, triples[0].shape[0]))
+                    ]
                 stats = magnitude_stats(triples[2])
                 field_sizes.setdefault(method, []).append(
                     (float(stats.mean_percent.mean()), float(stats.max_percent.max()))
@@ -406,6 +413,8 @@ def run_registration(
     table = _write(
         cfg, out, rows, order, data, model, threads, device, info, times, field_sizes, True
     )
+    if examples:
+        triple_figure(out / "examples.png", examples, f"synthetic triples (seed {cfg.seeds[0]})")
     return RegistrationResult(rows=rows, out_dir=out, table=table, seconds=info.elapsed())
 
 

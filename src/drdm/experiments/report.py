@@ -13,7 +13,15 @@ import numpy as np
 
 from ..io.nifti import atomic_path
 
-__all__ = ["box_plots", "mean_std", "pm", "write_csv", "write_text"]
+__all__ = [
+    "box_plots",
+    "example_grid",
+    "mean_std",
+    "pm",
+    "triple_figure",
+    "write_csv",
+    "write_text",
+]
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -84,5 +92,80 @@ def box_plots(
             ax.set_ylabel(ylabels[panel])
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _show(ax, image: np.ndarray, label: np.ndarray | None = None) -> None:  # noqa: ANN001
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if label is not None and label.any():
+        values = [v for v in np.unique(label) if v != 0]
+        colors = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple"]
+        for i, v in enumerate(values):
+            ax.contour(label == v, levels=[0.5], colors=colors[i % len(colors)], linewidths=0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def example_grid(
+    path: str | Path,
+    rows: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray | None]]],
+    title: str,
+) -> None:
+    """A grid of 2D images with label contours: one row per key (e.g. a method), the
+    ``(image, label)`` pairs of the row from left to right. Saved as PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import save_figure
+
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(1.6 * ncols + 0.8, 1.7 * len(rows) + 0.4), squeeze=False
+    )
+    for r, (name, items) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c < len(items):
+                _show(ax, *items[c])
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def triple_figure(
+    path: str | Path,
+    triples: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    title: str,
+) -> None:
+    """Synthetic registration triples: per method, rows of ``moving | fixed | ddf`` (2D images,
+    the field ``(2, H, W)`` in voxels drawn as a deformed grid over the fixed image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import draw_grid, save_figure
+
+    n = sum(len(v) for v in triples.values())
+    fig, axes = plt.subplots(n, 3, figsize=(5.6, 1.9 * n + 0.4), squeeze=False)
+    r = 0
+    for name, items in triples.items():
+        for moving, fixed, ddf in items:
+            _show(axes[r, 0], moving)
+            _show(axes[r, 1], fixed)
+            _show(axes[r, 2], fixed)
+            step = max(2, fixed.shape[0] // 16)
+            draw_grid(axes[r, 2], ddf, spacing=step)
+            axes[r, 0].set_ylabel(name, fontsize=8)
+            r += 1
+    for c, text in enumerate(("moving", "fixed", "ddf_syn (grid)")):
+        axes[0, c].set_title(text, fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

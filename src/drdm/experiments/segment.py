@@ -10,7 +10,8 @@ batch positions, so methods differ only by their augmented copies.
 
 Outputs in the result folder: ``config.yaml``, ``results.csv`` (one row per seed, method, test
 image and class), ``summary.csv``, ``table.md`` (Table-2 style, with the setting stated) and box
-plots ``boxplot_dsc.png`` / ``boxplot_hd95.png``.
+plots ``boxplot_dsc.png`` / ``boxplot_hd95.png``, and ``examples.png`` (the first training
+image of the first seed and its first augmented copies per method).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .datasets import (
     stack_items,
 )
 from .losses import segmentation_bce
-from .report import box_plots, mean_std, pm, write_csv, write_text
+from .report import box_plots, example_grid, mean_std, pm, write_csv, write_text
 from .unet import segmentation_unet
 
 __all__ = ["SegmentationResult", "predict_masks", "run_segmentation", "train_segmenter"]
@@ -370,6 +371,7 @@ def run_segmentation(
     timings: dict[str, list[float]] = {s.text: [] for s in specs}
     test_images, _ = stack_items(data.test)
     n_train_images = []
+    examples: dict[str, list] = {}
     for seed in cfg.seeds:
         train = _train_items(cfg, data, seed)
         n_train_images.append(len(train))
@@ -377,6 +379,10 @@ def run_segmentation(
             t0 = time.perf_counter()
             images, labels = _augmented_pool(augmenters[spec.text], train, cfg.copies, seed)
             t_aug = time.perf_counter() - t0
+            if seed == cfg.seeds[0]:  # the first image and its first copies, for a figure
+                n = len(train)
+                shown = [0, *range(n, min(n + 5, images.shape[0]))]
+                examples[spec.text] = [(images[i, 0].numpy(), labels[i, 0].numpy()) for i in shown]
             net, losses = train_segmenter(
                 images,
                 _onehot(labels, list(classes)),
@@ -431,6 +437,11 @@ def run_segmentation(
         n_train_images,
         timings,
         final=True,
+    )
+    example_grid(
+        out / "examples.png",
+        examples,
+        f"seed {cfg.seeds[0]}: first training image (left) and its first augmented copies",
     )
     return SegmentationResult(rows=rows, out_dir=out, table=table, seconds=info.elapsed())
 
