@@ -1,10 +1,15 @@
 """Regenerate the figures shown in README.md and docs/ from the package itself.
 
-python docs/make_figures.py
+python docs/make_figures.py [--training-run runs/default-2d]
+
+``--training-run`` also draws the loss curves of a ``drdm train`` output folder (its
+``loss.csv``) as ``docs/figures/default_2d_loss.png``.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,5 +38,21 @@ def run() -> None:
             print(f"wrote {FIGURES / name}")
 
 
+def plot_training(run_dir: Path) -> None:
+    """The loss curves of a training run (``run_dir/loss.csv``) as default_2d_loss.png."""
+    from drdm.training.trainer import plot_losses
+
+    with open(run_dir / "loss.csv", newline="", encoding="utf-8") as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    path = FIGURES / "default_2d_loss.png"
+    plot_losses(rows, path, title=f"training of the default 2D model ({len(rows)} steps)")
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="regenerate the docs figures")
+    parser.add_argument("--training-run", type=Path, default=None)
+    args = parser.parse_args()
+    if args.training_run is not None:
+        plot_training(args.training_run)
     run()

@@ -22,7 +22,7 @@ from drdm.errors import InputError
 from drdm.nn import NetworkConfig, RecursiveUNet
 from drdm.pretrained import PRETRAINED_NAMES, is_available, pretrained_dir
 from drdm.sampling import SamplerConfig
-from drdm.spatial import resize_ddf, warp
+from drdm.spatial import fold_ratio, resize_ddf, warp
 
 T = 10
 
@@ -165,14 +165,31 @@ def test_save_from_pretrained_round_trip(tmp_path, official):
         assert loaded.sampler == SamplerConfig("zeros", "cubic", "zeros")
 
 
-def test_missing_default_model_gives_a_clear_error():
+def test_missing_default_model_gives_a_clear_error(tmp_path, monkeypatch):
+    import drdm.pretrained
+
+    monkeypatch.setattr(drdm.pretrained, "_ROOT", tmp_path)  # a package without weights
     for name in PRETRAINED_NAMES:
         assert pretrained_dir(name).name == name
-        if is_available(name):
-            continue
+        assert not is_available(name)
         with pytest.raises(InputError, match="not available yet") as info:
             DRDM.from_pretrained(name)
         assert "\n" not in str(info.value) and name in str(info.value)
+
+
+def test_packaged_default_model_loads_and_generates():
+    import drdm.pretrained
+
+    assert is_available("default")
+    directory = drdm.pretrained.pretrained_dir("default")
+    assert sum(f.stat().st_size for f in directory.iterdir()) < 5 * 2**20
+    model = DRDM.from_pretrained("default")
+    assert model.ndim == 2 and model.preset == "drdm" and model.num_steps == 80
+    image = torch.rand(1, 1, 96, 80, generator=gen(3))
+    out = model.generate(image, 20, num_samples=2, generator=gen(4))
+    assert out.ddf.shape == (2, 2, 96, 80) and torch.isfinite(out.ddf).all()
+    assert not torch.equal(out.ddf[0], out.ddf[1])
+    assert float(fold_ratio(out.ddf).max()) < 0.01
 
 
 def test_from_pretrained_bad_paths(tmp_path):
@@ -279,9 +296,12 @@ def test_cli_generate_writes_images_fields_labels_figure(tmp_path, image2d, chec
         (["--level", "5", "--device", "tpu"], "--device tpu"),
     ],
 )
-def test_cli_generate_bad_options(tmp_path, image2d, checkpoint, capsys, extra, message):
-    if "default" in extra and is_available("default"):
-        pytest.skip("the packaged default model is installed")
+def test_cli_generate_bad_options(
+    tmp_path, image2d, checkpoint, capsys, monkeypatch, extra, message
+):
+    import drdm.pretrained
+
+    monkeypatch.setattr(drdm.pretrained, "_ROOT", tmp_path / "no-packaged-models")
     out = tmp_path / "out"
     args = ["generate", str(image2d), "--out", str(out), "--model", str(checkpoint), "--quiet"]
     assert main(args + extra) == 2

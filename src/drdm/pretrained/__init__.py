@@ -3,8 +3,10 @@
 ``"default"`` (2D) and ``"default-3d"`` (3D) are directories beside this file
 (``drdm/pretrained/default/``, ``drdm/pretrained/default-3d/``) holding a
 :mod:`drdm.checkpoint` checkpoint (``config.json`` + ``model.safetensors``). They are produced
-by training and added to the package by the team; until then :func:`resolve_model` raises a
-clear :class:`~drdm.errors.InputError`. Nothing is ever downloaded.
+by ``drdm train`` with ``configs/default-2d.yaml`` / ``configs/default-3d.yaml``; ``default`` is
+shipped, ``default-3d`` not yet (it needs a GPU to train), and for a name without weights
+:func:`resolve_model` raises a clear :class:`~drdm.errors.InputError`. Nothing is ever
+downloaded.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ __all__ = ["PRETRAINED_NAMES", "is_available", "pretrained_dir", "resolve_model"
 
 #: Packaged model names -> a short description.
 PRETRAINED_NAMES: dict[str, str] = {
-    "default": "2D model (cardiac MRI, 256 x 256)",
-    "default-3d": "3D model (thorax CT, 128^3)",
+    "default": "2D model (cardiac MRI and phantoms, 64 x 64 grid, any input size)",
+    "default-3d": "3D model (thorax CT phantoms, 64^3 grid)",
 }
 
 _ROOT = Path(__file__).resolve().parent
