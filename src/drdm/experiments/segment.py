@@ -303,20 +303,33 @@ def _table(
     seeds = sorted({r["seed"] for r in rows})
     lines += [
         "",
-        f"Over seeds ({len(seeds)}): mean ± std of the per-seed means (average over classes), "
-        "and the per-seed average DSC (%):",
+        f"Over seeds ({len(seeds)}): mean ± std of the per-seed means (average over classes); "
+        f"ΔDSC: the per-seed difference to `{methods[0]}` (same training images, same initial "
+        "network and batch order), mean ± standard error; then the per-seed average DSC (%):",
         "",
-        "| method | DSC | ASD (mm) | HD95 (mm) | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-        "|" + "---|" * (4 + len(seeds)),
+        f"| method | DSC | ΔDSC vs {methods[0]} | ASD (mm) | HD95 (mm) | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " |",
+        "|" + "---|" * (5 + len(seeds)),
     ]
-    for method in methods:
+
+    def seed_means(method: str, metric: str) -> list[float]:
         sel = [r for r in rows if r["method"] == method and r["class"] == "Average"]
-        per_seed = {
-            m: [mean_std(r[m] for r in sel if r["seed"] == s)[0] for s in seeds]
-            for m in ("dsc", "asd_mm", "hd95_mm")
-        }
+        return [mean_std(r[metric] for r in sel if r["seed"] == s)[0] for s in seeds]
+
+    reference = seed_means(methods[0], "dsc")
+    for method in methods:
+        per_seed = {m: seed_means(method, m) for m in ("dsc", "asd_mm", "hd95_mm")}
+        diff = np.array(per_seed["dsc"]) - np.array(reference)
+        mean_d, std_d, n_d, _ = mean_std(diff)
+        delta = (
+            f"{100 * mean_d:+.1f} ± {100 * std_d / np.sqrt(max(n_d - 1, 1)):.1f}"
+            if n_d > 1
+            else (f"{100 * mean_d:+.1f}" if n_d else "n/a")
+        )
         cells = [
             pm(per_seed["dsc"], 100.0),
+            delta,
             pm(per_seed["asd_mm"], 1.0, 2),
             pm(per_seed["hd95_mm"], 1.0, 2),
             *(f"{v * 100:.1f}" for v in per_seed["dsc"]),
