@@ -16,7 +16,8 @@ Randomness: the field of copy ``k`` of image ``i`` is drawn from a generator see
 ``(seed, i, k, base, level)`` only, so the same copy gets the same deformation in every method
 that shares its base and level (``drdm`` and ``drdm+flip`` differ by the flips alone), and
 fields can be cached across methods of one run. Flips and intensity draw from another generator
-seeded by ``(seed, i, k, spec)``.
+seeded by ``(seed, i, k)`` and the parsed spec (``drdm+intensity`` with default levels 16/32
+is the same method as ``drdm@16/32+intensity``).
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ class Augmenter:
             assert warped is not None
             image = torch.from_numpy(warped)
             label = torch.from_numpy(warped_label)
-        g = derived_generator("extra", seed, index, copy, self.spec.text)
+        spec = self.spec
+        g = derived_generator(
+            "extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity
+        )
         if self.spec.flip:
             image, label = _random_flip(image, label, self.ndim, g)
         if self._intensity is not None:

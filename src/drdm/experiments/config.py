@@ -50,7 +50,7 @@ class SegmentationConfig:
     methods: tuple[str, ...] = ("none", "elastic", "bigaug", "drdm")
     copies: int = 8
     model: str = "default"
-    drdm_levels: tuple[int, ...] = (16, 32)
+    drdm_levels: tuple[int, ...] = (32, 48)
     seeds: tuple[int, ...] = (0, 1, 2)
     widths: tuple[int, ...] = (8, 16, 32, 64)
     steps: int = 600
