@@ -132,3 +132,16 @@ def test_demo_small_with_model(tmp_path):
         assert len(lines) == 1 + rows
     deformed = nib.load(out / "augment" / "cardiac" / "L004_s000_label.nii.gz")
     assert set(np.unique(np.asarray(deformed.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_atomic_outputs_have_plain_file_permissions(tmp_path):
+    import os
+
+    from drdm.io.nifti import atomic_path
+
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
