@@ -79,3 +79,14 @@ def check_out_dir(out: str | Path) -> Path:
         raise InputError(f"--out {path}: exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment run returns: the per-case rows, the output folder, the markdown
+    table and the wall time in seconds."""
+
+    rows: list[dict[str, Any]]
+    out_dir: Path
+    table: str
+    seconds: float

@@ -30,7 +30,15 @@ from ..config import save_config
 from ..errors import InputError
 from ..spatial import magnitude_stats, warp, warp_labels
 from .augment import derived_generator
-from .common import RunInfo, check_out_dir, describe_model, load_model, machine_line, set_threads
+from .common import (
+    ExperimentResult,
+    RunInfo,
+    check_out_dir,
+    describe_model,
+    load_model,
+    machine_line,
+    set_threads,
+)
 from .config import RegistrationConfig
 from .datasets import (
     CARDIAC_CLASSES,
@@ -52,14 +60,7 @@ METRICS = ("dsc", "asd", "hd95", "fold_ratio")
 COLUMNS = ("seed", "method", "finetuned", "pair", "class", *METRICS)
 
 
-@dataclass
-class RegistrationResult:
-    """What :func:`run_registration` returns: the per-case rows and the written files."""
-
-    rows: list[dict[str, Any]]
-    out_dir: Path
-    table: str
-    seconds: float
+RegistrationResult = ExperimentResult  # rows, out_dir, table, seconds
 
 
 @dataclass

@@ -27,7 +27,15 @@ import torch
 from ..config import save_config
 from ..errors import InputError
 from .augment import AugmentationSpec, Augmenter, derived_generator, parse_method
-from .common import RunInfo, check_out_dir, describe_model, load_model, machine_line, set_threads
+from .common import (
+    ExperimentResult,
+    RunInfo,
+    check_out_dir,
+    describe_model,
+    load_model,
+    machine_line,
+    set_threads,
+)
 from .config import SegmentationConfig
 from .datasets import (
     CARDIAC_CLASSES,
@@ -48,14 +56,7 @@ METRICS = ("dsc", "sensitivity", "precision", "asd_mm", "hd95_mm")
 COLUMNS = ("seed", "method", "image", "class", *METRICS)
 
 
-@dataclass
-class SegmentationResult:
-    """What :func:`run_segmentation` returns: the per-case rows and the written files."""
-
-    rows: list[dict[str, Any]]
-    out_dir: Path
-    table: str
-    seconds: float
+SegmentationResult = ExperimentResult  # rows, out_dir, table, seconds
 
 
 # ------------------------------------------------------------------------------ data
