@@ -58,7 +58,8 @@ def data(tmp_path_factory):
 
 
 def augment(model_dir, out, *extra, levels="3,7", per_level="2", figure=False):
-    argv = ["augment", "--levels", levels, "--per-level", per_level, "--model", str(model_dir)]
+    argv = ["augment", "--per-level", per_level, "--model", str(model_dir)]
+    argv += [] if levels is None else ["--levels", levels]  # None: the default levels
     argv += [] if figure else ["--no-figure"]
     return main([*argv, "--out", str(out), "--quiet", *map(str, extra)])
 
@@ -138,6 +139,18 @@ def test_augment_npy_fields_and_stack_slice_by_slice(tmp_path, model_dir, data):
     assert ddf[:2].any(axis=(1, 2, 3)).all()
     assert not np.allclose(ddf[..., 0], ddf[..., 1])  # every slice its own deformation
     assert nib.load(out / row["label"]).get_data_dtype() == np.int16
+
+
+def test_default_levels_are_fractions_of_the_models_t(tmp_path, model_dir, data):
+    from drdm import DRDM
+    from drdm.transforms import default_levels
+
+    out = tmp_path / "out"
+    assert augment(model_dir, out, "--image", data / "heart.nii.gz", levels=None) == 0
+    _, rows = manifest(out / "manifest.csv")
+    expected = default_levels(DRDM.from_pretrained(model_dir).num_steps)
+    assert len(expected) == 2 and [int(r["level"]) for r in rows[::2]] == list(expected)
+    assert len(rows) == 2 * len(expected)
 
 
 def test_same_seed_same_bytes_and_shards_equal_the_whole(tmp_path, model_dir, data):

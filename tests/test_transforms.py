@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import smooth_field, smooth_image
 from drdm.spatial import warp, warp_labels
-from drdm.transforms import DRDMDeform
+from drdm.transforms import DEFAULT_LEVELS, DRDMDeform, default_levels
 from test_pipeline import tiny_model
 
 
@@ -104,8 +104,17 @@ def test_levels_with_tiny_drdm_model():
         DRDMDeform(RandomSmoothSampler(), level=3)
     with pytest.raises(ValueError):
         DRDMDeform(model, level=3, levels=(2, 3))
-    with pytest.raises(ValueError):  # the default levels (30, 45, 55) exceed this model's T
-        DRDMDeform(model)
+    # without levels: 0.4 and 0.6 of the model's T
+    assert [s.level for s in DRDMDeform(model).samplers] == list(default_levels(model.num_steps))
+
+
+def test_default_levels_are_fractions_of_t():
+    assert default_levels(80) == DEFAULT_LEVELS == (32, 48)
+    assert default_levels(10) == (4, 6)
+    assert default_levels(1) == (1,)  # rounded to at least 1, repeats dropped
+    assert default_levels(2) == (1,)
+    with pytest.raises(ValueError):
+        default_levels(0)
 
 
 def test_seeded_main_process_sequences_reproduce():

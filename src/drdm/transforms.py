@@ -1,6 +1,6 @@
 """On-the-fly deformation for training pipelines (PyTorch ``Dataset`` / ``DataLoader``).
 
->>> deform = DRDMDeform(DRDM.from_pretrained("default"), levels=(30, 45, 55), seed=0)
+>>> deform = DRDMDeform(DRDM.from_pretrained("default"), seed=0)  # levels 32 or 48
 ...                                                                   # doctest: +SKIP
 >>> image, label = deform(image, label)            # (C, H, W) tensors   # doctest: +SKIP
 >>> sample = deform({"image": image, "label": label})                   # doctest: +SKIP
@@ -46,10 +46,31 @@ from .deform import (
     _warp_t,
 )
 
-__all__ = ["DEFAULT_LEVELS", "DRDMDeform", "worker_generator"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DEFAULT_LEVEL_FRACTIONS",
+    "DRDMDeform",
+    "default_levels",
+    "worker_generator",
+]
 
-#: the deformation levels T' used for augmentation in the paper's segmentation experiments
-DEFAULT_LEVELS = (30, 45, 55)
+#: default augmentation levels T' as fractions of the model's T: 0.4 and 0.6, i.e. 32 and 48 of
+#: T = 80, the best DRDM recipe of the few-shot segmentation search (docs/experiments.md)
+DEFAULT_LEVEL_FRACTIONS = (0.4, 0.6)
+
+
+def default_levels(num_steps: int) -> tuple[int, ...]:
+    """The default augmentation levels for a model with ``num_steps`` (T) steps: the
+    :data:`DEFAULT_LEVEL_FRACTIONS` of T rounded, at least 1, without repeats
+    (``(32, 48)`` for T = 80)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    levels = (max(1, min(num_steps, round(f * num_steps))) for f in DEFAULT_LEVEL_FRACTIONS)
+    return tuple(dict.fromkeys(levels))
+
+
+#: the default levels of a model with T = 80 steps (all packaged models)
+DEFAULT_LEVELS = default_levels(80)
 
 Array = np.ndarray | Tensor
 
@@ -82,7 +103,8 @@ class DRDMDeform:
             :class:`~drdm.deform.FieldSampler` (e.g. a baseline from ``drdm.baselines``).
         level: a fixed deformation level ``T'`` (DRDM models only).
         levels: levels to choose from uniformly at random per call (DRDM models only);
-            default :data:`DEFAULT_LEVELS` ``(30, 45, 55)`` unless ``level`` is given.
+            default :func:`default_levels` of the model's T (``(32, 48)`` for T = 80) unless
+            ``level`` is given.
         keys: image entries of a dict sample (the field is sampled from the first one and
             applied to all); they must be present.
         label_keys: label-map entries of a dict sample (skipped when absent).
@@ -131,7 +153,12 @@ class DRDMDeform:
         if level is not None and levels is not None:
             raise ValueError("give either level or levels, not both")
         if isinstance(model_or_sampler, DRDM):
-            chosen = [level] if level is not None else list(levels or DEFAULT_LEVELS)
+            if level is not None:
+                chosen = [level]
+            elif levels is None:
+                chosen = list(default_levels(model_or_sampler.num_steps))
+            else:
+                chosen = list(levels)
             if not chosen:
                 raise ValueError("levels must not be empty")
             self.samplers: list[FieldSampler] = [

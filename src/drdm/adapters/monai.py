@@ -1,7 +1,7 @@
 """MONAI dictionary transform: one DRDM (or any sampler's) deformation per sample.
 
 >>> from drdm.adapters.monai import DRDMDeformd                     # doctest: +SKIP
->>> transform = DRDMDeformd(["image", "label"], model, label_keys=["label"], levels=(30, 45))
+>>> transform = DRDMDeformd(["image", "label"], model, label_keys=["label"], levels=(32, 48))
 ...                                                                  # doctest: +SKIP
 
 Inputs are MONAI's channel-first ``(C, *spatial)`` arrays or ``MetaTensor``s; the voxel
@@ -54,7 +54,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform):
             :class:`~drdm.deform.FieldSampler`.
         label_keys: entries warped as label maps (added to ``keys`` if missing there).
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
-            default ``(30, 45, 55)``).
+            default ``(32, 48)`` for T = 80).
         prob: probability of deforming a sample (MONAI's ``RandomizableTransform``).
         slice_axis, spacing: slice axis of a 2D model on 3D stacks (``spacing`` overrides the
             ``MetaTensor``'s).

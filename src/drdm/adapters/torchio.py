@@ -1,7 +1,7 @@
 """TorchIO transform: one DRDM (or any sampler's) deformation per ``tio.Subject``.
 
 >>> from drdm.adapters.torchio import RandomDRDMDeformation         # doctest: +SKIP
->>> transform = RandomDRDMDeformation(model, levels=(30, 45, 55), seed=0)  # doctest: +SKIP
+>>> transform = RandomDRDMDeformation(model, seed=0)  # doctest: +SKIP
 >>> deformed = transform(subject)                                   # doctest: +SKIP
 
 All images of the subject (they must share one grid) are deformed by the same field, sampled
@@ -43,7 +43,7 @@ class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
         model_or_sampler: a :class:`~drdm.pipeline.DRDM` model or a
             :class:`~drdm.deform.FieldSampler`.
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
-            default ``(30, 45, 55)``).
+            default ``(32, 48)`` for T = 80).
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
         label_method, interpolation, padding, intensity, seed, batch_size: as in
             :class:`~drdm.transforms.DRDMDeform`.

@@ -72,9 +72,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_input_arguments(p)
     p.add_argument(
         "--levels",
-        help="deformation levels T' in 1..T, comma-separated (e.g. 30,45,55); needed for "
-        "--method drdm. The baselines have no levels: for them the levels only name the "
-        "outputs and enter the seeds (default 0)",
+        help="deformation levels T' in 1..T, comma-separated (e.g. 32,48). Default for "
+        "--method drdm: 0.4 and 0.6 of the model's T (32,48 for T = 80), the best DRDM "
+        "recipe of the segmentation experiments (docs/experiments.md). The baselines have "
+        "no levels: for them the levels only name the outputs and enter the seeds (default 0)",
     )
     p.add_argument(
         "--per-level", type=int, default=1, metavar="N", help="samples per level (default 1)"
@@ -532,17 +533,19 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs import parse_int_list
 
     # ---- check everything before writing anything
-    if args.levels is None:
-        if str(args.method).lower() == "drdm":
-            raise InputError("--levels: needed with --method drdm (e.g. --levels 30,45,55)")
-        args.levels = "0"
-    levels = parse_int_list(args.levels, "--levels")
     drdm = str(args.method).lower() == "drdm"
+    if args.levels is None and not drdm:
+        args.levels = "0"
+    levels = [] if args.levels is None else parse_int_list(args.levels, "--levels")
     if any(lv < (1 if drdm else 0) for lv in levels):
         raise InputError(f"--levels {args.levels}: levels must be >= {1 if drdm else 0}")
     if args.per_level < 1:
         raise InputError(f"--per-level {args.per_level}: must be >= 1")
     setup = prepare(args, levels)
+    if not levels:  # --method drdm without --levels: the default levels of the model's T
+        from ..transforms import default_levels
+
+        levels = list(default_levels(setup.method.model.num_steps))
     settings = common_settings(args, setup)
     jobs = build_jobs(setup.items, levels, args.per_level, args.seed)
     out: Path = args.out

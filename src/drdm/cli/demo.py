@@ -3,7 +3,7 @@
 1. A 2D cardiac phantom with its ACDC label map is written as NIfTI into ``OUT/input/``, the way
    a user's scan would be given.
 2. With a trained model (the packaged ``default`` when installed, or ``--model DIR``):
-   ``drdm augment`` on it at two levels x 2 samples (``OUT/augment/``) and ``drdm synth``
+   ``drdm augment`` on it at its default levels x 2 samples (``OUT/augment/``) and ``drdm synth``
    registration triples (``OUT/synth/``): images, labels, fields, manifests, overview figures.
    Without one, a message says so and only step 3 runs.
 3. The random forward deformation-diffusion process (no model) on the 2D phantom at several
@@ -29,8 +29,7 @@ from ..spatial import fold_ratio, magnitude_stats, warp_labels
 from ..viz import deformation_figure
 
 TIMESTEPS_2D = (10, 30, 55, 80)
-#: augment levels and synth level pairs as fractions of the model's T (30 and 55 for T = 80)
-LEVEL_FRACTIONS = (30 / 80, 55 / 80)
+#: synth level pairs (T'_aug, T'_syn) as fractions of the model's T ((30, 20), (0, 40) for T = 80)
 PAIR_FRACTIONS = ((30 / 80, 20 / 80), (0.0, 40 / 80))
 
 
@@ -103,11 +102,10 @@ def _deform_and_write(
     return deformed, ddfs, titles
 
 
-def _levels(num_steps: int) -> tuple[str, str]:
-    """``--levels`` and ``--level-pairs`` for a model with ``num_steps`` steps."""
-    levels = sorted({max(1, round(f * num_steps)) for f in LEVEL_FRACTIONS})
+def _level_pairs(num_steps: int) -> str:
+    """``--level-pairs`` for a model with ``num_steps`` steps."""
     pairs = [(round(a * num_steps), max(1, round(s * num_steps))) for a, s in PAIR_FRACTIONS]
-    return ",".join(map(str, levels)), ",".join(f"{a}:{s}" for a, s in dict.fromkeys(pairs))
+    return ",".join(f"{a}:{s}" for a, s in dict.fromkeys(pairs))
 
 
 def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
@@ -126,12 +124,12 @@ def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     model = DRDM.from_pretrained(args.model)
     if model.ndim != 2:
         raise InputError(f"--model {args.model}: the demo needs a 2D model, got {model.ndim}D")
-    levels, pairs = _levels(model.num_steps)
+    pairs = _level_pairs(model.num_steps)
     common = ["--image", str(image), "--label", str(label), "--model", str(args.model)]
     common += ["--seed", str(args.seed), "--device", args.device, "--quiet"]
     parser = build_parser()
     for argv in (
-        ["augment", "--levels", levels, "--per-level", "2", "--out", str(args.out / "augment")],
+        ["augment", "--per-level", "2", "--out", str(args.out / "augment")],  # default levels
         ["synth", "--level-pairs", pairs, "--per-pair", "1", "--out", str(args.out / "synth")],
     ):
         sub = parser.parse_args([*argv, *common])

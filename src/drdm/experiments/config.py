@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..transforms import DEFAULT_LEVELS
 
 __all__ = ["RegistrationConfig", "SegmentationConfig"]
 
@@ -50,7 +51,7 @@ class SegmentationConfig:
     methods: tuple[str, ...] = ("none", "elastic", "bigaug", "drdm")
     copies: int = 8
     model: str = "default"
-    drdm_levels: tuple[int, ...] = (32, 48)
+    drdm_levels: tuple[int, ...] = DEFAULT_LEVELS  # (32, 48), as drdm augment
     seeds: tuple[int, ...] = (0, 1, 2)
     widths: tuple[int, ...] = (8, 16, 32, 64)
     steps: int = 600
