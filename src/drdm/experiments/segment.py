@@ -386,6 +386,25 @@ def run_segmentation(
     test_images, _ = stack_items(data.test)
     n_train_images = []
     examples: dict[str, list] = {}
+
+    def write_outputs(final: bool) -> str:
+        """Rewrite table, CSV and plots from the rows so far (after every trained model)."""
+        return _write_outputs(
+            cfg,
+            out,
+            rows,
+            names,
+            classes,
+            data,
+            model,
+            threads,
+            device,
+            info,
+            n_train_images,
+            timings,
+            final=final,
+        )
+
     for seed in cfg.seeds:
         train = _train_items(cfg, data, seed)
         n_train_images.append(len(train))
@@ -422,36 +441,8 @@ def run_segmentation(
                 f"{t_aug:.0f} s), final loss {np.mean(losses[-20:]):.4f}, "
                 f"mean DSC {100 * dsc:.1f} %, {dt:.0f} s"
             )
-            _write_outputs(
-                cfg,
-                out,
-                rows,
-                names,
-                classes,
-                data,
-                model,
-                threads,
-                device,
-                info,
-                n_train_images,
-                timings,
-                final=False,
-            )
-    table = _write_outputs(
-        cfg,
-        out,
-        rows,
-        names,
-        classes,
-        data,
-        model,
-        threads,
-        device,
-        info,
-        n_train_images,
-        timings,
-        final=True,
-    )
+            write_outputs(final=False)
+    table = write_outputs(final=True)
     example_grid(
         out / "examples.png",
         examples,
