@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,13 +40,19 @@ def run() -> None:
 
 
 def plot_training(run_dir: Path) -> None:
-    """The loss curves of a training run (``run_dir/loss.csv``) as default_2d_loss.png."""
+    """The loss curves of a training run (``run_dir/loss.csv``) as default_2d_loss.png, with
+    the step of the packaged default weights marked."""
+    from drdm.pretrained import pretrained_dir
     from drdm.training.trainer import plot_losses
 
     with open(run_dir / "loss.csv", newline="", encoding="utf-8") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    config = json.loads((pretrained_dir("default") / "config.json").read_text())
+    shipped = config.get("extra", {}).get("training", {}).get("steps")
+    marks = {int(shipped): f"packaged weights (step {shipped})"} if shipped else None
     path = FIGURES / "default_2d_loss.png"
-    plot_losses(rows, path, title=f"training of the default 2D model ({len(rows)} steps)")
+    title = f"training of the default 2D model ({len(rows)} steps)"
+    plot_losses(rows, path, title=title, marks=marks)
     print(f"wrote {path}")
 
 

@@ -199,9 +199,15 @@ def _csv_row(row: dict[str, float]) -> list[str]:
     return [str(int(row["step"]))] + [f"{row[k]:.7g}" for k in LOSS_COLUMNS[1:]]
 
 
-def plot_losses(rows: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+def plot_losses(
+    rows: list[dict[str, float]],
+    path: str | Path,
+    title: str = "",
+    marks: dict[int, str] | None = None,
+) -> None:
     """Write the loss curves (total and the three Eq. 14 terms against the step) as a PNG:
-    raw values faintly, a moving average on top."""
+    raw values faintly, a moving average on top; ``marks`` maps steps to labels drawn as
+    vertical lines (e.g. the step of the weights that were kept)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -228,6 +234,9 @@ def plot_losses(rows: list[dict[str, float]], path: str | Path, title: str = "")
                 lw=1.8,
                 label=f"mean of {window}",
             )
+        for k, (step, label) in enumerate((marks or {}).items()):
+            ax.axvline(step, color=f"C{k + 1}", ls="--", lw=1.2, label=label)
+        if marks or (window > 1 and len(values) >= window):
             ax.legend(loc="upper right", fontsize=8)
         ax.set_title(name)
         ax.set_xlabel("step")
