@@ -5,10 +5,12 @@ result folders that differ only in ``--copies``.
         --run 16=results/copies16 --method none --method elastic --method bigaug \
         --method drdm=drdm@32/48 --out docs/figures/experiments/copies_dsc.png
 
-``--method NAME[=ALIAS,...]`` names a row of the plot and the method strings that stand for it
-in the folders (``drdm`` without levels in one run is ``drdm@32/48`` in another). Only seeds
-present in every folder are used. Prints a markdown table (mean ± standard error over seeds of
-the per-seed mean DSC, averaged over the classes and test images) and writes the figure.
+``--run COPIES=DIR[,DIR...]`` may list several folders of one setting (e.g. seeds run in
+parallel processes). ``--method NAME[=ALIAS,...]`` names a row of the plot and the method
+strings that stand for it in the folders (``drdm`` without levels in one run is
+``drdm@32/48`` in another). Only seeds present in every setting are used. Prints a markdown
+table (mean ± standard error over seeds of the per-seed mean DSC, averaged over the classes
+and test images) and writes the figure.
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="append", required=True, help="COPIES=RESULT_FOLDER")
+    parser.add_argument("--run", action="append", required=True, help="COPIES=FOLDER[,FOLDER]")
     parser.add_argument("--method", action="append", required=True, help="NAME[=ALIAS,...]")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args()
 
-    runs = [(int(c), Path(d)) for c, d in parse_pairs(args.run, "--run")]
+    runs = [(int(c), [Path(d) for d in ds.split(",")]) for c, ds in parse_pairs(args.run, "--run")]
     methods = [(name, [name, *filter(None, aliases.split(","))]) for name, aliases in
                parse_pairs(args.method, "--method")]  # fmt: skip
-    tables = {copies: per_seed_dsc(folder) for copies, folder in runs}
+    tables = {
+        copies: {k: v for f in folders for k, v in per_seed_dsc(f).items()}
+        for copies, folders in runs
+    }
 
     def values(copies: int, aliases: list[str]) -> dict[int, float]:
         found = {s: v for (m, s), v in tables[copies].items() if m in aliases}
