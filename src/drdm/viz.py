@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _matplotlib():  # noqa: ANN202 - returns the pyplot module
+def pyplot():  # noqa: ANN201 - returns the pyplot module
+    """matplotlib's pyplot with the non-interactive Agg backend (unless one is set)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -79,7 +80,7 @@ def deformation_figure(
     ``originals`` / ``deformed``: arrays of the spatial shape; ``ddfs``: ``(ndim, *spatial)``
     in voxels. 3D data are shown as central slices along ``slice_axis``. Written atomically.
     """
-    plt = _matplotlib()
+    plt = pyplot()
     n = len(originals)
     fig, axes = plt.subplots(n, 4, figsize=(12, 3.1 * n), squeeze=False)
     for row in range(n):
@@ -112,7 +113,7 @@ def deformation_figure(
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> None:  # noqa: ANN001
     """Save a matplotlib figure as PNG atomically and close it."""
-    plt = _matplotlib()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
@@ -173,7 +174,8 @@ def _pixel_aspect(row: OverviewRow, axis: int) -> float:
     return spacing[0] / spacing[1] if spacing[1] > 0 else 1.0
 
 
-def _contours(ax, label: np.ndarray | None, values: Sequence[int]) -> None:  # noqa: ANN001
+def draw_contours(ax, label: np.ndarray | None, values: Sequence[int]) -> None:  # noqa: ANN001
+    """Outline each of ``values`` in the 2D ``label`` map on ``ax`` (one colour per value)."""
     if label is None:
         return
     colors = ("tab:red", "tab:green", "tab:cyan", "tab:orange", "tab:purple", "tab:pink")
@@ -225,7 +227,7 @@ def overview_figure(
         raise ValueError("overview_figure needs at least one row")
     if len(rows) > max_rows:
         rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, max_rows).round()]
-    plt = _matplotlib()
+    plt = pyplot()
     cmap = plt.get_cmap("RdBu_r").with_extremes(under="black")
     norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0)
     n = len(rows)
@@ -252,10 +254,10 @@ def overview_figure(
         if np.asarray(row.original).ndim == 3:
             where = f" (slice {np.asarray(row.original).shape[axis] // 2} along axis {axis})"
         axes[r, 0].imshow(orig, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
-        _contours(axes[r, 0], lab0, values)
+        draw_contours(axes[r, 0], lab0, values)
         axes[r, 0].set_title(f"{head}original{where}", fontsize=9)
         axes[r, 1].imshow(defo, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
-        _contours(axes[r, 1], lab1, values)
+        draw_contours(axes[r, 1], lab1, values)
         axes[r, 1].set_title("deformed (+ deformed labels)", fontsize=9)
         axes[r, 2].imshow(defo, cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
         draw_grid(axes[r, 2], plane, spacing=grid_spacing or max(4, max(orig.shape) // 24))

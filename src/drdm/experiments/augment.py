@@ -16,8 +16,8 @@ Randomness: the field of copy ``k`` of image ``i`` is drawn from a generator see
 ``(seed, i, k, base, level)`` only, so the same copy gets the same deformation in every method
 that shares its base and level (``drdm`` and ``drdm+flip`` differ by the flips alone), and
 fields can be cached across methods of one run. Flips and intensity draw from another generator
-seeded by ``(seed, i, k)`` and the parsed spec (``drdm+intensity`` with default levels 16/32
-is the same method as ``drdm@16/32+intensity``).
+seeded by ``(seed, i, k)`` and the parsed spec (``drdm+intensity`` with the default levels
+32/48 is the same method as ``drdm@32/48+intensity``).
 """
 
 from __future__ import annotations

@@ -70,12 +70,9 @@ def box_plots(
 ) -> None:
     """One row of box plots, one panel per key of ``panels`` (e.g. a class or a metric), one
     box per method inside a panel; non-finite values are left out. Saved as PNG atomically."""
-    import matplotlib
+    from ..viz import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..viz import save_figure
+    plt = pyplot()
 
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 3.6), squeeze=False)
@@ -97,12 +94,11 @@ def box_plots(
 
 
 def _show(ax, image: np.ndarray, label: np.ndarray | None = None) -> None:  # noqa: ANN001
+    from ..viz import draw_contours
+
     ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    if label is not None and label.any():
-        values = [v for v in np.unique(label) if v != 0]
-        colors = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple"]
-        for i, v in enumerate(values):
-            ax.contour(label == v, levels=[0.5], colors=colors[i % len(colors)], linewidths=0.6)
+    if label is not None:
+        draw_contours(ax, label, [int(v) for v in np.unique(label) if v != 0])
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -114,12 +110,9 @@ def example_grid(
 ) -> None:
     """A grid of 2D images with label contours: one row per key (e.g. a method), the
     ``(image, label)`` pairs of the row from left to right. Saved as PNG atomically."""
-    import matplotlib
+    from ..viz import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..viz import save_figure
+    plt = pyplot()
 
     ncols = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(
@@ -145,12 +138,9 @@ def triple_figure(
 ) -> None:
     """Synthetic registration triples: per method, rows of ``moving | fixed | ddf`` (2D images,
     the field ``(2, H, W)`` in voxels drawn as a deformed grid over the fixed image)."""
-    import matplotlib
+    from ..viz import draw_grid, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..viz import draw_grid, save_figure
+    plt = pyplot()
 
     n = sum(len(v) for v in triples.values())
     fig, axes = plt.subplots(n, 3, figsize=(5.6, 1.9 * n + 0.4), squeeze=False)

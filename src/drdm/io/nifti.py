@@ -7,6 +7,7 @@ reordered. A 3D file with a single slice (``X x Y x 1``) is read as a 2D image.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -79,6 +80,15 @@ def read_volume(path: str | Path, allow_ndim: tuple[int, ...] = (2, 3)) -> Volum
     return Volume(array=array, affine=np.asarray(image.affine, dtype=np.float64), path=path)
 
 
+@functools.cache
+def _process_umask() -> int:
+    """The process umask, read once: reading it means setting it, which is not thread-safe,
+    so it is not done on every write."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
@@ -91,9 +101,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         # mkstemp makes the file owner-only (0600); give it the permissions a plain open()
         # would (0666 minus the umask) so outputs are readable like any other file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_process_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
