@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from drdm import DRDM
+from drdm import DRDM, spatial
 from drdm.cli.main import main
 from drdm.config import load_config
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
@@ -119,7 +119,17 @@ def test_parse_method():
     assert parse_method("drdm", (7,)).levels == (7,)
     assert not parse_method("none").augments
     assert parse_method("none+flip").augments
-    for bad in ("foo", "drdm+mirror", "elastic@3", "drdm@x"):
+    stacked = parse_method("elastic+bigaug")
+    assert (stacked.bigaug, stacked.affine, stacked.intensity) == (True, False, False)
+    assert parse_method("none+affine").augments
+    for bad in (
+        "foo",
+        "drdm+mirror",
+        "elastic@3",
+        "drdm@x",
+        "drdm+affine+bigaug",
+        "drdm+flip+flip",
+    ):
         with pytest.raises(InputError):
             parse_method(bad, (5,))
 
@@ -139,6 +149,53 @@ def test_augmenter_copies_share_fields_and_flip_labels(tiny_model_dir):
     assert set(torch.unique(b_lab).tolist()) <= {0, 1}
     again = Augmenter(parse_method("drdm@3+flip"), 2, model=model).copy(image, label, 0, 0, 0)
     assert torch.equal(again[0], b_img)  # seeded by (seed, image, copy), not by call order
+
+
+def test_augmenter_stacks_bigaug_spatial_after_the_base_field():
+    """``elastic+affine``: ONE warp by compose(affine, elastic) equals warping the ``elastic``
+    copy by the affine field (the base deformation acts first), up to interpolation error;
+    the other order would not match (the fields are large enough not to commute)."""
+    from drdm.baselines import BigAug
+    from drdm.experiments.augment import derived_generator
+
+    options = {"sigma": 0.15, "alpha": 0.06}  # smooth, about 3 voxels std on 48 voxels
+    cache: dict = {}
+    plain = Augmenter(parse_method("elastic"), 2, field_cache=cache, options=options)
+    stacked = Augmenter(parse_method("elastic+affine"), 2, field_cache=cache, options=options)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(48.0)] * 2, indexing="ij"))
+    image = torch.exp(-((grid - torch.tensor([20.0, 26.0]).view(2, 1, 1)) ** 2).sum(0) / 60.0)
+    image = image + 0.5 * torch.exp(-((grid - 30.0) ** 2).sum(0) / 20.0)
+    label = (image > 0.4).long() + (image > 0.8).long()
+    affine = BigAug(2, probabilities={"deformation": 0.0}).field_sampler()
+    inside = slice(10, 38)  # away from the border, where the two-step warp lost content
+    checked = 0
+    for copy in range(8):
+        key = (
+            "extra",
+            0,
+            0,
+            copy,
+            "elastic",
+            (),
+            False,
+            False,
+            ("affine", True),
+            ("bigaug", False),
+        )
+        post = affine.sample_ddf(image[None, None], derived_generator(*key))
+        if float(post.abs().max()) < 2.0:
+            continue  # neither rotated nor scaled noticeably
+        base_img, _ = plain.copy(image, label, seed=0, index=0, copy=copy)
+        base_ddf = cache[(0, 0, copy, "elastic", None)][None]
+        one_step, one_label = stacked.copy(image, label, seed=0, index=0, copy=copy)
+        assert set(torch.unique(one_label).tolist()) <= {0, 1, 2}
+        two_step = spatial.warp(base_img[None, None], post)[0, 0]
+        error = float((one_step - two_step)[inside, inside].abs().max())
+        wrong_order = spatial.warp(image[None, None], spatial.compose(base_ddf, post))[0, 0]
+        wrong = float((wrong_order - two_step)[inside, inside].abs().max())
+        assert error < 0.05 < wrong, (error, wrong)
+        checked += 1
+    assert checked >= 2
 
 
 # ------------------------------------------------------------------------------ datasets

@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--mix",
         type=_words,
-        help="add these modifiers (flip, intensity) to every drdm method, e.g. flip",
+        help="add these modifiers (flip, intensity, affine, bigaug) to every drdm method, "
+        "e.g. flip",
     )
     s.set_defaults(run=run_segment)
 
@@ -123,9 +124,13 @@ def run_segment(args: argparse.Namespace) -> None:
     if args.train_fraction is not None and args.train_subjects is not None:
         raise InputError("give --train-subjects or --train-fraction, not both")
     if args.mix:
-        bad = [m for m in args.mix if m not in ("flip", "intensity")]
+        from ..experiments.augment import MODIFIERS
+
+        bad = [m for m in args.mix if m not in MODIFIERS]
         if bad:
-            raise InputError(f"--mix: unknown modifier(s) {', '.join(bad)} (flip, intensity)")
+            raise InputError(
+                f"--mix: unknown modifier(s) {', '.join(bad)} ({', '.join(MODIFIERS)})"
+            )
         suffix = "".join(f"+{m}" for m in args.mix)
         cfg.methods = tuple(
             m + suffix if m.split("+")[0].split("@")[0] == "drdm" else m for m in cfg.methods

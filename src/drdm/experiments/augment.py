@@ -2,7 +2,7 @@
 
 A method is written as a short spec string::
 
-    base[@L1/L2/...][+flip][+intensity]
+    base[@L1/L2/...][+flip][+intensity][+affine][+bigaug]
 
 * ``base``: ``none``, ``elastic``, ``bigaug``, ``mrbs`` or ``drdm`` (the samplers of
   :func:`drdm.baselines.make_method`);
@@ -10,14 +10,20 @@ A method is written as a short spec string::
   ``L[k mod n]`` (Algorithm 3 loops over a set of levels);
 * ``+flip``: a random flip along every in-plane axis (probability 1/2 each) of image and labels;
 * ``+intensity``: the intensity part of BigAug (sharpness, blur, noise, brightness, contrast,
-  intensity perturbation) applied after the deformation.
+  intensity perturbation) applied after the deformation;
+* ``+affine``: BigAug's rotation and scaling (probability 1/2 each) composed after the base
+  deformation (one field, one warp);
+* ``+bigaug``: all nine BigAug transforms after the base deformation: its spatial field
+  (rotation, scaling, elastic deformation) composed after the base field, its intensity part
+  after the warp. ``drdm+bigaug`` is BigAug with a DRDM deformation stacked in front of it.
 
 Randomness: the field of copy ``k`` of image ``i`` is drawn from a generator seeded by
 ``(seed, i, k, base, level)`` only, so the same copy gets the same deformation in every method
 that shares its base and level (``drdm`` and ``drdm+flip`` differ by the flips alone), and
 fields can be cached across methods of one run. Flips and intensity draw from another generator
 seeded by ``(seed, i, k)`` and the parsed spec (``drdm+intensity`` with the default levels
-32/48 is the same method as ``drdm@32/48+intensity``).
+32/48 is the same method as ``drdm@32/48+intensity``); the ``+affine``/``+bigaug`` fields are
+drawn from that generator first.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from ..errors import InputError
 __all__ = ["AugmentationSpec", "Augmenter", "derived_generator", "parse_method"]
 
 BASES = ("none", "elastic", "bigaug", "mrbs", "drdm")
-MODIFIERS = ("flip", "intensity")
+MODIFIERS = ("flip", "intensity", "affine", "bigaug")
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,17 @@ class AugmentationSpec:
     levels: tuple[int, ...] = ()
     flip: bool = False
     intensity: bool = False
+    affine: bool = False
+    bigaug: bool = False
 
     @property
     def augments(self) -> bool:
         """Whether this method makes augmented copies at all (``none`` alone does not)."""
-        return self.base != "none" or self.flip or self.intensity
+        return self.base != "none" or self.flip or self.intensity or self.affine or self.bigaug
 
 
 def parse_method(text: str, default_levels: tuple[int, ...] = ()) -> AugmentationSpec:
-    """Parse ``base[@L1/L2][+flip][+intensity]``; ``drdm`` without ``@`` uses
+    """Parse ``base[@L1/L2][+flip][+intensity][+affine][+bigaug]``; ``drdm`` without ``@`` uses
     ``default_levels``. Raises :class:`InputError` for an unknown part."""
     parts = text.strip().split("+")
     head, mods = parts[0], parts[1:]
@@ -81,7 +89,12 @@ def parse_method(text: str, default_levels: tuple[int, ...] = ()) -> Augmentatio
         raise InputError(f"method {text!r}: no DRDM levels given")
     if min(levels, default=1) < 1:
         raise InputError(f"method {text!r}: levels must be >= 1")
-    return AugmentationSpec(text.strip(), base, levels, "flip" in mods, "intensity" in mods)
+    if len(set(mods)) != len(mods):
+        raise InputError(f"method {text!r}: a modifier is repeated")
+    if "affine" in mods and "bigaug" in mods:
+        raise InputError(f"method {text!r}: +bigaug already contains +affine")
+    flags = {m: m in mods for m in MODIFIERS}
+    return AugmentationSpec(text.strip(), base, levels, **flags)
 
 
 def derived_generator(*key: object) -> torch.Generator:
@@ -135,7 +148,13 @@ class Augmenter:
             sampler, intensity = make_method(spec.base, ndim, **options)
             self._samplers[None] = sampler
             self._intensity = intensity
-        if spec.intensity and self._intensity is None:
+        self._post: object | None = None  # BigAug's spatial part after the base field
+        if spec.affine or spec.bigaug:
+            from ..baselines import BigAug
+
+            post = BigAug(ndim) if spec.bigaug else BigAug(ndim, probabilities={"deformation": 0})
+            self._post = post.field_sampler()
+        if (spec.intensity or spec.bigaug) and self._intensity is None:
             self._intensity = make_method("bigaug", ndim)[1]
 
     def level_of(self, copy: int) -> int | None:
@@ -161,17 +180,22 @@ class Augmenter:
     ) -> tuple[Tensor, Tensor]:
         """Augmented copy ``copy`` of ``(image (*spatial) float, label (*spatial) int64)``."""
         from ..deform import warp_volume
+        from ..spatial import compose
 
+        spec = self.spec
+        key: tuple = ("extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity)
+        if spec.affine or spec.bigaug:  # (keeps the keys, hence the draws, of older specs)
+            key += (("affine", spec.affine), ("bigaug", spec.bigaug))
+        g = derived_generator(*key)
         ddf = self.field(image, seed, index, copy)
+        if self._post is not None:
+            post = self._post.sample_ddf(image[None, None].float(), g)[0]  # type: ignore[attr-defined]
+            ddf = post if ddf is None else compose(post[None], ddf[None])[0]  # base acts first
         if ddf is not None:
             warped, (warped_label,) = warp_volume(image, ddf, [label])
             assert warped is not None
             image = torch.from_numpy(warped)
             label = torch.from_numpy(warped_label)
-        spec = self.spec
-        g = derived_generator(
-            "extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity
-        )
         if self.spec.flip:
             image, label = _random_flip(image, label, self.ndim, g)
         if self._intensity is not None:
