@@ -83,7 +83,10 @@ def tree(root):
 def test_augment_writes_images_labels_fields_and_manifest(tmp_path, model_dir, data):
     out = tmp_path / "out"
     image, label = data / "heart.nii.gz", data / "heart_seg.nii.gz"
-    assert augment(model_dir, out, "--image", image, "--label", label, figure=True) == 0
+    # --stack affine: BigAug's rotation and scaling composed into the same field (the image
+    # is still ONE warp of the original by the written field; no intensity change)
+    args = ["--image", image, "--label", label, "--stack", "affine"]
+    assert augment(model_dir, out, *args, figure=True) == 0
     columns, rows = manifest(out / "manifest.csv")
     assert columns == AUGMENT_COLUMNS
     assert [(r["image"], r["level"], r["sample"]) for r in rows] == [
@@ -124,6 +127,38 @@ def test_augment_writes_images_labels_fields_and_manifest(tmp_path, model_dir, d
         "overview.png",
         "run.json",
     ]
+
+
+def test_augment_default_recipe_stacks_bigaug(tmp_path, model_dir, data):
+    """The default recipe: DRDM, then BigAug (spatial part in the written field, intensity
+    part on the image only); --stack none is the plain DRDM deformation."""
+    import json
+
+    image, label = data / "heart.nii.gz", data / "heart_seg.nii.gz"
+    source = read_image(image)
+    source_label = read_image(label, kind="label")
+    runs = {}
+    for stack in ("auto", "none"):
+        out = tmp_path / stack
+        args = ["--image", image, "--label", label, "--stack", stack]
+        assert augment(model_dir, out, *args, levels="5", per_level="6") == 0
+        run = json.loads((out / "run.json").read_text())
+        assert run["settings"]["stack"] == {"auto": "bigaug", "none": "none"}[stack]
+        runs[stack] = manifest(out / "manifest.csv")[1]
+    intensity_changed = moved_more = 0
+    for stacked, plain in zip(runs["auto"], runs["none"], strict=True):
+        ddf = torch.as_tensor(read_displacement(tmp_path / "auto" / stacked["ddf"], like=source))
+        plain_ddf = read_displacement(tmp_path / "none" / plain["ddf"], like=source)
+        moved_more += float((ddf - torch.as_tensor(plain_ddf)).abs().max()) > 1.0
+        lab = np.asarray(nib.load(tmp_path / "auto" / stacked["label"]).dataobj)
+        warped_label = warp_labels(torch.as_tensor(source_label.array)[None, None], ddf[None])
+        assert np.mean(lab == warped_label[0, 0].numpy()) > 0.995  # labels follow the field
+        img = np.asarray(nib.load(tmp_path / "auto" / stacked["image"]).dataobj)
+        warped = warp(torch.as_tensor(source.array)[None, None], ddf[None])[0, 0].numpy()
+        intensity_changed += np.abs(img - warped).max() > 1e-3
+    assert moved_more >= 2 and intensity_changed >= 2  # each BigAug part has p = 1/2
+    with pytest.raises(SystemExit):
+        augment(model_dir, tmp_path / "bad", "--image", image, "--stack", "mirror")
 
 
 def test_augment_npy_fields_and_stack_slice_by_slice(tmp_path, model_dir, data):

@@ -42,6 +42,15 @@ class ShiftSampler:
         return vec.view(batch, self.ndim, *[1] * self.ndim).expand(-1, -1, *spatial).clone()
 
 
+class ZeroSampler:
+    """No deformation (2D)."""
+
+    ndim = 2
+
+    def sample_ddf(self, images, generator):
+        return torch.zeros(images.shape[0], 2, *images.shape[2:], dtype=images.dtype)
+
+
 class SmoothSampler:
     """Smooth random fields drawn from the generator; records the images it was given."""
 
@@ -173,10 +182,17 @@ def test_multichannel_intensity_and_bad_input():
     assert res.image.shape == (2, 16, 16) and seen == [(1, 2, 16, 16)]
     np.testing.assert_allclose(res.image, plain.image * 2 + 1, atol=1e-5)  # after the warp
     np.testing.assert_allclose(plain.image[1], plain.image[0] * 3, atol=1e-5)  # same field
-    # slice-wise: the intensity transform sees the slices as a batch
+    # slice-wise: the slices are the channels of ONE image (one draw for the stack)
     seen.clear()
     deform_volume(sampler, np.ones((8, 8, 3), np.float32), [], gen(), intensity=intensity)
-    assert seen == [(3, 1, 8, 8)]
+    assert seen == [(1, 3, 8, 8)]
+    from drdm.baselines import BigAug
+
+    no_noise = BigAug(2, probability=1.0, probabilities={"noise": 0.0}).intensity_transform()
+    stack = np.repeat(image[0].numpy()[:, :, None], 4, axis=2)  # four identical slices
+    out = deform_volume(ZeroSampler(), stack, [], gen(2), intensity=no_noise).image
+    assert np.abs(out - stack).max() > 0.05  # changed, and alike in every slice:
+    np.testing.assert_allclose(out, np.repeat(out[:, :, :1], 4, axis=2), atol=1e-5)
     lab = labels_2d((16, 16)).astype(np.float32)
     lab[0, 0] = 0.5
     with pytest.raises(InputError, match="non-integer"):
@@ -287,3 +303,65 @@ def test_drdm_sampler_on_3d_stack(model2d):
     assert res.labels[0].shape == label.shape
     syn = synthesize_pair(sampler, DRDMSampler(model2d, level=3), volume, [label], gen(14))
     assert syn.fixed.shape == volume.shape and not syn.ddf_fixed[2].any()
+
+
+class RotationSampler:
+    """A fixed in-plane rotation about the grid centre (a field that does not commute with a
+    shift); 2D, or 3D about the last axis."""
+
+    def __init__(self, ndim: int = 2, degrees: float = 15.0):
+        self.ndim = ndim
+        self.angle = np.radians(degrees)
+
+    def sample_ddf(self, images, generator):
+        size = images.shape[2:]
+        grid = torch.stack(
+            torch.meshgrid(*[torch.arange(n, dtype=images.dtype) for n in size], indexing="ij")
+        )
+        centre = torch.tensor([(n - 1) / 2 for n in size], dtype=images.dtype)
+        rel = grid - centre.view(-1, *[1] * len(size))
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        out = torch.zeros_like(rel)
+        out[0] = c * rel[0] - s * rel[1] - rel[0]
+        out[1] = s * rel[0] + c * rel[1] - rel[1]
+        return out.unsqueeze(0).expand(images.shape[0], *out.shape).clone()
+
+
+def test_then_is_composed_after_the_first_field():
+    """deform_volume(first, then=second): ddf = compose(second, first), i.e. first acts first;
+    one warp of the original equals the two warps in that order."""
+    image = smooth_image((40, 40), gen(3)).numpy()[0, 0]
+    label = labels_2d((40, 40))
+    shift = ShiftSampler(2, (1.5, -2.0))
+    rotation = RotationSampler(2)
+    result = deform_volume(shift, image, [label], gen(0), then=rotation)
+    first = shift.sample_ddf(torch.zeros(1, 1, 40, 40), gen(0))
+    second = rotation.sample_ddf(torch.zeros(1, 1, 40, 40), gen(0))
+    expected = compose(second.double(), first.double())[0]
+    assert np.allclose(result.ddf, expected.numpy(), atol=1e-4)
+    wrong = compose(first.double(), second.double())[0]
+    assert not np.allclose(result.ddf, wrong.numpy(), atol=0.5)
+    two_warps = warp(warp(torch.from_numpy(image)[None, None].double(), first.double()), second)
+    inside = (slice(8, 32), slice(8, 32))
+    assert np.abs(result.image - two_warps[0, 0].numpy())[inside].max() < 0.05
+    assert set(np.unique(result.labels[0])) <= set(np.unique(label))
+
+
+def test_then_on_a_slicewise_stack_is_one_inplane_field():
+    """A 2D `then` after a slice-wise field: the same in-plane transform for every slice and
+    still no through-plane displacement."""
+    volume = smooth_image((32, 36, 5), gen(4)).numpy()[0, 0]
+    first = SmoothSampler(2, amplitude=1.0)
+    result = deform_volume(
+        first, volume, [], gen(1), spacing=(1.5, 1.5, 8.0), then=RotationSampler()
+    )
+    assert result.slice_axis == 2
+    assert not np.any(result.ddf[2])
+    plain = deform_volume(first, volume, [], gen(1), spacing=(1.5, 1.5, 8.0))  # same draws
+    rot = RotationSampler().sample_ddf(torch.zeros(1, 1, 32, 36), gen(0)).double()
+    for k in range(5):  # slice k: compose(rotation, slice k of the first field)
+        own = torch.from_numpy(plain.ddf[:2, :, :, k]).double()[None]
+        assert np.allclose(result.ddf[:2, :, :, k], compose(rot, own)[0].numpy(), atol=1e-4)
+    assert np.abs(plain.ddf[:2, :, :, 0] - plain.ddf[:2, :, :, 1]).max() > 0.1  # own fields
+    with pytest.raises(InputError, match="stacked"):
+        deform_volume(SmoothSampler(3), volume, [], gen(1), then=RotationSampler(2))

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import smooth_field, smooth_image
 from drdm.spatial import warp, warp_labels
-from drdm.transforms import DEFAULT_LEVELS, DRDMDeform, default_levels
+from drdm.transforms import DEFAULT_LEVELS, DEFAULT_STACK, DRDMDeform, default_levels
 from test_pipeline import tiny_model
 
 
@@ -106,6 +106,36 @@ def test_levels_with_tiny_drdm_model():
         DRDMDeform(model, level=3, levels=(2, 3))
     # without levels: 0.4 and 0.6 of the model's T
     assert [s.level for s in DRDMDeform(model).samplers] == list(default_levels(model.num_steps))
+
+
+def test_stack_defaults_and_one_field_for_image_and_labels():
+    from drdm.errors import InputError
+
+    model = tiny_model()
+    default = DRDMDeform(model, seed=0)
+    assert default.stack == DEFAULT_STACK == "bigaug"
+    assert default.then is not None and default.intensity is not None  # BigAug's two parts
+    plain = DRDMDeform(RandomSmoothSampler())
+    assert plain.stack is None and plain.then is None and plain.intensity is None
+    assert DRDMDeform(model, stack=None).then is None
+    affine = DRDMDeform(RandomSmoothSampler(), stack="affine", ddf_key="ddf", seed=1)
+    assert affine.then is not None and affine.intensity is None
+    own = DRDMDeform(model, intensity=lambda x, g: x * 2)
+    assert own.then is not None and own.intensity(torch.ones(1), None) == 2  # replaces BigAug's
+    with pytest.raises(InputError, match="stack"):
+        DRDMDeform(model, stack="mirror")
+    # image and labels follow ONE field: the composed one that is returned
+    image = smooth_image((32, 32), gen(8)).float()[0]
+    label = torch.from_numpy(label_map((32, 32)))[None]
+    moved = 0
+    for k in range(6):
+        out = affine({"image": image, "label": label}, generator=gen(k))
+        ddf = out["ddf"][None]
+        torch.testing.assert_close(out["image"], warp(image[None], ddf)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out["label"], warp_labels(label[None], ddf)[0])
+        base = RandomSmoothSampler().sample_ddf(image[None], gen(k))
+        moved += float((ddf - base).abs().max()) > 1.0  # rotated or scaled on top
+    assert moved >= 2
 
 
 def test_default_levels_are_fractions_of_t():

@@ -20,6 +20,10 @@ along array axis ``i``, and warping pulls back: ``warped(x) = volume(x + u(x))``
   or cubic); label maps are warped with :func:`~drdm.spatial.warp_labels` and keep their
   values and dtype; an optional :class:`IntensityTransform` is applied to the warped image
   afterwards (deformation first, then intensity).
+* An optional second sampler ``then`` (e.g. BigAug's rotation, scaling and elastic
+  deformation, :func:`drdm.baselines.make_stack`) acts after the first deformation: its field
+  is composed with the first one, so the output is still ONE warp. On a slice-wise volume a 2D
+  ``then`` draws ONE in-plane field shared by all slices (the stack is rotated as a whole).
 """
 
 from __future__ import annotations
@@ -345,6 +349,34 @@ def _slicewise_axis(ddf: Tensor) -> int | None:
     return None
 
 
+def _stack_t(
+    then: FieldSampler,
+    image: Tensor,
+    ddf: Tensor,
+    axis: int | None,
+    generator: torch.Generator,
+) -> Tensor:
+    """``compose(then's field, ddf)``: ``then`` acts after ``ddf`` (one field, one warp).
+
+    ``image`` ``(C, *spatial)`` is the original; ``then`` samples on it warped by ``ddf``. A 2D
+    ``then`` on a 3D volume needs a slice-wise ``ddf`` (``axis``) and draws one in-plane field
+    for the first slice's shape, shared by every slice."""
+    t_ndim = _check_sampler(then)
+    moved, _ = _warp_t(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
+    assert moved is not None
+    if t_ndim == image.dim() - 1:
+        post = _call_sampler(then, moved[None], generator)[0]
+    elif t_ndim == 2 and axis is not None:
+        slices = _to_slices(moved, axis)
+        one = _call_sampler(then, slices[slices.shape[0] // 2 :][:1], generator)
+        post = _slices_to_field(one.expand(slices.shape[0], -1, -1, -1), axis)
+    else:
+        raise InputError(
+            f"a {t_ndim}D stacked transform cannot follow a field of shape {tuple(ddf.shape)}"
+        )
+    return _compose_t(post.to(ddf.dtype), ddf)
+
+
 # ---------------------------------------------------------------------------- core (tensors)
 def _sample_field_t(
     sampler: FieldSampler,
@@ -414,15 +446,25 @@ def _intensity_t(
     generator: torch.Generator,
     slice_axis: int | None,
 ) -> Tensor:
-    """Apply ``intensity`` to ``(C, *spatial)``: to the slices as a batch for slice-wise fields."""
+    """Apply ``intensity`` to ``(C, *spatial)`` as ONE batch element (one draw for the volume).
+
+    For slice-wise fields the transform sees the slices as the channels of one 2D image
+    ``(1, n * C, h, w)``: every slice gets the same random appearance change and filters act
+    in-plane only."""
     if intensity is None:
         return image
-    batch = image[None] if slice_axis is None else _to_slices(image, slice_axis)
+    if slice_axis is None:
+        batch = image[None]
+    else:
+        slices = _to_slices(image, slice_axis)  # (n, C, h, w)
+        batch = slices.reshape(1, -1, *slices.shape[2:])
     out = intensity(batch, generator)
     if not isinstance(out, Tensor) or out.shape != batch.shape:
         raise ValueError(f"intensity transform changed the shape {tuple(batch.shape)}")
     out = out.to(image.dtype)
-    return out[0] if slice_axis is None else _from_slices(out, slice_axis)
+    if slice_axis is None:
+        return out[0]
+    return _from_slices(out.reshape(slices.shape), slice_axis)
 
 
 def _output_image(out: Tensor, original: np.ndarray | Tensor, channel_first: bool) -> np.ndarray:
@@ -526,6 +568,7 @@ def deform_volume(
     padding: Padding = "zeros",
     channel_first: bool = False,
     device: torch.device | str | None = None,
+    then: FieldSampler | None = None,
 ) -> DeformResult:
     """Deform a volume and its label maps with one sampled deformation (Algorithm 3).
 
@@ -544,10 +587,15 @@ def deform_volume(
         label_method: ``"onehot"`` (linear warp of each label's indicator, arg-max) or
             ``"nearest"``.
         intensity: optional :class:`IntensityTransform` applied to the WARPED image
-            ``(1, C, *spatial)`` (the slices as a batch ``(n, C, h, w)`` when slice-wise).
+            ``(1, C, *spatial)`` (when slice-wise, the slices as channels ``(1, n * C, h, w)``:
+            one appearance change for the whole stack, filters in-plane).
         interpolation: ``"linear"`` or ``"cubic"`` for the image.
         padding: outside the image: ``"zeros"`` or ``"border"``.
         device: where sampling inputs and warps live (default: the image's device).
+        then: optional second :class:`FieldSampler` acting after ``sampler`` (its field is
+            composed with the first, so ``ddf`` is the whole deformation and the image is
+            still warped once); a 2D ``then`` after a slice-wise field draws one in-plane
+            field for all slices. Drawn from ``generator`` after ``sampler``.
 
     Returns:
         :class:`DeformResult` (numpy arrays): ``image = warp(original, ddf)`` (then intensity),
@@ -559,6 +607,8 @@ def deform_volume(
     x = _image_tensor(image, channel_first, dev)
     labs = [_label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
     ddf, axis = _sample_field_t(sampler, x, generator, slice_axis, spacing)
+    if then is not None:
+        ddf = _stack_t(then, x, ddf, axis, generator)
     out_image, out_labels = _warp_t(x, labs, ddf, label_method, interpolation, padding)
     assert out_image is not None
     out_image = _intensity_t(intensity, out_image, generator, axis)

@@ -43,12 +43,14 @@ from .deform import (
     _label_tensor,
     _restore_label,
     _sample_field_t,
+    _stack_t,
     _warp_t,
 )
 
 __all__ = [
     "DEFAULT_LEVELS",
     "DEFAULT_LEVEL_FRACTIONS",
+    "DEFAULT_STACK",
     "DRDMDeform",
     "default_levels",
     "worker_generator",
@@ -71,6 +73,11 @@ def default_levels(num_steps: int) -> tuple[int, ...]:
 
 #: the default levels of a model with T = 80 steps (all packaged models)
 DEFAULT_LEVELS = default_levels(80)
+
+#: what the default recipe stacks after a DRDM deformation: BigAug's nine transforms (its
+#: rotation, scaling and elastic deformation composed into the same field, its intensity
+#: transforms after the warp), the best recipe of the segmentation experiments
+DEFAULT_STACK = "bigaug"
 
 Array = np.ndarray | Tensor
 
@@ -113,8 +120,15 @@ class DRDMDeform:
         label_method: ``"onehot"`` or ``"nearest"`` label warping.
         interpolation: ``"linear"`` or ``"cubic"`` image warping; ``padding``: ``"zeros"`` or
             ``"border"``.
+        stack: transforms stacked after the deformation (:func:`drdm.baselines.make_stack`):
+            ``"bigaug"`` (BigAug's rotation, scaling and elastic deformation composed into the
+            same field, its six intensity transforms after the warp), ``"affine"`` (BigAug's
+            rotation and scaling) or ``None``. ``"auto"`` (default): :data:`DEFAULT_STACK`
+            for DRDM models (the default recipe), ``None`` for a FieldSampler. The stacked
+            transforms have the model's dimensionality: a 2D model on a 3D stack rotates and
+            scales every slice alike.
         intensity: optional :class:`~drdm.deform.IntensityTransform` applied to the deformed
-            images (after the warp).
+            images (after the warp); it replaces the intensity part of ``stack``.
         channel_first: layout of the inputs: ``True`` ``(C, *spatial)``, ``False``
             ``(*spatial)``, ``None`` (default) decides from the number of axes: ``ndim`` axes
             of the model -> no channel axis, ``ndim + 1`` -> channel first (so a bare 3D stack
@@ -142,12 +156,14 @@ class DRDMDeform:
         label_method: LabelMethod = "onehot",
         interpolation: ImageMode = "linear",
         padding: Padding = "zeros",
+        stack: str | None = "auto",
         intensity: IntensityTransform | None = None,
         channel_first: bool | None = None,
         seed: int | None = None,
         ddf_key: str | None = None,
         batch_size: int | None = None,
     ) -> None:
+        from .baselines import make_stack
         from .pipeline import DRDM
 
         if level is not None and levels is not None:
@@ -172,6 +188,10 @@ class DRDMDeform:
             if level is not None or levels is not None:
                 raise ValueError("level/levels apply to DRDM models only, not to a FieldSampler")
             self.samplers = [model_or_sampler]
+        if stack == "auto":
+            stack = DEFAULT_STACK if isinstance(model_or_sampler, DRDM) else None
+        self.stack = stack
+        self.then, stacked_intensity = make_stack(stack, self.samplers[0].ndim)
         if isinstance(keys, str) or isinstance(label_keys, str):
             raise TypeError("keys and label_keys must be sequences of strings, not a string")
         if not keys:
@@ -183,7 +203,7 @@ class DRDMDeform:
         self.label_method = label_method
         self.interpolation = interpolation
         self.padding = padding
-        self.intensity = intensity
+        self.intensity = intensity if intensity is not None else stacked_intensity
         self.channel_first = channel_first
         self.seed = seed
         self.ddf_key = ddf_key
@@ -197,7 +217,7 @@ class DRDMDeform:
 
     def __repr__(self) -> str:
         return (
-            f"DRDMDeform(samplers={self.samplers!r}, keys={self.keys}, "
+            f"DRDMDeform(samplers={self.samplers!r}, stack={self.stack!r}, keys={self.keys}, "
             f"label_keys={self.label_keys}, seed={self.seed})"
         )
 
@@ -256,6 +276,8 @@ class DRDMDeform:
             sampler = self.samplers[int(torch.randint(len(self.samplers), (1,), generator=g))]
         sp = spacing if spacing is not None else self.spacing
         ddf, axis = _sample_field_t(sampler, ref, g, self.slice_axis, sp)
+        if self.then is not None:
+            ddf = _stack_t(self.then, ref, ddf, axis, g)
         outputs: list[Array] = []
         for i, (array, label) in enumerate(zip(arrays, is_label, strict=True)):
             if label:

@@ -7,7 +7,9 @@
   FieldSampler (:meth:`BigAug.field_sampler`) and its appearance part an IntensityTransform
   (:meth:`BigAug.intensity_transform`);
 * :func:`make_method`: a method by name (``"none"``, ``"elastic"``, ``"mrbs"``, ``"bigaug"``,
-  ``"drdm"``) as ``(FieldSampler | None, IntensityTransform | None)``.
+  ``"drdm"``) as ``(FieldSampler | None, IntensityTransform | None)``;
+* :func:`make_stack`: transforms stacked after any deformation (``"bigaug"``: all nine
+  BigAug transforms; ``"affine"``: its rotation and scaling), the same pair of types.
 
 A FieldSampler (see :mod:`drdm.deform`) has ``ndim`` and ``sample_ddf(images (B, C,
 *spatial), generator) -> (B, ndim, *spatial)`` displacements in voxels of the images' grid
@@ -17,7 +19,7 @@ generator)`` to images of the same shape. All randomness comes from the ``torch.
 
 from .bigaug import INTENSITY, SPATIAL, TRANSFORMS, BigAug, BigAugConfig
 from .elastic import ElasticSampler
-from .factory import METHODS, make_method
+from .factory import METHODS, STACKS, make_method, make_stack
 from .mrbs import MRBSSampler
 
 __all__ = [
@@ -29,5 +31,7 @@ __all__ = [
     "BigAugConfig",
     "ElasticSampler",
     "MRBSSampler",
+    "STACKS",
     "make_method",
+    "make_stack",
 ]

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from ..deform import FieldSampler, IntensityTransform
     from ..pipeline import DRDM
 
-__all__ = ["METHODS", "make_method"]
+__all__ = ["METHODS", "STACKS", "make_method", "make_stack"]
 
 #: method names accepted by :func:`make_method`
 METHODS = ("none", "elastic", "mrbs", "bigaug", "drdm")
+#: names accepted by :func:`make_stack`
+STACKS = ("none", "bigaug", "affine")
 
 
 def _check_options(name: str, target: Any, options: dict[str, Any], skip: int) -> None:
@@ -78,3 +80,29 @@ def make_method(
 
     _check_options(key, DRDMSampler, options, skip=2)
     return DRDMSampler(model, level, **options), None
+
+
+def make_stack(
+    name: str | None, ndim: int
+) -> tuple[FieldSampler | None, IntensityTransform | None]:
+    """Transforms stacked AFTER a deformation, as ``(field sampler, intensity transform)``:
+
+    * ``"bigaug"``: all nine BigAug transforms: its rotation, scaling and elastic deformation
+      as a sampler whose field is composed after the first deformation (see ``then`` of
+      :func:`drdm.deform.deform_volume`), its six intensity transforms after the warp;
+    * ``"affine"``: BigAug's rotation and scaling only (probability 1/2 each), no intensity;
+    * ``"none"`` or ``None``: ``(None, None)``.
+
+    ``ndim`` is the dimensionality of the stacked transforms (2: in-plane).
+    """
+    key = "none" if name is None else str(name).lower()
+    if key not in STACKS:
+        raise InputError(f"unknown stack {name!r}; choose one of {', '.join(STACKS)}")
+    if ndim not in (2, 3):
+        raise InputError(f"stack {key!r}: ndim must be 2 or 3, got {ndim}")
+    if key == "none":
+        return None, None
+    if key == "affine":
+        return BigAug(ndim, probabilities={"deformation": 0.0}).field_sampler(), None
+    aug = BigAug(ndim)
+    return aug.field_sampler(), aug.intensity_transform()

@@ -85,6 +85,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="samples per level (default 16: with the two default levels 32 copies per image, "
         "as in the paper and the best of 4-32 copies in the segmentation experiments)",
     )
+    p.add_argument(
+        "--stack",
+        default="auto",
+        choices=("auto", "bigaug", "affine", "none"),
+        help="transforms stacked after the deformation, in the same field (one warp): "
+        "bigaug = BigAug's rotation, scaling and elastic deformation, then its six intensity "
+        "transforms; affine = its rotation and scaling only; none. Default auto: bigaug for "
+        "--method drdm (the best recipe of the segmentation experiments, docs/experiments.md), "
+        "none for the baselines",
+    )
     add_run_arguments(p)
     p.set_defaults(run=run)
 
@@ -551,13 +561,20 @@ def run(args: argparse.Namespace) -> int:
         from ..transforms import default_levels
 
         levels = list(default_levels(setup.method.model.num_steps))
-    settings = common_settings(args, setup)
+    from ..baselines import make_stack
+    from ..transforms import DEFAULT_STACK
+
+    stack = args.stack if args.stack != "auto" else DEFAULT_STACK if drdm else "none"
+    then, stack_intensity = make_stack(stack, setup.method.ndim)
+    settings = {**common_settings(args, setup), "stack": stack}
     jobs = build_jobs(setup.items, levels, args.per_level, args.seed)
     out: Path = args.out
     dsuffix = ddf_suffix(args.ddf_format)
 
     def compute(job: Any, data: LoadedInput) -> dict[str, Any]:
         sampler, intensity = setup.method.make(job.level)
+        if intensity is None:
+            intensity = stack_intensity
         result = deform_volume(
             sampler,
             data.image.array,
@@ -568,6 +585,7 @@ def run(args: argparse.Namespace) -> int:
             label_method=args.label_interp,
             intensity=intensity,
             device=setup.device,
+            then=then,
         )
         names = label_names(job.prefix, len(data.labels), output_suffix(job.item.image))
         ddf_name = f"{job.prefix}_ddf{dsuffix}"

@@ -130,7 +130,7 @@ class Augmenter:
         field_cache: dict | None = None,
         options: dict | None = None,
     ) -> None:
-        from ..baselines import make_method
+        from ..baselines import make_method, make_stack
 
         self.spec = spec
         self.ndim = ndim
@@ -148,13 +148,11 @@ class Augmenter:
             sampler, intensity = make_method(spec.base, ndim, **options)
             self._samplers[None] = sampler
             self._intensity = intensity
-        self._post: object | None = None  # BigAug's spatial part after the base field
-        if spec.affine or spec.bigaug:
-            from ..baselines import BigAug
-
-            post = BigAug(ndim) if spec.bigaug else BigAug(ndim, probabilities={"deformation": 0})
-            self._post = post.field_sampler()
-        if (spec.intensity or spec.bigaug) and self._intensity is None:
+        stack = "bigaug" if spec.bigaug else "affine" if spec.affine else None
+        self._post, stacked_intensity = make_stack(stack, ndim)  # acts after the base field
+        if self._intensity is None:
+            self._intensity = stacked_intensity
+        if spec.intensity and self._intensity is None:
             self._intensity = make_method("bigaug", ndim)[1]
 
     def level_of(self, copy: int) -> int | None:
