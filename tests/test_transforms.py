@@ -219,6 +219,9 @@ def test_monai_dict_transform():
     torch.testing.assert_close(again["image"], out["image"])  # set_random_state reproduces
     off = DRDMDeformd(["image", "label"], RandomSmoothSampler(), label_keys=["label"], prob=0.0)
     assert off(sample)["image"] is sample["image"]
+    assert off.deformer.stack is None  # "auto": no stack for a FieldSampler
+    stacked = DRDMDeformd(["image"], RandomSmoothSampler(), stack="affine")
+    assert stacked.deformer.stack == "affine" and stacked.deformer.then is not None
 
 
 def test_torchio_subject_transform():
@@ -248,3 +251,4 @@ def test_torchio_subject_transform():
     )
     out2 = RandomDRDMDeformation(sampler, seed=1)(flat)
     assert sampler.last.shape == (1, 2, 24, 24) and out2["image"].data.shape == (1, 24, 24, 1)
+    assert RandomDRDMDeformation(sampler, stack="bigaug").deformer.intensity is not None

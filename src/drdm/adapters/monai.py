@@ -58,7 +58,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform):
         prob: probability of deforming a sample (MONAI's ``RandomizableTransform``).
         slice_axis, spacing: slice axis of a 2D model on 3D stacks (``spacing`` overrides the
             ``MetaTensor``'s).
-        label_method, interpolation, padding, intensity, batch_size: as in
+        label_method, interpolation, padding, stack, intensity, batch_size: as in
             :class:`~drdm.transforms.DRDMDeform`.
         ddf_key: if set, the field ``(ndim, *spatial)`` in voxels (pull-back) is stored there
             (a zero field when the sample is not deformed).
@@ -79,6 +79,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform):
         label_method: str = "onehot",
         interpolation: str = "linear",
         padding: str = "zeros",
+        stack: str | None = "auto",
         intensity: IntensityTransform | None = None,
         ddf_key: str | None = None,
         seed: int | None = None,
@@ -103,6 +104,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform):
             label_method=label_method,  # type: ignore[arg-type]
             interpolation=interpolation,  # type: ignore[arg-type]
             padding=padding,  # type: ignore[arg-type]
+            stack=stack,
             intensity=intensity,
             channel_first=True,
             batch_size=batch_size,

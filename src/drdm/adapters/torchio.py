@@ -45,7 +45,7 @@ class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
-        label_method, interpolation, padding, intensity, seed, batch_size: as in
+        label_method, interpolation, padding, stack, intensity, seed, batch_size: as in
             :class:`~drdm.transforms.DRDMDeform`.
         **kwargs: TorchIO's ``Transform`` options (``p``, ``include``, ``exclude``, ...).
     """
@@ -59,6 +59,7 @@ class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
         label_method: str = "onehot",
         interpolation: str = "linear",
         padding: str = "zeros",
+        stack: str | None = "auto",
         intensity: IntensityTransform | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
@@ -73,6 +74,7 @@ class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
             label_method=label_method,  # type: ignore[arg-type]
             interpolation=interpolation,  # type: ignore[arg-type]
             padding=padding,  # type: ignore[arg-type]
+            stack=stack,
             intensity=intensity,
             channel_first=True,
             seed=seed,
