@@ -16,19 +16,10 @@ and test images) and writes the figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-from collections import defaultdict
 from pathlib import Path
 
-
-def per_seed_dsc(folder: Path) -> dict[tuple[str, int], float]:
-    """``(method, seed) -> mean DSC`` over all test images and classes of ``results.csv``."""
-    sums: dict[tuple[str, int], list[float]] = defaultdict(list)
-    with open(folder / "results.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            sums[(row["method"], int(row["seed"]))].append(float(row["dsc"]))
-    return {key: sum(v) / len(v) for key, v in sums.items()}
+from drdm.experiments.report import per_seed_dsc
 
 
 def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -51,10 +42,7 @@ def main() -> None:
     runs = [(int(c), [Path(d) for d in ds.split(",")]) for c, ds in parse_pairs(args.run, "--run")]
     methods = [(name, [name, *filter(None, aliases.split(","))]) for name, aliases in
                parse_pairs(args.method, "--method")]  # fmt: skip
-    tables = {
-        copies: {k: v for f in folders for k, v in per_seed_dsc(f).items()}
-        for copies, folders in runs
-    }
+    tables = {copies: per_seed_dsc(folders) for copies, folders in runs}
 
     def values(copies: int, aliases: list[str]) -> dict[int, float]:
         found = {s: v for (m, s), v in tables[copies].items() if m in aliases}

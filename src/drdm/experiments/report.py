@@ -17,6 +17,7 @@ __all__ = [
     "box_plots",
     "example_grid",
     "mean_std",
+    "per_seed_dsc",
     "pm",
     "triple_figure",
     "write_csv",
@@ -39,6 +40,23 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     write_text(path, buffer.getvalue())
+
+
+def per_seed_dsc(folders: Iterable[str | Path]) -> dict[tuple[str, int], float]:
+    """``(method, seed) -> mean DSC`` (fraction, over all test images and classes) from the
+    ``results.csv`` of segmentation result folders; several folders merge (e.g. seeds run in
+    parallel processes). A ``(method, seed)`` found in two folders is an error."""
+    result: dict[tuple[str, int], float] = {}
+    for folder in folders:
+        sums: dict[tuple[str, int], list[float]] = {}
+        with open(Path(folder) / "results.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                sums.setdefault((row["method"], int(row["seed"])), []).append(float(row["dsc"]))
+        for key, values in sums.items():
+            if key in result:
+                raise ValueError(f"{folder}: method {key[0]!r} seed {key[1]} is in two folders")
+            result[key] = sum(values) / len(values)
+    return result
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float, int, int]:
