@@ -48,8 +48,8 @@ class SegmentationConfig:
     train_fraction: float | None = None
     test_subjects: int = 20
     data_seed: int = 1000
-    methods: tuple[str, ...] = ("none", "elastic", "bigaug", "drdm")
-    copies: int = 8
+    methods: tuple[str, ...] = ("none", "elastic", "bigaug", "drdm", "drdm+bigaug")
+    copies: int = 32
     model: str = "default"
     drdm_levels: tuple[int, ...] = DEFAULT_LEVELS  # (32, 48), as drdm augment
     seeds: tuple[int, ...] = (0, 1, 2)
