@@ -1,7 +1,7 @@
 """On-the-fly deformation for training pipelines (PyTorch ``Dataset`` / ``DataLoader``).
 
->>> deform = DRDMDeform(DRDM.from_pretrained("default"), seed=0)  # levels 32 or 48
-...                                                                   # doctest: +SKIP
+>>> deform = DRDMDeform(DRDM.from_pretrained("default"), seed=0)  # doctest: +SKIP
+...     # the default recipe: DRDM at level 32 or 48, then BigAug (stack="bigaug")
 >>> image, label = deform(image, label)            # (C, H, W) tensors   # doctest: +SKIP
 >>> sample = deform({"image": image, "label": label})                   # doctest: +SKIP
 

@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train the 2D U-Net of paper 4.1 (BCE of Eq. 17) on a few labelled "
         "subjects with offline-augmented copies per method and evaluate DSC, sensitivity, "
         "precision, ASD and HD95 on held-out images. Methods: none, elastic, bigaug, mrbs, "
-        "drdm, optionally with DRDM levels and mixing: 'drdm@16/32+flip+intensity'.",
+        "drdm, optionally with DRDM levels and modifiers (flip, intensity, affine, bigaug): "
+        "'drdm@16/32+flip+intensity', 'drdm+bigaug' (the shipped recipe: DRDM, then BigAug).",
     )
     _common(s)
     s.add_argument("--data", help="'phantoms' or an ACDC-style folder (patientXXX/..._gt)")
