@@ -50,11 +50,22 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="segmentation result folders")
     parser.add_argument("--reference", required=True, help="the method to compare against")
     parser.add_argument("--versus", action="append", default=[], help="A,B: also A against B")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods to show (default: all; the seeds used are "
+        "those every shown method has)",
+    )
     parser.add_argument("--out", type=Path, help="PNG of the per-seed paired differences")
     args = parser.parse_args()
 
     table = per_seed_dsc(args.folders)
     methods = list(dict.fromkeys(m for m, _ in table))
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in methods]
+        if unknown:
+            raise SystemExit(f"--methods: {unknown} not among {methods}")
+        methods = wanted
     if args.reference not in methods:
         raise SystemExit(f"--reference {args.reference}: not among {methods}")
     seeds = sorted(set.intersection(*({s for m2, s in table if m2 == m} for m in methods)))
