@@ -8,8 +8,9 @@ Within a seed every method trains on the same images, from the same initial weig
 same batch order and number of copies and steps, so the per-seed DSC difference between two
 methods is a paired measurement. For every method the script prints the mean DSC (± standard
 error over seeds), the mean paired difference to ``--reference`` (± standard error), in how
-many seeds the method is ahead, and the two-sided p-values of the paired t-test and of the
-Wilcoxon signed-rank test; ``--versus A,B`` adds the same line for one more pair. The figure
+many seeds the method is ahead, the two-sided p-values of the paired t-test and of the
+Wilcoxon signed-rank test, and the mean ASD and HD95 (mm, over seeds of the per-seed means;
+empty masks left out); ``--versus A,B`` adds the same line for one more pair. The figure
 shows every seed's paired difference to the reference, with the mean and its 95 % confidence
 interval (Student's t).
 """
@@ -26,8 +27,8 @@ from scipy import stats
 from drdm.experiments.report import per_seed_dsc
 
 
-def paired_line(name: str, values: np.ndarray, reference: np.ndarray) -> str:
-    """One markdown row: DSC, paired difference, wins, p-values (values in %)."""
+def paired_line(name: str, values: np.ndarray, reference: np.ndarray, extra: str = "") -> str:
+    """One markdown row: DSC, paired difference, wins, p-values (values in %), ``extra``."""
     diff = values - reference
     n = len(diff)
     se = diff.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
@@ -41,7 +42,7 @@ def paired_line(name: str, values: np.ndarray, reference: np.ndarray) -> str:
     dsc_se = values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
     return (
         f"| {name} | {values.mean():.1f} ± {dsc_se:.1f} | {diff.mean():+.1f} ± {se:.1f} | "
-        f"{wins}/{n} | {p_text} |"
+        f"{wins}/{n} | {p_text} |{extra}"
     )
 
 
@@ -59,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
 
     table = per_seed_dsc(args.folders)
+    asd, hd95 = (per_seed_dsc(args.folders, m) for m in ("asd_mm", "hd95_mm"))
     methods = list(dict.fromkeys(m for m, _ in table))
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -78,10 +80,16 @@ def main() -> None:
     ref = dsc(args.reference)
     print(f"Seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}); DSC % mean ± s.e. over seeds; ")
     print(f"Δ: paired per-seed difference to `{args.reference}`, mean ± s.e.\n")
-    print(f"| method | DSC | Δ vs {args.reference} | ahead in | p (t-test) | p (Wilcoxon) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"| method | DSC | Δ vs {args.reference} | ahead in | p (t-test) | p (Wilcoxon) "
+        "| ASD (mm) | HD95 (mm) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for method in methods:
-        print(paired_line(method, dsc(method), ref))
+        distances = "".join(
+            f" {np.nanmean([d[(method, s)] for s in seeds]):.2f} |" for d in (asd, hd95)
+        )
+        print(paired_line(method, dsc(method), ref, distances))
     for pair in args.versus:
         a, _, b = pair.partition(",")
         print(f"\n| method | DSC | Δ vs {b} | ahead in | p (t-test) | p (Wilcoxon) |")

@@ -42,20 +42,25 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     write_text(path, buffer.getvalue())
 
 
-def per_seed_dsc(folders: Iterable[str | Path]) -> dict[tuple[str, int], float]:
-    """``(method, seed) -> mean DSC`` (fraction, over all test images and classes) from the
-    ``results.csv`` of segmentation result folders; several folders merge (e.g. seeds run in
-    parallel processes). A ``(method, seed)`` found in two folders is an error."""
+def per_seed_dsc(
+    folders: Iterable[str | Path], metric: str = "dsc"
+) -> dict[tuple[str, int], float]:
+    """``(method, seed) -> mean`` of ``metric`` (a ``results.csv`` column: ``dsc`` as a
+    fraction, ``asd_mm``, ``hd95_mm``, ...) over all test images and classes of segmentation
+    result folders, non-finite values (empty masks) left out; several folders merge (e.g. seeds
+    run in parallel processes). A ``(method, seed)`` found in two folders is an error."""
     result: dict[tuple[str, int], float] = {}
     for folder in folders:
-        sums: dict[tuple[str, int], list[float]] = {}
+        values: dict[tuple[str, int], list[float]] = {}
         with open(Path(folder) / "results.csv", newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                sums.setdefault((row["method"], int(row["seed"])), []).append(float(row["dsc"]))
-        for key, values in sums.items():
+                key = (row["method"], int(row["seed"]))
+                values.setdefault(key, []).append(float(row[metric]))
+        for key, vals in values.items():
             if key in result:
                 raise ValueError(f"{folder}: method {key[0]!r} seed {key[1]} is in two folders")
-            result[key] = sum(values) / len(values)
+            finite = [v for v in vals if math.isfinite(v)]
+            result[key] = sum(finite) / len(finite) if finite else math.nan
     return result
 
 
