@@ -76,7 +76,8 @@ DEFAULT_LEVELS = default_levels(80)
 
 #: what the default recipe stacks after a DRDM deformation: BigAug's nine transforms (its
 #: rotation, scaling and elastic deformation composed into the same field, its intensity
-#: transforms after the warp), the best recipe of the segmentation experiments
+#: transforms after the warp), the best DRDM recipe of the segmentation experiments at 32
+#: copies (level with BigAug alone, not better; docs/experiments.md)
 DEFAULT_STACK = "bigaug"
 
 Array = np.ndarray | Tensor

@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=16,
         metavar="N",
         help="samples per level (default 16: with the two default levels 32 copies per image, "
-        "as in the paper and the best of 4-32 copies in the segmentation experiments)",
+        "as in the paper; DRDM needs many: with 8-16 copies it was behind BigAug in the "
+        "segmentation experiments, with 32 level)",
     )
     p.add_argument(
         "--stack",
@@ -92,8 +93,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="transforms stacked after the deformation, in the same field (one warp): "
         "bigaug = BigAug's rotation, scaling and elastic deformation, then its six intensity "
         "transforms; affine = its rotation and scaling only; none. Default auto: bigaug for "
-        "--method drdm (the best recipe of the segmentation experiments, docs/experiments.md), "
-        "none for the baselines",
+        "--method drdm (the best DRDM recipe of the segmentation experiments, level with BigAug; "
+        "docs/experiments.md), none for the baselines",
     )
     add_run_arguments(p)
     p.set_defaults(run=run)
