@@ -98,16 +98,10 @@ def main() -> None:
 
     if args.out is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from drdm.viz import pyplot, save_figure
 
     others = [m for m in methods if m != args.reference]
-    fig = Figure(figsize=(1.2 + 1.1 * len(others), 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = pyplot().subplots(figsize=(1.2 + 1.1 * len(others), 4), layout="constrained")
     jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(seeds))  # fixed, for legibility
     for k, method in enumerate(others):
         diff = dsc(method) - ref
@@ -120,9 +114,7 @@ def main() -> None:
     ax.set_title(f"per-seed paired differences, {len(seeds)} seeds (mean, 95 % CI)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(args.out)
+    save_figure(fig, args.out, dpi=100)
     print(f"\nwrote {args.out}")
 
 

@@ -66,15 +66,9 @@ def main() -> None:
     for name, points in stats.items():
         print(f"| {name} | " + " | ".join(f"{m:.1f} ± {e:.1f}" for _, m, e in points) + " |")
 
-    import matplotlib
+    from drdm.viz import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = pyplot().subplots(figsize=(6, 4), layout="constrained")
     for k, (name, points) in enumerate(stats.items()):
         x = [c * (1 + 0.03 * (k - len(stats) / 2)) for c, _, _ in points]  # dodge
         ax.errorbar(x, [m for _, m, _ in points], [e for _, _, e in points], marker="o",
@@ -87,9 +81,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(args.out)
+    save_figure(fig, args.out, dpi=100)
     print(f"\nwrote {args.out}")
 
 
