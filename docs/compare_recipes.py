@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from drdm.experiments.report import per_seed_dsc
+from drdm.experiments.report import per_seed_means
 
 
 def paired_line(name: str, values: np.ndarray, reference: np.ndarray, extra: str = "") -> str:
@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="PNG of the per-seed paired differences")
     args = parser.parse_args()
 
-    table = per_seed_dsc(args.folders)
-    asd, hd95 = (per_seed_dsc(args.folders, m) for m in ("asd_mm", "hd95_mm"))
+    table = per_seed_means(args.folders)
+    asd, hd95 = (per_seed_means(args.folders, m) for m in ("asd_mm", "hd95_mm"))
     methods = list(dict.fromkeys(m for m, _ in table))
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]

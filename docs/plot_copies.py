@@ -19,7 +19,7 @@ import argparse
 import math
 from pathlib import Path
 
-from drdm.experiments.report import per_seed_dsc
+from drdm.experiments.report import per_seed_means
 
 
 def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -42,7 +42,7 @@ def main() -> None:
     runs = [(int(c), [Path(d) for d in ds.split(",")]) for c, ds in parse_pairs(args.run, "--run")]
     methods = [(name, [name, *filter(None, aliases.split(","))]) for name, aliases in
                parse_pairs(args.method, "--method")]  # fmt: skip
-    tables = {copies: per_seed_dsc(folders) for copies, folders in runs}
+    tables = {copies: per_seed_means(folders) for copies, folders in runs}
 
     def values(copies: int, aliases: list[str]) -> dict[int, float]:
         found = {s: v for (m, s), v in tables[copies].items() if m in aliases}

@@ -381,8 +381,8 @@ def test_experiment_bad_input(tmp_path, capsys):
     assert "unknown base 'warp'" in err and "multiple of 8" in err
 
 
-def test_per_seed_dsc_merges_folders_and_skips_empty_masks(tmp_path):
-    from drdm.experiments.report import per_seed_dsc
+def test_per_seed_means_merges_folders_and_skips_empty_masks(tmp_path):
+    from drdm.experiments.report import per_seed_means
 
     header = "seed,method,image,class,dsc,sensitivity,precision,asd_mm,hd95_mm\n"
     (tmp_path / "a").mkdir()
@@ -391,8 +391,8 @@ def test_per_seed_dsc_merges_folders_and_skips_empty_masks(tmp_path):
         header + "0,drdm,x,RV,0.5,1,1,2.0,4\n0,drdm,y,RV,0.7,1,1,inf,inf\n"
     )
     (tmp_path / "b" / "results.csv").write_text(header + "1,drdm,x,RV,0.9,1,1,1.0,3\n")
-    dsc = per_seed_dsc([tmp_path / "a", tmp_path / "b"])
+    dsc = per_seed_means([tmp_path / "a", tmp_path / "b"])
     assert dsc == {("drdm", 0): pytest.approx(0.6), ("drdm", 1): pytest.approx(0.9)}
-    assert per_seed_dsc([tmp_path / "a"], "asd_mm") == {("drdm", 0): 2.0}  # inf left out
+    assert per_seed_means([tmp_path / "a"], "asd_mm") == {("drdm", 0): 2.0}  # inf left out
     with pytest.raises(ValueError, match="two folders"):
-        per_seed_dsc([tmp_path / "a", tmp_path / "a"])
+        per_seed_means([tmp_path / "a", tmp_path / "a"])

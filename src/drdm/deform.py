@@ -360,15 +360,17 @@ def _stack_t(
 
     ``image`` ``(C, *spatial)`` is the original; ``then`` samples on it warped by ``ddf``. A 2D
     ``then`` on a 3D volume needs a slice-wise ``ddf`` (``axis``) and draws one in-plane field
-    for the first slice's shape, shared by every slice."""
+    from the middle slice, shared by every slice."""
     t_ndim = _check_sampler(then)
-    moved, _ = _warp_t(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
-    assert moved is not None
     if t_ndim == image.dim() - 1:
+        moved, _ = _warp_t(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
+        assert moved is not None
         post = _call_sampler(then, moved[None], generator)[0]
-    elif t_ndim == 2 and axis is not None:
-        slices = _to_slices(moved, axis)
-        one = _call_sampler(then, slices[slices.shape[0] // 2 :][:1], generator)
+    elif t_ndim == 2 and axis is not None:  # only the middle slice is needed: warp just it
+        slices = _to_slices(image, axis)
+        middle = slices.shape[0] // 2
+        plane = _field_to_slices(ddf, axis)[middle : middle + 1].to(image.dtype)
+        one = _call_sampler(then, warp(slices[middle : middle + 1], plane), generator)
         post = _slices_to_field(one.expand(slices.shape[0], -1, -1, -1), axis)
     else:
         raise InputError(

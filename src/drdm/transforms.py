@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_STACK",
     "DRDMDeform",
     "default_levels",
+    "resolve_stack",
     "worker_generator",
 ]
 
@@ -79,6 +80,16 @@ DEFAULT_LEVELS = default_levels(80)
 #: transforms after the warp), the best DRDM recipe of the segmentation experiments at 32
 #: copies (level with BigAug alone, not better; docs/experiments.md)
 DEFAULT_STACK = "bigaug"
+
+
+def resolve_stack(stack: str | None, drdm: bool) -> str | None:
+    """``"auto"`` -> :data:`DEFAULT_STACK` for a DRDM model (``drdm=True``), ``None`` for any
+    other sampler; other values are returned unchanged (checked by
+    :func:`drdm.baselines.make_stack`)."""
+    if stack == "auto":
+        return DEFAULT_STACK if drdm else None
+    return stack
+
 
 Array = np.ndarray | Tensor
 
@@ -189,10 +200,8 @@ class DRDMDeform:
             if level is not None or levels is not None:
                 raise ValueError("level/levels apply to DRDM models only, not to a FieldSampler")
             self.samplers = [model_or_sampler]
-        if stack == "auto":
-            stack = DEFAULT_STACK if isinstance(model_or_sampler, DRDM) else None
-        self.stack = stack
-        self.then, stacked_intensity = make_stack(stack, self.samplers[0].ndim)
+        self.stack = resolve_stack(stack, isinstance(model_or_sampler, DRDM))
+        self.then, stacked_intensity = make_stack(self.stack, self.samplers[0].ndim)
         if isinstance(keys, str) or isinstance(label_keys, str):
             raise TypeError("keys and label_keys must be sequences of strings, not a string")
         if not keys:

@@ -563,9 +563,9 @@ def run(args: argparse.Namespace) -> int:
 
         levels = list(default_levels(setup.method.model.num_steps))
     from ..baselines import make_stack
-    from ..transforms import DEFAULT_STACK
+    from ..transforms import resolve_stack
 
-    stack = args.stack if args.stack != "auto" else DEFAULT_STACK if drdm else "none"
+    stack = resolve_stack(args.stack, drdm) or "none"
     then, stack_intensity = make_stack(stack, setup.method.ndim)
     settings = {**common_settings(args, setup), "stack": stack}
     jobs = build_jobs(setup.items, levels, args.per_level, args.seed)

@@ -149,11 +149,9 @@ class Augmenter:
             self._samplers[None] = sampler
             self._intensity = intensity
         stack = "bigaug" if spec.bigaug else "affine" if spec.affine else None
-        self._post, stacked_intensity = make_stack(stack, ndim)  # acts after the base field
-        if self._intensity is None:
-            self._intensity = stacked_intensity
-        if spec.intensity and self._intensity is None:
-            self._intensity = make_method("bigaug", ndim)[1]
+        self._post = make_stack(stack, ndim)[0]  # BigAug's spatial part, after the base field
+        if (spec.intensity or spec.bigaug) and self._intensity is None:
+            self._intensity = make_stack("bigaug", ndim)[1]
 
     def level_of(self, copy: int) -> int | None:
         """The DRDM level of copy ``copy`` (``None`` for other bases)."""
@@ -177,8 +175,7 @@ class Augmenter:
         self, image: Tensor, label: Tensor, seed: int, index: int, copy: int
     ) -> tuple[Tensor, Tensor]:
         """Augmented copy ``copy`` of ``(image (*spatial) float, label (*spatial) int64)``."""
-        from ..deform import warp_volume
-        from ..spatial import compose
+        from ..deform import _stack_t, warp_volume
 
         spec = self.spec
         key: tuple = ("extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity)
@@ -186,9 +183,9 @@ class Augmenter:
             key += (("affine", spec.affine), ("bigaug", spec.bigaug))
         g = derived_generator(*key)
         ddf = self.field(image, seed, index, copy)
-        if self._post is not None:
-            post = self._post.sample_ddf(image[None, None].float(), g)[0]  # type: ignore[attr-defined]
-            ddf = post if ddf is None else compose(post[None], ddf[None])[0]  # base acts first
+        if self._post is not None:  # BigAug's spatial part acts after the base field
+            base = ddf if ddf is not None else image.new_zeros((self.ndim, *image.shape)).float()
+            ddf = _stack_t(self._post, image[None].float(), base, None, g)
         if ddf is not None:
             warped, (warped_label,) = warp_volume(image, ddf, [label])
             assert warped is not None

@@ -17,7 +17,7 @@ __all__ = [
     "box_plots",
     "example_grid",
     "mean_std",
-    "per_seed_dsc",
+    "per_seed_means",
     "pm",
     "triple_figure",
     "write_csv",
@@ -42,7 +42,7 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     write_text(path, buffer.getvalue())
 
 
-def per_seed_dsc(
+def per_seed_means(
     folders: Iterable[str | Path], metric: str = "dsc"
 ) -> dict[tuple[str, int], float]:
     """``(method, seed) -> mean`` of ``metric`` (a ``results.csv`` column: ``dsc`` as a
