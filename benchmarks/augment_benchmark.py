@@ -16,6 +16,7 @@ which model ran.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/augment_benchmark.py [--threads 2] [--runs 3]
         [--model default|random|DIR] [--levels 30,45,55] [--per-level 8] [--figure]
+        [--stack auto|bigaug|affine|none]
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument("--levels", default="30,45,55")
     parser.add_argument("--per-level", type=int, default=8)
     parser.add_argument("--figure", action="store_true", help="also draw overview.png")
+    parser.add_argument(
+        "--stack", default="auto", help="drdm augment --stack (default auto: DRDM, then BigAug)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -94,7 +98,8 @@ def main() -> None:
         count = len(args.levels.split(",")) * args.per_level
         print(
             f"drdm augment on {SHAPE[0]} x {SHAPE[1]} x {SLICES} (spacing {SPACING} mm), levels "
-            f"{args.levels} x {args.per_level} samples = {count} deformed volumes"
+            f"{args.levels} x {args.per_level} samples = {count} deformed volumes, "
+            f"--stack {args.stack}"
         )
         print(
             f"{which}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -107,7 +112,7 @@ def main() -> None:
             argv = ["augment", "--image", str(image), "--label", str(label), "--model", model]
             argv += ["--levels", args.levels, "--per-level", str(args.per_level)]
             argv += ["--out", str(out), "--quiet", "--device", "cpu"]
-            argv += ["--threads", str(args.threads)]
+            argv += ["--threads", str(args.threads), "--stack", args.stack]
             argv += [] if args.figure else ["--no-figure"]
             start = time.perf_counter()
             status = drdm(argv)
