@@ -137,14 +137,59 @@ def test_shifted_squares_asd_by_hand():
     assert metrics.hausdorff(a, b, labels=1, spacing=(2.0, 1.0)) == pytest.approx(2.0)
 
 
-def test_hd95_definition_is_pooled_percentile():
+def test_hd95_definition_is_max_of_directed_percentiles():
     a = ball((48, 48), (24, 24), 10)
     b = ball((48, 48), (27, 22), 12)
     d = metrics.surface_distances(a, b)
     pooled = np.concatenate([d.a_to_b, d.b_to_a])
-    assert metrics.hausdorff95(a, b, labels=1) == pytest.approx(np.percentile(pooled, 95))
+    directed = max(np.percentile(d.a_to_b, 95), np.percentile(d.b_to_a, 95))
+    assert metrics.hausdorff95(a, b, labels=1) == pytest.approx(directed)
+    assert metrics.hausdorff95_pooled(a, b, labels=1) == pytest.approx(np.percentile(pooled, 95))
+    # the two definitions differ here, and the pooled one is the smaller
+    assert metrics.hausdorff95_pooled(a, b, labels=1) < metrics.hausdorff95(a, b, labels=1) - 0.05
     assert metrics.hausdorff(a, b, labels=1) == pytest.approx(pooled.max())
     assert metrics.average_surface_distance(a, b, labels=1) == pytest.approx(pooled.mean())
+
+
+def _random_blobs(shape, seed):
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    out = np.zeros(shape, dtype=np.int64)
+    for label in (1, 2):
+        centre = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
+        radii = [rng.uniform(0.1 * n, 0.3 * n) for n in shape]
+        inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii, strict=True))
+        out[inside <= 1] = label
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape, spacing",
+    [((40, 48), (1.0, 1.0)), ((40, 48), (1.56, 0.8)), ((20, 24, 12), (1.2, 1.0, 3.0))],
+)
+def test_hd95_matches_monai(shape, spacing):
+    monai_metrics = pytest.importorskip("monai.metrics")
+    torch = pytest.importorskip("torch")
+    for seed in range(3):
+        pred, target = _random_blobs(shape, seed), _random_blobs(shape, seed + 10)
+        ours = metrics.hausdorff95(pred, target, labels=[1, 2], spacing=spacing)
+        onehot = [np.stack([m == k for k in (0, 1, 2)])[None] for m in (pred, target)]
+        theirs = monai_metrics.compute_hausdorff_distance(
+            torch.from_numpy(onehot[0]).float(),
+            torch.from_numpy(onehot[1]).float(),
+            percentile=95,
+            spacing=list(spacing),
+        )[0]
+        for k, label in enumerate((1, 2)):
+            assert ours[label] == pytest.approx(float(theirs[k]), rel=1e-5, abs=1e-5)
+        # the plain Hausdorff distance agrees too
+        full = monai_metrics.compute_hausdorff_distance(
+            torch.from_numpy(onehot[0]).float(),
+            torch.from_numpy(onehot[1]).float(),
+            spacing=list(spacing),
+        )[0]
+        hd = metrics.hausdorff(pred, target, labels=[1, 2], spacing=spacing)
+        assert [hd[1], hd[2]] == pytest.approx(full.tolist(), rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (2.0, 0.5), (0.7, 1.3)])
@@ -201,7 +246,12 @@ def test_anisotropic_spacing_scales_the_shift():
 def test_surface_distance_empty_masks():
     empty = np.zeros((10, 10), dtype=np.uint8)
     m = square((10, 10), (2, 2), 4)
-    for fn in (metrics.average_surface_distance, metrics.hausdorff, metrics.hausdorff95):
+    for fn in (
+        metrics.average_surface_distance,
+        metrics.hausdorff,
+        metrics.hausdorff95,
+        metrics.hausdorff95_pooled,
+    ):
         assert fn(empty, empty, labels=1) == 0.0
         assert fn(m, empty, labels=1) == math.inf
         assert fn(empty, m, labels=1) == math.inf
