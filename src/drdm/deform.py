@@ -37,7 +37,9 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
-from .spatial import compose, warp, warp_labels
+from .io.geometry import ANISOTROPY_RATIO as ANISOTROPY_RATIO  # the slice-axis rule's ratio
+from .io.geometry import auto_slice_axis
+from .spatial import compose, warp, warp_labels, warp_labels_onehot
 
 if TYPE_CHECKING:
     from .pipeline import DRDM
@@ -46,6 +48,7 @@ __all__ = [
     "DeformResult",
     "DRDMSampler",
     "FieldSampler",
+    "ForwardProcessSampler",
     "IntensityTransform",
     "SynthesisResult",
     "deform_volume",
@@ -59,9 +62,6 @@ SliceAxis = Literal["auto"] | int | None
 LabelMethod = Literal["onehot", "nearest"]
 ImageMode = Literal["linear", "cubic"]
 Padding = Literal["zeros", "border"]
-
-#: spacing ratio (largest / second largest) above which a volume counts as anisotropic
-ANISOTROPY_RATIO = 1.5
 
 
 @runtime_checkable
@@ -90,13 +90,21 @@ class DRDMSampler:
     """A :class:`FieldSampler` generating DRDM deformations at one level ``T'`` (Algorithm 2).
 
     Every image of the batch gets its own deformation (``model.generate(images, level,
-    num_samples=1, normalize=True)``); each image is min-max normalised for the network only.
-    Images are moved to the model's device and the field comes back on the images' device and
-    floating dtype. Multi-channel images are averaged to one channel when the network takes
-    one. ``batch_size`` bounds how many images go through the network at once (``None``: all).
+    num_samples=1, normalize=normalize)``); with ``normalize`` (default) each image is min-max
+    normalised for the network only. Images are moved to the model's device and the field
+    comes back on the images' device and floating dtype. Multi-channel images are averaged to
+    one channel when the network takes one. ``batch_size`` bounds how many images go through
+    the network at once (``None``: all).
     """
 
-    def __init__(self, model: DRDM, level: int, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model: DRDM,
+        level: int,
+        batch_size: int | None = None,
+        *,
+        normalize: bool = True,
+    ) -> None:
         if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
             raise InputError(f"level must be an integer in 1..{model.num_steps}, got {level!r}")
         if not 1 <= int(level) <= model.num_steps:
@@ -106,6 +114,7 @@ class DRDMSampler:
         self.model = model
         self.level = int(level)
         self.batch_size = batch_size
+        self.normalize = bool(normalize)
 
     @property
     def ndim(self) -> int:
@@ -132,12 +141,41 @@ class DRDMSampler:
         chunks = [x] if self.batch_size is None else list(x.split(self.batch_size))
         fields = [
             self.model.generate(
-                chunk, self.level, num_samples=1, generator=generator, normalize=True
+                chunk, self.level, num_samples=1, generator=generator, normalize=self.normalize
             ).ddf
             for chunk in chunks
         ]
         dtype = images.dtype if images.is_floating_point() else torch.float32
         return torch.cat(fields).to(images.device, dtype)
+
+
+class ForwardProcessSampler:
+    """A :class:`FieldSampler` drawing the random forward process's cumulative field
+    ``phi_{t:1}`` at timestep ``t`` (paper Eq. 7-8; no network): ``drdm diffuse``.
+
+    ``process`` is a :class:`drdm.diffusion.ForwardDiffusion` (its ``config.ndim`` is the
+    sampler's); every image of the batch gets its own field, in voxels of its grid.
+    """
+
+    def __init__(self, process: object, t: int) -> None:
+        steps = int(process.config.num_steps)  # type: ignore[attr-defined]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= steps:
+            raise InputError(f"timestep {t!r} is outside 1..{steps}")
+        self.process = process
+        self.t = int(t)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.process.config.ndim)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"ForwardProcessSampler(ndim={self.ndim}, t={self.t})"
+
+    def sample_ddf(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """``(B, C, *spatial)`` -> ``(B, ndim, *spatial)`` voxels, one field per image."""
+        x = images if images.is_floating_point() else images.float()
+        result = self.process.sample(x, self.t, generator=generator)  # type: ignore[attr-defined]
+        return result.cumulative.to(images.device, x.dtype)
 
 
 @dataclass
@@ -193,11 +231,11 @@ def resolve_slice_axis(
 ) -> int:
     """The axis along which a 3D volume of ``shape`` is processed slice by slice.
 
-    ``"auto"``: an axis of one voxel if there is one; else the axis with the largest spacing
-    when ``spacing`` (mm per axis) is given and clearly anisotropic (largest / second largest
-    > 1.5); else the axis with the fewest voxels (the last such axis on ties). An int
-    (negative counts from the end) is taken as given. ``None`` is an error
-    (:class:`~drdm.errors.InputError`).
+    ``"auto"``: the package's one rule, :func:`drdm.io.geometry.auto_slice_axis` (a one-voxel
+    axis; else the axis of the largest spacing when ``spacing`` (mm per axis) is given and
+    clearly anisotropic, largest / second largest > 1.5; else the axis with the fewest voxels,
+    the last one on ties), also used by training. An int (negative counts from the end) is
+    taken as given. ``None`` is an error (:class:`~drdm.errors.InputError`).
     """
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
@@ -209,19 +247,7 @@ def resolve_slice_axis(
     if isinstance(slice_axis, str):
         if slice_axis != "auto":
             raise InputError(f"slice_axis must be 'auto', an int or None, got {slice_axis!r}")
-        if min(shape) == 1:  # a single-slice volume (e.g. X x Y x 1): its one-voxel axis
-            return max(i for i, s in enumerate(shape) if s == 1)
-        if spacing is not None:
-            sp = [float(s) for s in spacing]
-            if len(sp) != ndim:
-                raise InputError(f"spacing {tuple(sp)} does not match the volume shape {shape}")
-            if min(sp) <= 0 or not np.all(np.isfinite(sp)):
-                raise InputError(f"spacing must be positive and finite, got {tuple(sp)}")
-            order = np.argsort(sp)
-            if sp[order[-1]] > ANISOTROPY_RATIO * sp[order[-2]]:
-                return int(order[-1])
-        fewest = min(shape)
-        return max(i for i, s in enumerate(shape) if s == fewest)
+        return auto_slice_axis(shape, spacing)
     if isinstance(slice_axis, bool) or not isinstance(slice_axis, (int, np.integer)):
         raise InputError(f"slice_axis must be 'auto', an int or None, got {slice_axis!r}")
     if not -ndim <= int(slice_axis) < ndim:
@@ -401,6 +427,15 @@ def _sample_field_t(
     return _slices_to_field(ddf2, axis), axis
 
 
+def _warp_labels(labels: Tensor, ddf: Tensor, method: LabelMethod, padding: Padding) -> Tensor:
+    """``(B, 1, *spatial)`` label maps warped by ``(B, ndim, *spatial)``: ``"onehot"`` through
+    :func:`~drdm.spatial.warp_labels_onehot` (the same result as ``warp_labels``' one-hot
+    arg-max at a cost independent of the number of labels), ``"nearest"`` as ``warp_labels``."""
+    if method == "onehot":
+        return warp_labels_onehot(labels, ddf, padding)
+    return warp_labels(labels, ddf, method, padding)
+
+
 def _warp_t(
     image: Tensor | None,
     labels: Sequence[Tensor],
@@ -426,7 +461,7 @@ def _warp_t(
             n_ch = lab.shape[0]
             # (n, L, h, w) -> (n * L, 1, h, w) with each slice's field repeated L times
             stacked = _to_slices(lab, axis).reshape(-1, 1, *field.shape[2:])
-            warped = warp_labels(stacked, field.repeat_interleave(n_ch, 0), label_method, padding)
+            warped = _warp_labels(stacked, field.repeat_interleave(n_ch, 0), label_method, padding)
             out_labels.append(_from_slices(warped.reshape(-1, n_ch, *field.shape[2:]), axis))
         return out_image, out_labels
     field = ddf[None]
@@ -435,7 +470,7 @@ def _warp_t(
         out_image = warp(image[None], field.to(image.dtype), interpolation, padding)[0]
     out_labels = []
     for lab in labels:
-        warped = warp_labels(
+        warped = _warp_labels(
             lab[:, None], field.expand(lab.shape[0], *ddf.shape), label_method, padding
         )
         out_labels.append(warped[:, 0])

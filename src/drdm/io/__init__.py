@@ -1,19 +1,39 @@
-"""Reading and writing images and displacement fields with their geometry."""
+"""Reading and writing images, label maps and displacement fields with their geometry.
 
+The package's one I/O path: :func:`read_image` (ITK's geometry policy; NIfTI, MetaImage, NRRD,
+DICOM series; spatial units converted to mm) and :func:`write_image` /
+:func:`write_displacement` (the input's grid and kind kept, fields in millimetres), with
+:func:`atomic_path` under every write (:mod:`drdm.io.files`) and the grid helpers of
+:mod:`drdm.io.geometry` (spacing, the slice-axis rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .files import (
+    atomic_path,
+    check_output_file,
+    check_output_folder,
+    file_stem,
+    image_suffix,
+    remove_stale_temporaries,
+)
+from .geometry import auto_slice_axis, spacing_from_affine
 from .image import (
     GeometryWarning,
     ITKGeometry,
     MedicalImage,
+    Volume,
     check_same_grid,
     find_pairs,
-    image_suffix,
     read_displacement,
     read_image,
+    read_volume,
     resample_label_to,
     write_displacement,
     write_image,
 )
-from .nifti import Volume, atomic_path, file_stem, read_volume, write_ddf, write_volume
 
 __all__ = [
     "GeometryWarning",
@@ -21,6 +41,9 @@ __all__ = [
     "MedicalImage",
     "Volume",
     "atomic_path",
+    "auto_slice_axis",
+    "check_output_file",
+    "check_output_folder",
     "check_same_grid",
     "file_stem",
     "find_pairs",
@@ -28,9 +51,27 @@ __all__ = [
     "read_displacement",
     "read_image",
     "read_volume",
+    "remove_stale_temporaries",
     "resample_label_to",
-    "write_ddf",
+    "spacing_from_affine",
     "write_displacement",
     "write_image",
-    "write_volume",
 ]
+
+_DEPRECATED = ("write_volume", "write_ddf")
+
+
+def __getattr__(name: str) -> Any:
+    """``write_volume`` and ``write_ddf`` are deprecated (see :mod:`drdm.io.nifti`)."""
+    if name in _DEPRECATED:
+        import warnings
+
+        warnings.warn(
+            f"drdm.io.{name} is deprecated: use drdm.io.write_image / write_displacement",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from . import nifti
+
+        return getattr(nifti, name)
+    raise AttributeError(f"module 'drdm.io' has no attribute {name!r}")

@@ -90,16 +90,20 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .nifti import NIFTI_INTENT_VECTOR, _save_nifti, atomic_path
+from .files import IMAGE_SUFFIXES, atomic_path, file_stem, image_suffix
+from .geometry import spacing_from_affine
 
+NIFTI_INTENT_VECTOR = 1007
 NIFTI_INTENT_DISPVECT = 1006
 _DISP_RAS = "disp_mm_ras"
 _DISP_LPS = "disp_mm_lps"
-_DDF_VOXELS = "ddf_voxels"  # drdm.io.nifti.write_ddf
+_DDF_VOXELS = "ddf_voxels"  # the deprecated drdm.io.nifti.write_ddf
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SITK_READ_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 SITK_WRITE_SUFFIXES = (".mha", ".nrrd")
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + SITK_READ_SUFFIXES
+#: NIfTI spatial units converted to millimetres on reading (others, and "unknown", are mm)
+_UNIT_TO_MM = {"meter": 1000.0, "micron": 1e-3, "mm": 1.0}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Kind = Literal["image", "label"]
 
@@ -155,8 +159,7 @@ class MedicalImage:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Millimetres per voxel along each array axis (length ``ndim``)."""
-        norms = np.linalg.norm(self.affine[:3, : self.ndim], axis=0)
-        return tuple(float(n) for n in norms)
+        return spacing_from_affine(self.affine, self.ndim)
 
     @property
     def name(self) -> str:
@@ -203,15 +206,6 @@ class MedicalImage:
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def image_suffix(path: str | Path) -> str | None:
-    """The recognised image suffix of ``path`` (``.nii.gz``, ``.mha``, ...), else ``None``."""
-    name = Path(path).name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
 
 
 def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None) -> MedicalImage:
@@ -266,6 +260,36 @@ def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None)
     return MedicalImage(array=array, affine=affine, path=path, squeezed=squeezed)
 
 
+@dataclass
+class Volume:
+    """An image as float array with its voxel -> RAS+ millimetre affine (4 x 4), as
+    :func:`read_volume` returns it (the reading policy of :func:`read_image`)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+
+def read_volume(path: str | Path, allow_ndim: tuple[int, ...] = (2, 3)) -> Volume:
+    """Read an image (any format :func:`read_image` reads, its geometry policy included) as a
+    float :class:`Volume`; an ``X x Y x 1`` file is 2D.
+
+    Raises :class:`~drdm.errors.InputError` (one line naming the file) for everything
+    :func:`read_image` refuses and for a dimensionality outside ``allow_ndim``.
+    """
+    image = read_image(path, kind="image")
+    if image.ndim not in allow_ndim:
+        wanted = " or ".join(f"{d}D" for d in allow_ndim)
+        raise InputError(
+            f"{path}: image is {image.ndim}D with shape {image.shape}, expected {wanted}"
+        )
+    return Volume(array=image.array, affine=image.affine, path=image.path)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[-1] if lines else type(exc).__name__
@@ -302,6 +326,14 @@ def _as_kind(array: np.ndarray, path: Path, kind: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise InputError(f"{path}: contains {bad} NaN or Inf voxel(s)")
+    if kind == "image" and array.size:
+        # outputs are float32 and the warps compute in float32: larger values become Inf/NaN
+        peak = float(np.abs(array).max())
+        if peak > _FLOAT32_MAX:
+            raise InputError(
+                f"{path}: intensities up to {peak:.3g} exceed the float32 range "
+                f"(+-{_FLOAT32_MAX:.3g}); rescale the image"
+            )
     if kind == "image":
         return np.ascontiguousarray(
             array, dtype=np.float64 if array.dtype == np.float64 else np.float32
@@ -354,7 +386,16 @@ def _read_nifti(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _nifti_affine(header: nib.Nifti1Header, path: Path, spatial_ndim: int) -> np.ndarray:
-    """The voxel -> RAS affine ITK would use for this header (policy: module docstring)."""
+    """The voxel -> RAS affine ITK would use for this header (policy: module docstring), in
+    millimetres: a header in metres or microns is converted (as ITK does), not relabelled."""
+    affine = _nifti_affine_native(header, path, spatial_ndim)
+    unit = header.get_xyzt_units()[0]
+    affine[:3] *= _UNIT_TO_MM.get(unit, 1.0)
+    return affine
+
+
+def _nifti_affine_native(header: nib.Nifti1Header, path: Path, spatial_ndim: int) -> np.ndarray:
+    """:func:`_nifti_affine` in the header's own spatial unit."""
     qcode = int(header["qform_code"])
     scode = int(header["sform_code"])
     pixdim = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
@@ -643,6 +684,19 @@ def _to_sitk(data: np.ndarray, like: MedicalImage) -> object:
     return image
 
 
+def _save_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    """Save atomically; nibabel picks gzip from the name, so the temporary ends alike."""
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    with atomic_path(path) as tmp:
+        real_tmp = tmp.with_name(tmp.name + suffix)
+        try:
+            nib.save(image, str(real_tmp))
+            os.replace(real_tmp, tmp)
+        finally:
+            if real_tmp.exists():
+                real_tmp.unlink()
+
+
 def _save_sitk(image: object, path: Path) -> None:
     sitk = _sitk()
     suffix = ".mha" if path.name.lower().endswith(".mha") else ".nrrd"
@@ -830,11 +884,6 @@ _LABEL_FOLDERS = ("labels", "labelsTr", "labelsTs")
 _IMAGE_FOLDERS = ("images", "imagesTr", "imagesTs")
 
 
-def _stem(path: Path) -> str:
-    suffix = image_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.name
-
-
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
         p
@@ -843,7 +892,9 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def find_pairs(source: str | Path, labeled_only: bool = False) -> list[tuple[Path, Path | None]]:
+def find_pairs(
+    source: str | Path, labeled_only: bool = False, require_files: bool = True
+) -> list[tuple[Path, Path | None]]:
     """Image/label pairs from a folder, a CSV file or a JSON file.
 
     Folder rules (files with a recognised image suffix, not recursive, sorted by name):
@@ -852,7 +903,8 @@ def find_pairs(source: str | Path, labeled_only: bool = False) -> list[tuple[Pat
       ``images/`` (``imagesTr``/``imagesTs``) if present, else in the folder itself; the
       label of ``X.ext`` is ``labels/X.*`` (also for nnU-Net's ``X_0000.ext``);
     * otherwise the label of ``X.ext`` is the file ``X_gt.*`` (ACDC), ``X_label.*``,
-      ``X_labels.*``, ``X_seg.*`` or ``X_mask.*`` beside it; such files are never images.
+      ``X_labels.*``, ``X_seg.*`` or ``X_mask.*`` beside it; such files are never images (a
+      label file without its image is skipped with a ``UserWarning`` naming it).
 
     CSV: a header row with an ``image`` column and optionally a ``label`` column (empty cell:
     no label). JSON: a list of ``{"image": ..., "label": ...}`` objects or of image paths, or
@@ -862,6 +914,8 @@ def find_pairs(source: str | Path, labeled_only: bool = False) -> list[tuple[Pat
     Args:
         source: the folder, ``.csv`` or ``.json`` file.
         labeled_only: drop images without a label (e.g. ACDC's ``*_4d`` series).
+        require_files: a CSV/JSON entry naming a missing file is an error; ``False`` keeps it
+            (reading it fails later, e.g. one failed input of ``--keep-going``).
 
     Raises:
         InputError: missing source, no images found, a listed file missing, two label
@@ -873,15 +927,17 @@ def find_pairs(source: str | Path, labeled_only: bool = False) -> list[tuple[Pat
     if source.is_dir():
         pairs = _pairs_from_folder(source)
     elif source.suffix.lower() == ".csv":
-        pairs = _pairs_from_csv(source)
+        pairs = _pairs_from_csv(source, require_files)
     elif source.suffix.lower() == ".json":
-        pairs = _pairs_from_json(source)
+        pairs = _pairs_from_json(source, require_files)
     else:
         raise InputError(f"{source}: expected a folder, a .csv or a .json list of images")
     if labeled_only:
         pairs = [pair for pair in pairs if pair[1] is not None]
     if not pairs:
         what = "labelled images" if labeled_only else "images"
+        if not source.is_dir():
+            raise InputError(f"{source}: the list names no {what}")
         raise InputError(
             f"{source}: no {what} found (looked for {', '.join(IMAGE_SUFFIXES)} files)"
         )
@@ -894,10 +950,10 @@ def _pairs_from_folder(folder: Path) -> list[tuple[Path, Path | None]]:
         image_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
         labels: dict[str, list[Path]] = {}
         for path in _image_files(label_dir):
-            labels.setdefault(_stem(path), []).append(path)
+            labels.setdefault(file_stem(path), []).append(path)
         pairs = []
         for image in _image_files(image_dir):
-            stem = _stem(image)
+            stem = file_stem(image)
             keys = [stem, stem[:-5]] if stem.endswith("_0000") else [stem]
             found = next((labels[k] for k in keys if k in labels), [])
             pairs.append((image, _one_label(image, found)))
@@ -905,12 +961,22 @@ def _pairs_from_folder(folder: Path) -> list[tuple[Path, Path | None]]:
     files = _image_files(folder)
     by_stem: dict[str, list[Path]] = {}
     for path in files:
-        by_stem.setdefault(_stem(path), []).append(path)
+        by_stem.setdefault(file_stem(path), []).append(path)
     pairs = []
     for image in files:
-        stem = _stem(image)
-        if any(stem.endswith(s) and stem[: -len(s)] in by_stem for s in _LABEL_SUFFIXES):
-            continue  # a label of another file
+        stem = file_stem(image)
+        label_of = next(
+            (stem[: -len(s)] for s in _LABEL_SUFFIXES if stem.endswith(s) and len(stem) > len(s)),
+            None,
+        )
+        if label_of is not None:
+            if label_of not in by_stem:
+                warnings.warn(
+                    f"{image}: a label file without its image ({label_of}.*); skipped",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            continue  # a label file, never an image
         found = [p for s in _LABEL_SUFFIXES for p in by_stem.get(stem + s, [])]
         pairs.append((image, _one_label(image, found)))
     return pairs
@@ -923,17 +989,17 @@ def _one_label(image: Path, found: list[Path]) -> Path | None:
     return found[0] if found else None
 
 
-def _resolve(base: Path, value: object, listing: Path, where: str) -> Path:
+def _resolve(base: Path, value: object, listing: Path, where: str, require: bool = True) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{listing}: {where}: expected a file path, got {value!r}")
     path = Path(value.strip())
     path = path if path.is_absolute() else base / path
-    if not path.exists():
+    if require and not path.exists():
         raise InputError(f"{listing}: {where}: {path} does not exist")
     return path
 
 
-def _pairs_from_csv(listing: Path) -> list[tuple[Path, Path | None]]:
+def _pairs_from_csv(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
     try:
         with open(listing, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
@@ -943,16 +1009,17 @@ def _pairs_from_csv(listing: Path) -> list[tuple[Path, Path | None]]:
         raise InputError(f"{listing}: needs a header row with an 'image' column")
     pairs = []
     for number, row in enumerate(rows, start=2):
-        image = _resolve(listing.parent, row.get("image"), listing, f"row {number}")
+        where = f"row {number}"
+        image = _resolve(listing.parent, row.get("image"), listing, where, require)
         label_value = (row.get("label") or "").strip()
         label = (
-            _resolve(listing.parent, label_value, listing, f"row {number}") if label_value else None
+            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
         )
         pairs.append((image, label))
     return pairs
 
 
-def _pairs_from_json(listing: Path) -> list[tuple[Path, Path | None]]:
+def _pairs_from_json(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
     try:
         content = json.loads(listing.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -968,8 +1035,10 @@ def _pairs_from_json(listing: Path) -> list[tuple[Path, Path | None]]:
             entry = {"image": entry}
         if not isinstance(entry, dict) or "image" not in entry:
             raise InputError(f"{listing}: {where}: expected an object with an 'image' key")
-        image = _resolve(listing.parent, entry["image"], listing, where)
+        image = _resolve(listing.parent, entry["image"], listing, where, require)
         label_value = entry.get("label")
-        label = _resolve(listing.parent, label_value, listing, where) if label_value else None
+        label = (
+            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
+        )
         pairs.append((image, label))
     return pairs

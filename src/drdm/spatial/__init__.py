@@ -17,6 +17,7 @@ Conventions (used throughout ``drdm``):
 from ._field import compose, integrate, resize_ddf
 from ._grid import identity_grid
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
+from ._labels import warp_labels_onehot as warp_labels_onehot
 from ._sample import sample, warp, warp_labels
 from ._separable import interpolation_matrix, resample_separable
 from ._smooth import gaussian_kernel, smooth, smoothing_gain, smoothing_matrix

@@ -112,16 +112,12 @@ def voxel_spacing(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
 
 
 def auto_slice_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
-    """The axis to cut a 3D stack into 2D slices along.
+    """The axis to cut a 3D stack into 2D slices along: the package's one rule,
+    :func:`drdm.io.geometry.auto_slice_axis` (the axis of clearly the largest spacing, ratio
+    above 1.5, else the one with the fewest voxels), the same as ``drdm augment`` uses."""
+    from ..io.geometry import auto_slice_axis as rule
 
-    The axis with the coarsest spacing (the through-plane axis of an MRI stack), or, when the
-    spacing is isotropic within 1 %, the axis with the fewest voxels (ties: the last one).
-    """
-    spacing = [float(s) for s in spacing]
-    if max(spacing) > 1.01 * min(spacing):
-        return int(np.argmax(spacing))
-    fewest = min(shape)
-    return max(i for i, s in enumerate(shape) if s == fewest)
+    return rule(shape, spacing)
 
 
 def normalise_intensity(
