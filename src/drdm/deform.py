@@ -291,22 +291,27 @@ def _image_tensor(
 
 
 def _label_tensor(
-    label: np.ndarray | Tensor, spatial: tuple[int, ...], index: int, device: torch.device | None
+    label: np.ndarray | Tensor,
+    spatial: tuple[int, ...],
+    index: int | str,
+    device: torch.device | None,
 ) -> Tensor:
-    """A label map ``(*spatial)`` or ``(L, *spatial)`` as int64 ``(L, *spatial)``."""
-    x = _as_tensor(label, f"label map {index}")
+    """A label map ``(*spatial)`` or ``(L, *spatial)`` as int64 ``(L, *spatial)``.
+
+    Errors name the label map by position (``index`` an int: "label map 1") or by the name
+    the caller knows it by (``index`` a str, e.g. a dict key: "label 'seg'")."""
+    what = f"label map {index}" if isinstance(index, int) else f"label {index!r}"
+    x = _as_tensor(label, what)
     nd = len(spatial)
     if tuple(x.shape[-nd:]) != spatial or x.dim() not in (nd, nd + 1):
-        raise InputError(
-            f"label map {index} has shape {tuple(x.shape)}, the image's grid is {spatial}"
-        )
+        raise InputError(f"{what} has shape {tuple(x.shape)}, the image's grid is {spatial}")
     if x.dim() == nd:
         x = x[None]
     if x.is_complex():
-        raise InputError(f"label map {index} must hold integers, got {x.dtype}")
+        raise InputError(f"{what} must hold integers, got {x.dtype}")
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()) or not bool((x == x.round()).all()):
-            raise InputError(f"label map {index} has non-integer values")
+            raise InputError(f"{what} has non-integer values")
     return x.to(device=device, dtype=torch.int64)
 
 
@@ -720,3 +725,26 @@ def synthesize_pair(
         ddf_fixed=fixed_field.float().cpu().numpy(),
         slice_axis=axis if axis is not None else aug_axis,
     )
+
+
+# ---------------------------------------------------------------------------- tensor-level API
+# The steps above on tensors, for the on-the-fly transforms (drdm.transforms, drdm.bank) that
+# keep data on its device and in its kind: ``image_tensor`` -> ``(C, *spatial)`` floating,
+# ``label_tensor`` -> int64 ``(L, *spatial)``, ``sample_field_tensor`` -> ``(ndim, *spatial)``
+# voxels and the slice axis, ``stack_field`` (a second sampler after a field, one composed
+# field), ``warp_tensors`` (one warp of an image and label maps; slice-wise fields exactly
+# in-plane), ``apply_intensity``, ``restore_label``, ``compose_fields``, ``to_slices`` /
+# ``slices_to_field`` (a 3D volume as a batch of 2D slices and back). Same conventions as the
+# module docstring (pull-back, voxels, channel ``i`` along array axis ``i``).
+image_tensor = _image_tensor
+label_tensor = _label_tensor
+restore_label = _restore_label
+sample_field_tensor = _sample_field_t
+stack_field = _stack_t
+warp_tensors = _warp_t
+apply_intensity = _intensity_t
+compose_fields = _compose_t
+to_slices = _to_slices
+slices_to_field = _slices_to_field
+field_to_slices = _field_to_slices
+slicewise_axis = _slicewise_axis
