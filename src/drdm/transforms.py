@@ -1,30 +1,52 @@
 """On-the-fly deformation for training pipelines (PyTorch ``Dataset`` / ``DataLoader``).
 
 >>> deform = DRDMDeform(DRDM.from_pretrained("default"), seed=0)  # doctest: +SKIP
-...     # the default recipe: DRDM at level 32 or 48, then BigAug (stack="bigaug")
+...     # DRDM at level 32 or 48, then BigAug's rotation, scaling and elastic field (geometry)
 >>> image, label = deform(image, label)            # (C, H, W) tensors   # doctest: +SKIP
 >>> sample = deform({"image": image, "label": label})                   # doctest: +SKIP
+>>> sample = BigAugIntensity(seed=0)(sample)  # BigAug's appearance part, if wanted # doctest: +SKIP
 
-One deformation is sampled per call and applied consistently to the image(s) and every label
-map (see :func:`drdm.deform.deform_volume` for the geometry: one native-resolution warp, 2D
-models slice by slice on 3D stacks). Any :class:`~drdm.deform.FieldSampler` can be used in
-place of a DRDM model, and an optional :class:`~drdm.deform.IntensityTransform` is applied to
-the deformed images.
+One deformation is sampled per call (per batch element with ``layout="batch"``) and applied
+to the image(s) and every label map with ONE warp at native resolution (see
+:func:`drdm.deform.deform_volume` for the geometry: 2D models slice by slice on 3D stacks).
+:class:`DRDMDeform` changes geometry only, unless an ``intensity`` transform is given;
+BigAug's six intensity transforms are their own transform, :class:`BigAugIntensity`, to
+compose after it (``drdm augment``'s default recipe is ``DRDMDeform`` followed by
+``BigAugIntensity``).
 
-Randomness: each process (the main process and every ``DataLoader`` worker) creates its own
-``torch.Generator`` lazily on first use, seeded from ``seed`` and, inside a worker, from the
-worker's seed (``torch.utils.data.get_worker_info().seed``, which PyTorch makes different
-for every worker and every epoch). Workers therefore never repeat each other's deformations,
-and a run is reproducible when ``seed`` is set and the ``DataLoader``'s own seed is (pass it
-``generator=torch.Generator().manual_seed(...)``, or call ``torch.manual_seed``). With
-``seed=None`` the main process seeds from OS entropy.
+Sources of the deformation: a :class:`~drdm.pipeline.DRDM` model (a fresh DRDM field per
+call: seconds on a CPU), any :class:`~drdm.deform.FieldSampler`, or a
+:class:`~drdm.bank.FieldBank` of instance-specific DRDM fields generated once per training
+image (a field drawn from the image's bank per call: augmentation speed; see
+:mod:`drdm.bank`).
+
+Layout (``layout=``): ``"spatial"`` ``(*spatial)``, ``"channel_first"`` ``(C, *spatial)``,
+``"batch"`` ``(B, C, *spatial)`` (one independent field per element, all elements' network
+passes batched, on the input's device). ``"auto"`` (default) accepts only what cannot be
+misread: as many axes as the model has spatial axes -> ``"spatial"``; a 3D model and 4 axes
+-> ``"channel_first"``; a 2D model and 3 axes ``(1, H, W)`` -> ``"channel_first"``. Anything
+else (``(216, 256, 10)`` for a 2D model: 216 channels or a stack?) is an error naming the
+choices. Label maps follow the image: ``(*spatial)`` or ``(L, *spatial)`` (``(B, *spatial)``
+or ``(B, L, *spatial)`` in a batch). A label with ``L > 1`` channels that is one-hot (values
+0/1, exactly one 1 per voxel) is warped jointly, so every voxel keeps exactly one class; other
+multi-channel labels are warped channel by channel.
+
+Randomness: an explicit ``generator=`` argument is used as given. Otherwise, with ``seed``
+set, each process (the main process and every ``DataLoader`` worker) creates its own
+``torch.Generator`` lazily, seeded from ``seed`` and, inside a worker, from the worker's seed
+(which PyTorch makes different for every worker and every epoch); a run is then reproducible
+when the ``DataLoader``'s own seed is (``generator=torch.Generator().manual_seed(...)`` or
+``torch.manual_seed``). With ``seed=None`` every call draws its seed from torch's global
+generator, so ``torch.manual_seed`` reproduces a run in the main process and PyTorch's
+per-worker seeding makes workers differ.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,28 +60,49 @@ from .deform import (
     LabelMethod,
     Padding,
     SliceAxis,
-    _image_tensor,
-    _intensity_t,
-    _label_tensor,
-    _restore_label,
-    _sample_field_t,
-    _stack_t,
-    _warp_t,
+    apply_intensity,
+    field_to_slices,
+    image_tensor,
+    label_tensor,
+    resolve_slice_axis,
+    restore_label,
+    slices_to_field,
+    slicewise_axis,
+    stack_field,
+    to_slices,
+    warp_tensors,
 )
+from .errors import InputError
+from .spatial import warp
+
+if TYPE_CHECKING:
+    from .bank import FieldBank
 
 __all__ = [
     "DEFAULT_LEVELS",
     "DEFAULT_LEVEL_FRACTIONS",
     "DEFAULT_STACK",
+    "BigAugIntensity",
     "DRDMDeform",
+    "Layout",
+    "check_mode",
     "default_levels",
+    "invert_field",
     "resolve_stack",
+    "warp_channels",
     "worker_generator",
 ]
+
+Layout = Literal["auto", "spatial", "channel_first", "batch"]
+LAYOUTS = ("auto", "spatial", "channel_first", "batch")
 
 #: default augmentation levels T' as fractions of the model's T: 0.4 and 0.6, i.e. 32 and 48 of
 #: T = 80, the best DRDM recipe of the few-shot segmentation search (docs/experiments.md)
 DEFAULT_LEVEL_FRACTIONS = (0.4, 0.6)
+
+#: MONAI's interpolation names and drdm's: image modes and label methods
+_IMAGE_MODES = {"linear": "linear", "bilinear": "linear", "cubic": "cubic", "bicubic": "cubic"}
+_LABEL_MODES = {"onehot": "onehot", "nearest": "nearest", "bilinear": "onehot", "linear": "onehot"}
 
 
 def default_levels(num_steps: int) -> tuple[int, ...]:
@@ -75,10 +118,11 @@ def default_levels(num_steps: int) -> tuple[int, ...]:
 #: the default levels of a model with T = 80 steps (all packaged models)
 DEFAULT_LEVELS = default_levels(80)
 
-#: what the default recipe stacks after a DRDM deformation: BigAug's nine transforms (its
-#: rotation, scaling and elastic deformation composed into the same field, its intensity
-#: transforms after the warp), the best DRDM recipe of the segmentation experiments at 32
-#: copies (level with BigAug alone, not better; docs/experiments.md)
+#: what ``drdm augment``'s default recipe stacks after a DRDM deformation: BigAug's nine
+#: transforms (its rotation, scaling and elastic deformation composed into the same field, its
+#: intensity transforms after the warp), the best DRDM recipe of the segmentation experiments
+#: at 32 copies (level with BigAug alone, not better; docs/experiments.md). :class:`DRDMDeform`
+#: stacks only the geometric part by default; :class:`BigAugIntensity` is the rest.
 DEFAULT_STACK = "bigaug"
 
 
@@ -94,16 +138,19 @@ def resolve_stack(stack: str | None, drdm: bool) -> str | None:
 Array = np.ndarray | Tensor
 
 
+# ---------------------------------------------------------------------------- randomness
 def worker_generator(seed: int | None) -> torch.Generator:
     """A ``torch.Generator`` for the current process, seeded from ``seed`` and (inside a
-    ``DataLoader`` worker) the worker's seed; ``seed=None`` in the main process uses OS
-    entropy."""
+    ``DataLoader`` worker) the worker's seed. ``seed=None`` draws the seed from torch's global
+    generator (so ``torch.manual_seed`` reproduces it; in a worker PyTorch has seeded that
+    generator per worker)."""
+    if seed is None:
+        return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
     info = torch.utils.data.get_worker_info()
-    entropy = [] if seed is None else [int(seed) % 2**63]
+    entropy = [int(seed) % 2**63]
     if info is not None:
         entropy += [int(info.seed) % 2**63, int(info.id)]
-    sequence = np.random.SeedSequence(entropy if entropy else None)
-    value = int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    value = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(value)
 
 
@@ -114,42 +161,171 @@ def _process_key() -> tuple[int, int | None, int | None]:
     return os.getpid(), int(info.id), int(info.seed)
 
 
-class DRDMDeform:
-    """Random deformation of an image and its label maps, one deformation per call.
+class _Seeded:
+    """Per-process generators from ``seed`` (or per-call seeds from torch's generator)."""
+
+    seed: int | None
+    _generator: torch.Generator | None = None
+    _generator_key: tuple[int, int | None, int | None] | None = None
+
+    # pickling (spawned DataLoader workers): generators are per process, never shipped
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_generator"] = None
+        state["_generator_key"] = None
+        return state
+
+    def generator(self) -> torch.Generator:
+        """The generator for the next call: with ``seed`` set, this process's generator
+        (created lazily); with ``seed=None`` a new one seeded from torch's global generator."""
+        if self.seed is None:
+            return worker_generator(None)
+        key = _process_key()
+        if self._generator is None or self._generator_key != key:
+            self._generator = worker_generator(self.seed)
+            self._generator_key = key
+        return self._generator
+
+
+# ---------------------------------------------------------------------------- inverse fields
+def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-3) -> Tensor:
+    """The inverse of a displacement field by fixed-point iteration.
+
+    For ``ddf`` ``u`` (pull-back, voxels) the inverse ``v`` satisfies ``v(x) = -u(x + v(x))``,
+    so that ``warp(warp(I, u), v) ≈ I`` where the deformation is invertible. Iterates
+    ``v <- -u(x + v)`` (linear interpolation of ``u``, border padding) from ``v = -u``, at most
+    ``iterations`` times or until the largest change is below ``tolerance`` voxels. The
+    iteration converges where ``u`` is a contraction's displacement (largest eigenvalue of
+    ``∇u`` below 1), which smooth, fold-free DRDM, BigAug and elastic fields are: on the
+    packaged model's fields at T' = 32-48 composed with BigAug's geometry the residual
+    ``|v + u(x + v)|`` falls below 1e-3 voxels inside the image; near the border, where
+    ``x + v`` leaves the grid, ``u`` is extrapolated by its edge values.
 
     Args:
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, or any
-            :class:`~drdm.deform.FieldSampler` (e.g. a baseline from ``drdm.baselines``).
+        ddf: ``(ndim, *spatial)`` or ``(B, ndim, *spatial)``, floating. 3D fields with an
+            all-zero component (slice-wise fields) are inverted slice by slice (exactly
+            in-plane).
+        iterations: the most fixed-point steps.
+        tolerance: stop when no voxel's inverse moves by more than this (voxels).
+
+    Returns:
+        The inverse field, same shape, dtype and device as ``ddf``.
+    """
+    if not isinstance(ddf, Tensor) or not ddf.is_floating_point():
+        raise TypeError("ddf must be a floating torch tensor")
+    batched = ddf.dim() == ddf.shape[1] + 2 if ddf.dim() > 1 else False
+    u = ddf if batched else ddf[None]
+    if u.shape[1] not in (2, 3) or u.dim() != u.shape[1] + 2:
+        raise ValueError(f"ddf must be (ndim, *spatial) or (B, ndim, *spatial), got {ddf.shape}")
+    outs = []
+    for field in u:
+        axis = slicewise_axis(field)
+        flat = field_to_slices(field, axis) if axis is not None else field[None]
+        v = -flat
+        for _ in range(iterations):
+            new = -warp(flat, v, "linear", "border")
+            change = float((new - v).abs().max()) if new.numel() else 0.0
+            v = new
+            if change < tolerance:
+                break
+        outs.append(slices_to_field(v, axis) if axis is not None else v[0])
+    out = torch.stack(outs)
+    return out if batched else out[0]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _geometric_stack(name: str | None, ndim: int, spacing: Sequence[float] | None) -> Any:
+    """The geometric part of stack ``name`` (:func:`drdm.baselines.make_stack`) for ``ndim``
+    axes, rotating in mm when ``spacing`` (mm per axis) is given."""
+    from .baselines import BigAug, make_stack
+
+    then, _ = make_stack(name, ndim)
+    if then is None or spacing is None:
+        return then
+    return BigAug(ndim, config=then.owner.config, spacing=spacing).field_sampler()
+
+
+def _is_onehot(lab: Tensor) -> bool:
+    """``(L, *spatial)`` int64 with L > 1, values 0/1 and exactly one 1 per voxel."""
+    if lab.shape[0] < 2:
+        return False
+    return bool(((lab == 0) | (lab == 1)).all()) and bool((lab.sum(0) == 1).all())
+
+
+def _warp_label(lab: Tensor, ddf: Tensor, method: str, padding: str) -> Tensor:
+    """Warp ``(L, *spatial)`` int64 label channels; one-hot labels jointly (one class per
+    voxel; outside the image with zero padding: class 0)."""
+    if _is_onehot(lab):
+        index = lab.argmax(0, keepdim=True)
+        _, (moved,) = warp_tensors(None, [index], ddf, method, "linear", padding)  # type: ignore[arg-type]
+        classes = torch.arange(lab.shape[0], device=lab.device).view(-1, *[1] * (lab.dim() - 1))
+        return (moved == classes).to(lab.dtype)
+    _, (moved,) = warp_tensors(None, [lab], ddf, method, "linear", padding)  # type: ignore[arg-type]
+    return moved
+
+
+def _restore_image(out: Tensor, original: Array, drop_channel: bool) -> Array:
+    """``(C, *spatial)`` (or a batch) -> the original's layout and kind; floating dtypes kept."""
+    out = out[0] if drop_channel else out
+    if isinstance(original, Tensor):
+        dtype = original.dtype if original.is_floating_point() else torch.float32
+        return out.to(device=original.device, dtype=dtype)
+    array = out.cpu().numpy()
+    if np.issubdtype(original.dtype, np.floating):
+        array = array.astype(original.dtype, copy=False)
+    return array
+
+
+def _plain(x: Array) -> Array:
+    """Tensor subclasses (MONAI's MetaTensor) as plain tensors; arrays unchanged."""
+    return x.as_subclass(Tensor) if isinstance(x, Tensor) and type(x) is not Tensor else x
+
+
+# ---------------------------------------------------------------------------- DRDMDeform
+class DRDMDeform(_Seeded):
+    """Random deformation of an image and its label maps, one deformation per sample.
+
+    Args:
+        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model (a fresh DRDM field per call),
+            a :class:`~drdm.bank.FieldBank` (a field drawn from the image's bank per call), or
+            any :class:`~drdm.deform.FieldSampler` (e.g. a baseline from ``drdm.baselines``).
         level: a fixed deformation level ``T'`` (DRDM models only).
-        levels: levels to choose from uniformly at random per call (DRDM models only);
-            default :func:`default_levels` of the model's T (``(32, 48)`` for T = 80) unless
-            ``level`` is given.
+        levels: levels to choose from uniformly at random per sample (DRDM models only);
+            default :func:`default_levels` of the model's T (``(32, 48)`` for T = 80).
         keys: image entries of a dict sample (the field is sampled from the first one and
             applied to all); they must be present.
         label_keys: label-map entries of a dict sample (skipped when absent).
-        slice_axis, spacing: for a 2D model on 3D volumes (see
-            :func:`drdm.deform.resolve_slice_axis`); ``spacing`` in mm per spatial axis.
-        label_method: ``"onehot"`` or ``"nearest"`` label warping.
-        interpolation: ``"linear"`` or ``"cubic"`` image warping; ``padding``: ``"zeros"`` or
-            ``"border"``.
-        stack: transforms stacked after the deformation (:func:`drdm.baselines.make_stack`):
-            ``"bigaug"`` (BigAug's rotation, scaling and elastic deformation composed into the
-            same field, its six intensity transforms after the warp), ``"affine"`` (BigAug's
-            rotation and scaling) or ``None``. ``"auto"`` (default): :data:`DEFAULT_STACK`
-            for DRDM models (the default recipe), ``None`` for a FieldSampler. The stacked
+        slice_axis: for a 2D model on 3D volumes (:func:`drdm.deform.resolve_slice_axis`).
+        spacing: voxel size in mm per spatial axis (default: none known). It picks the slice
+            axis of 3D stacks and makes the stacked rotation a rotation in mm; DRDM fields
+            themselves are relative to the image extent (the network sees every image on its
+            own square grid), so they do not depend on it.
+        label_method: ``"onehot"`` (each label's indicator interpolated linearly, arg-max) or
+            ``"nearest"`` label warping.
+        interpolation: ``"linear"`` or ``"cubic"`` image warping (MONAI's ``"bilinear"`` /
+            ``"bicubic"`` are accepted); ``padding``: ``"zeros"`` or ``"border"``.
+        stack: geometric transforms composed after the deformation into the same field (one
+            warp): ``"bigaug"`` (BigAug's rotation, scaling and elastic deformation, each with
+            probability 1/2), ``"affine"`` (its rotation and scaling) or ``None``. ``"auto"``
+            (default): ``"bigaug"`` for DRDM models and field banks (the geometry of
+            ``drdm augment``'s default recipe), ``None`` for a FieldSampler. The stacked
             transforms have the model's dimensionality: a 2D model on a 3D stack rotates and
-            scales every slice alike.
+            scales every slice alike. Never changes intensities.
         intensity: optional :class:`~drdm.deform.IntensityTransform` applied to the deformed
-            images (after the warp); it replaces the intensity part of ``stack``.
-        channel_first: layout of the inputs: ``True`` ``(C, *spatial)``, ``False``
-            ``(*spatial)``, ``None`` (default) decides from the number of axes: ``ndim`` axes
-            of the model -> no channel axis, ``ndim + 1`` -> channel first (so a bare 3D stack
-            for a 2D model needs ``channel_first=False``), and ``(C, D, H, W)`` for a 2D model.
-            Label maps follow the image: ``(*spatial)`` or ``(L, *spatial)``.
-        seed: base seed of the per-process generators (module docstring); ``None``: entropy.
+            images (after the warp). Default none: geometry only. For BigAug's appearance part
+            compose :class:`BigAugIntensity` (or pass ``BigAug(2).intensity_transform()``).
+        layout: ``"auto"``, ``"spatial"``, ``"channel_first"`` or ``"batch"`` (module
+            docstring).
+        channel_first: older spelling of ``layout`` (``True``: ``"channel_first"``,
+            ``False``: ``"spatial"``); deprecated.
+        seed: base seed of the per-process generators (module docstring); ``None``: each
+            call's seed comes from torch's global generator.
         ddf_key: if set, dict samples also get the field ``(ndim, *spatial)`` (voxels,
-            pull-back) under this key.
-        batch_size: slices per network call for DRDM models (``None``: all at once).
+            pull-back; ``(B, ndim, *spatial)`` for batches) under this key.
+        batch_size: slices or images per network call for DRDM models (``None``: all at once).
+        bank_key: for a :class:`~drdm.bank.FieldBank`: the dict entry holding the sample's bank
+            key (e.g. ``"id"``); ``None``: the bank finds the image by its content (or its only
+            entry). Tuple calls pass ``key=``.
 
     Outputs keep each input's kind (tensor or array), shape and device; images keep a floating
     dtype (float32 for integer images), label maps their dtype and values.
@@ -170,16 +346,20 @@ class DRDMDeform:
         padding: Padding = "zeros",
         stack: str | None = "auto",
         intensity: IntensityTransform | None = None,
+        layout: Layout = "auto",
         channel_first: bool | None = None,
         seed: int | None = None,
         ddf_key: str | None = None,
         batch_size: int | None = None,
+        bank_key: str | None = None,
     ) -> None:
-        from .baselines import make_stack
+        from .bank import FieldBank
         from .pipeline import DRDM
 
         if level is not None and levels is not None:
             raise ValueError("give either level or levels, not both")
+        self.bank: FieldBank | None = None
+        self.samplers: list[FieldSampler] = []
         if isinstance(model_or_sampler, DRDM):
             if level is not None:
                 chosen = [level]
@@ -189,19 +369,31 @@ class DRDMDeform:
                 chosen = list(levels)
             if not chosen:
                 raise ValueError("levels must not be empty")
-            self.samplers: list[FieldSampler] = [
+            self.samplers = [
                 DRDMSampler(model_or_sampler, lvl, batch_size=batch_size) for lvl in chosen
             ]
+            model_ndim = model_or_sampler.ndim
+        elif isinstance(model_or_sampler, FieldBank):
+            if level is not None or levels is not None:
+                raise ValueError("level/levels apply to DRDM models; a bank holds its fields")
+            if len(model_or_sampler) == 0:
+                raise ValueError("the field bank is empty")
+            self.bank = model_or_sampler
+            model_ndim = model_or_sampler.ndim
         else:
             ndim = getattr(model_or_sampler, "ndim", None)
             if not callable(getattr(model_or_sampler, "sample_ddf", None)) or ndim not in (2, 3):
                 kind = type(model_or_sampler).__name__
-                raise TypeError(f"expected a DRDM model or a FieldSampler, got {kind}")
+                raise TypeError(f"expected a DRDM model, a FieldBank or a FieldSampler, got {kind}")
             if level is not None or levels is not None:
                 raise ValueError("level/levels apply to DRDM models only, not to a FieldSampler")
             self.samplers = [model_or_sampler]
-        self.stack = resolve_stack(stack, isinstance(model_or_sampler, DRDM))
-        self.then, stacked_intensity = make_stack(self.stack, self.samplers[0].ndim)
+            model_ndim = int(ndim)
+        self._ndim = int(model_ndim)
+        drdm_like = isinstance(model_or_sampler, (DRDM, FieldBank))
+        self.stack = resolve_stack(stack, drdm_like)
+        self.then = _geometric_stack(self.stack, self._ndim, None)  # validates the name
+        self._then_cache: dict[tuple[float, ...], Any] = {}
         if isinstance(keys, str) or isinstance(label_keys, str):
             raise TypeError("keys and label_keys must be sequences of strings, not a string")
         if not keys:
@@ -210,105 +402,272 @@ class DRDMDeform:
         self.label_keys = tuple(label_keys)
         self.slice_axis = slice_axis
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        if label_method not in ("onehot", "nearest"):
+            raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
         self.label_method = label_method
-        self.interpolation = interpolation
+        self.interpolation = _image_mode(interpolation)
+        if padding not in ("zeros", "border"):
+            raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
         self.padding = padding
-        self.intensity = intensity if intensity is not None else stacked_intensity
-        self.channel_first = channel_first
+        self.intensity = intensity
+        if channel_first is not None:
+            warnings.warn(
+                "DRDMDeform(channel_first=...) is deprecated: use layout='channel_first' or "
+                "layout='spatial'",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            layout = "channel_first" if channel_first else "spatial"
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.seed = seed
         self.ddf_key = ddf_key
-        self._generator: torch.Generator | None = None
-        self._generator_key: tuple[int, int | None, int | None] | None = None
+        self.bank_key = bank_key
 
     @property
     def ndim(self) -> int:
-        """Spatial dimensionality of the model/sampler (2 or 3)."""
-        return int(self.samplers[0].ndim)
+        """Spatial dimensionality of the model/sampler/bank (2 or 3)."""
+        return self._ndim
 
     def __repr__(self) -> str:
+        source = f"bank={self.bank!r}" if self.bank is not None else f"samplers={self.samplers!r}"
         return (
-            f"DRDMDeform(samplers={self.samplers!r}, stack={self.stack!r}, keys={self.keys}, "
-            f"label_keys={self.label_keys}, seed={self.seed})"
+            f"DRDMDeform({source}, stack={self.stack!r}, layout={self.layout!r}, "
+            f"keys={self.keys}, label_keys={self.label_keys}, seed={self.seed})"
         )
 
-    # pickling (spawned DataLoader workers): generators are per process, never shipped
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_generator"] = None
-        state["_generator_key"] = None
-        return state
+    # ------------------------------------------------------------------ layout
+    def resolve_layout(self, image: Array) -> str:
+        """The layout of ``image`` (``"spatial"``, ``"channel_first"`` or ``"batch"``): the
+        ``layout`` argument, or for ``"auto"`` the only reading that cannot be wrong (module
+        docstring). Raises :class:`~drdm.errors.InputError` for ambiguous shapes."""
+        if self.layout != "auto":
+            return self.layout
+        shape = tuple(image.shape)
+        if self.bank is not None:  # the bank knows its volumes' shapes
+            shapes = self.bank.spatial_shapes()
+            if shape in shapes:
+                return "spatial"
+            if shape[1:] in shapes:
+                return "channel_first"
+        dims = len(shape)
+        if dims == self.ndim:
+            return "spatial"
+        if (self.ndim == 3 and dims == 4) or (self.ndim == 2 and dims == 3 and shape[0] == 1):
+            return "channel_first"
+        readings = {
+            "channel_first": "(C, *spatial)",
+            "spatial": "a (*spatial) volume (a stack of 2D slices for a 2D model)",
+            "batch": "(B, C, *spatial)",
+        }
+        options = "; ".join(f"layout={k!r} for {v}" for k, v in readings.items())
+        raise InputError(
+            f"ambiguous input of shape {shape} for a {self.ndim}D model: pass {options}"
+        )
 
-    def generator(self) -> torch.Generator:
-        """This process's generator (created lazily; see the module docstring)."""
-        key = _process_key()
-        if self._generator is None or self._generator_key != key:
-            self._generator = worker_generator(self.seed)
-            self._generator_key = key
-        return self._generator
+    # ------------------------------------------------------------------ fields
+    def _then_for(self, spacing: Sequence[float] | None) -> Any:
+        if self.then is None or spacing is None:
+            return self.then
+        key = tuple(float(s) for s in spacing)
+        if key not in self._then_cache:
+            self._then_cache[key] = _geometric_stack(self.stack, self.ndim, key)
+        return self._then_cache[key]
+
+    def sample_fields(
+        self,
+        images: Tensor,
+        generator: torch.Generator,
+        spacing: Sequence[float] | None = None,
+        keys: Sequence[Hashable | None] | None = None,
+    ) -> tuple[Tensor, int | None]:
+        """Sample one field per image, the stack included (no warping).
+
+        Args:
+            images: ``(B, C, *spatial)`` floating tensor (2 or 3 spatial axes).
+            generator: the only source of randomness.
+            spacing: mm per spatial axis (default: the constructor's).
+            keys: bank keys per image (banks only; ``None``: found by content).
+
+        Returns:
+            ``(B, ndim, *spatial)`` fields in voxels (pull-back, ``ndim`` of the volume; a zero
+            component along the slice axis for slice-wise fields) and that slice axis or
+            ``None``.
+        """
+        sp = tuple(spacing) if spacing is not None else self.spacing
+        spatial = tuple(images.shape[2:])
+        vnd = len(spatial)
+        batch = images.shape[0]
+        if sp is not None and len(sp) != vnd:
+            raise InputError(f"spacing {sp} does not match the {vnd} spatial axes {spatial}")
+        if self.bank is not None:
+            fields = []
+            for b in range(batch):
+                key = None if keys is None else keys[b]
+                fields.append(self.bank.draw(generator, key=key, image=images[b]))
+            base = torch.stack(fields).to(images.device, images.dtype)
+            axis = slicewise_axis(base[0]) if self.ndim == 2 and vnd == 3 else None
+        else:
+            base, axis = self._sample_base(images, generator, sp)
+        if self.then is None:
+            return base, axis
+        plane = sp if axis is None or sp is None else [s for a, s in enumerate(sp) if a != axis]
+        then = self._then_for(plane)
+        stacked = [stack_field(then, images[b], base[b], axis, generator) for b in range(batch)]
+        return torch.stack(stacked), axis
+
+    def _sample_base(
+        self, images: Tensor, g: torch.Generator, spacing: Sequence[float] | None
+    ) -> tuple[Tensor, int | None]:
+        """Fields of the samplers: the level chosen per image, one sampler call per level."""
+        batch, spatial = images.shape[0], tuple(images.shape[2:])
+        vnd, snd = len(spatial), self.ndim
+        if snd == 3 and (vnd == 2 or min(spatial) == 1):
+            raise InputError(f"a 3D deformation model cannot deform a 2D image (shape {spatial})")
+        if len(self.samplers) == 1:
+            choice = torch.zeros(batch, dtype=torch.int64)
+        else:
+            choice = torch.randint(len(self.samplers), (batch,), generator=g)
+        axis = None if snd == vnd else resolve_slice_axis(spatial, spacing, self.slice_axis)
+        out = images.new_zeros((batch, vnd, *spatial))
+        for index, sampler in enumerate(self.samplers):
+            members = torch.nonzero(choice == index).flatten().tolist()
+            if not members:
+                continue
+            if axis is None:
+                fields = sampler.sample_ddf(images[members], g)
+            else:  # every member's slices in one call
+                slices = torch.cat([to_slices(images[b], axis) for b in members])
+                flat = sampler.sample_ddf(slices, g).split(spatial[axis])
+                fields = torch.stack([slices_to_field(f, axis) for f in flat])
+            expected = (len(members), vnd, *spatial)
+            if tuple(fields.shape) != expected:
+                got = tuple(fields.shape)
+                raise ValueError(f"{type(sampler).__name__} returned {got}, expected {expected}")
+            out[members] = fields.to(out.device, out.dtype)
+        return out, axis
 
     # ------------------------------------------------------------------ core
-    def _has_channel(self, image: Array) -> bool:
-        if self.channel_first is not None:
-            return bool(self.channel_first)
-        dims = image.ndim
-        if dims == self.ndim:
-            return False
-        if dims == self.ndim + 1 or (self.ndim == 2 and dims == 4):
-            return True
-        raise ValueError(
-            f"cannot tell the layout of an input of shape {tuple(image.shape)} for a "
-            f"{self.ndim}D model: expected (*spatial) or (C, *spatial); set channel_first"
-        )
-
     def apply(
         self,
         arrays: Sequence[Array],
         is_label: Sequence[bool],
         generator: torch.Generator | None = None,
         spacing: Sequence[float] | None = None,
+        *,
+        modes: Sequence[str | None] | None = None,
+        names: Sequence[Hashable] | None = None,
+        key: Hashable | Sequence[Hashable] | None = None,
+        layout: str | None = None,
+        ddf: Tensor | None = None,
     ) -> tuple[list[Array], Tensor]:
-        """Deform ``arrays`` with ONE sampled field; the first non-label array is the reference
-        the field is sampled from. Returns the deformed arrays (same order, kinds and shapes)
-        and the field ``(ndim, *spatial)`` (voxels, float32, on the reference's device)."""
+        """Deform ``arrays`` with ONE sampled field per sample.
+
+        Args:
+            arrays: images and label maps in one layout (the first non-label array decides it
+                and is the reference the field is sampled from).
+            is_label: which arrays are label maps.
+            generator: the randomness (default: :meth:`generator`).
+            spacing: mm per spatial axis (default: the constructor's).
+            modes: per array, an image interpolation (``"linear"``/``"bilinear"``,
+                ``"cubic"``/``"bicubic"``) or a label method (``"onehot"``, ``"nearest"``);
+                ``None`` entries take the constructor's.
+            names: per array, the name used in error messages (e.g. the dict key).
+            key: the bank key of the sample (a sequence for batches); banks only.
+            layout: overrides the constructor's layout for this call.
+            ddf: a given field ``(ndim, *spatial)`` (``(B, ndim, *spatial)`` for batches) to
+                apply instead of sampling one (replaying a recorded deformation).
+
+        Returns:
+            The deformed arrays (same order, kinds, shapes and dtypes) and the field
+            ``(ndim, *spatial)`` (``(B, ndim, *spatial)`` for batches) in voxels, float32, on
+            the reference's device.
+        """
         if len(arrays) != len(is_label):
             raise ValueError("arrays and is_label must have the same length")
         if all(is_label):
             raise ValueError("at least one image (not a label map) is needed")
-        g = generator if generator is not None else self.generator()
+        n = len(arrays)
+        names = list(names) if names is not None else [f"input {i}" for i in range(n)]
+        modes = list(modes) if modes is not None else [None] * n
         ref_index = list(is_label).index(False)
-        reference = arrays[ref_index]
-        channel = self._has_channel(reference)
+        reference = _plain(arrays[ref_index])
+        lay = layout or self.resolve_layout(reference)
+        if lay not in ("spatial", "channel_first", "batch"):
+            raise ValueError(f"layout must be 'spatial', 'channel_first' or 'batch', got {lay!r}")
         device = reference.device if isinstance(reference, Tensor) else None
-        ref = _image_tensor(reference, channel, device)
-        spatial = tuple(ref.shape[1:])
-        sampler = self.samplers[0]
-        if len(self.samplers) > 1:
-            sampler = self.samplers[int(torch.randint(len(self.samplers), (1,), generator=g))]
-        sp = spacing if spacing is not None else self.spacing
-        ddf, axis = _sample_field_t(sampler, ref, g, self.slice_axis, sp)
-        if self.then is not None:
-            ddf = _stack_t(self.then, ref, ddf, axis, g)
+        batched = lay == "batch"
+        if batched:
+            if reference.ndim not in (4, 5):
+                raise InputError(
+                    f"{names[ref_index]}: layout='batch' needs (B, C, *spatial), "
+                    f"got shape {tuple(reference.shape)}"
+                )
+            ref = torch.stack([image_tensor(r, True, device) for r in _plain(reference)])
+        else:
+            ref = image_tensor(reference, lay == "channel_first", device)[None]
+        spatial = tuple(ref.shape[2:])
+        batch = ref.shape[0]
+        keys = None if key is None else (list(key) if batched else [key])  # type: ignore[arg-type]
+        if keys is not None and len(keys) != batch:
+            raise ValueError(f"{len(keys)} bank keys for a batch of {batch}")
+        if ddf is None:
+            g = generator if generator is not None else self.generator()
+            fields, axis = self.sample_fields(ref, g, spacing, keys)
+        else:
+            g = generator if generator is not None else self.generator()
+            given = _plain(ddf)
+            fields = (given if batched else given[None]).to(ref.device, ref.dtype)
+            if tuple(fields.shape) != (batch, len(spatial), *spatial):
+                raise InputError(
+                    f"the given field has shape {tuple(ddf.shape)}, the image's grid is {spatial}"
+                )
+            axis = slicewise_axis(fields[0])
         outputs: list[Array] = []
         for i, (array, label) in enumerate(zip(arrays, is_label, strict=True)):
+            array = _plain(array)
             if label:
-                lab = _label_tensor(array, spatial, i, ref.device)
-                _, (warped,) = _warp_t(
-                    None, [lab], ddf, self.label_method, self.interpolation, self.padding
-                )
-                outputs.append(_restore_label(warped, array))
+                method = _label_mode(modes[i] or self.label_method, names[i])
+                parts = array if batched else [array]
+                if batched and len(parts) != batch:
+                    raise InputError(f"{names[i]} has {len(parts)} elements, the batch {batch}")
+                moved = []
+                for b, part in enumerate(parts):
+                    what = names[i] if isinstance(names[i], str) else f"label map {i}"
+                    lab = label_tensor(part, spatial, what, ref.device)
+                    moved.append(
+                        restore_label(_warp_label(lab, fields[b], method, self.padding), part)
+                    )
+                outputs.append(_stack_like(moved, array) if batched else moved[0])
                 continue
-            x = ref if i == ref_index else _image_tensor(array, channel, ref.device)
-            if tuple(x.shape[1:]) != spatial:
-                raise ValueError(
-                    f"input {i} has spatial shape {tuple(x.shape[1:])}, the image {spatial}"
+            interp = _image_mode(modes[i] or self.interpolation)
+            if i == ref_index:
+                x = ref
+            elif batched:
+                x = torch.stack([image_tensor(r, True, ref.device) for r in array])
+            else:
+                x = image_tensor(array, lay == "channel_first", ref.device)[None]
+            if tuple(x.shape[2:]) != spatial or x.shape[0] != batch:
+                raise InputError(
+                    f"{names[i]} has shape {tuple(array.shape)}, the image's grid is {spatial}"
                 )
-            warped, _ = _warp_t(
-                x, [], ddf.to(x.dtype), self.label_method, self.interpolation, self.padding
-            )
-            assert warped is not None
-            warped = _intensity_t(self.intensity, warped, g, axis)
-            outputs.append(_restore_image(warped, array, channel))
-        return outputs, ddf.float()
+            warped = []
+            for b in range(batch):
+                out, _ = warp_tensors(
+                    x[b],
+                    [],
+                    fields[b].to(x.dtype),
+                    "onehot",
+                    interp,
+                    self.padding,  # type: ignore[arg-type]
+                )
+                assert out is not None
+                warped.append(apply_intensity(self.intensity, out, g, axis))
+            result = torch.stack(warped) if batched else warped[0]
+            outputs.append(_restore_image(result, array, lay == "spatial"))
+        ddf_out = fields.float() if batched else fields[0].float()
+        return outputs, ddf_out
 
     # ------------------------------------------------------------------ calls
     def __call__(
@@ -316,14 +675,19 @@ class DRDMDeform:
         data: Array | Mapping[str, Any],
         *labels: Array,
         generator: torch.Generator | None = None,
+        key: Hashable | Sequence[Hashable] | None = None,
     ) -> Any:
         """``deform(image, *labels)`` -> the deformed image, or ``(image, *labels)`` when label
-        maps are given; ``deform(sample_dict)`` -> a new dict (see :meth:`apply_dict`)."""
+        maps are given; ``deform(sample_dict)`` -> a new dict (see :meth:`apply_dict`).
+        ``key``: the bank key of the sample (banks only)."""
         if isinstance(data, Mapping):
             if labels:
                 raise TypeError("a dict sample takes no further positional arguments")
             return self.apply_dict(data, generator=generator)
-        outputs, _ = self.apply([data, *labels], [False] + [True] * len(labels), generator)
+        names = ["image"] + [f"label map {i}" for i in range(len(labels))]
+        outputs, _ = self.apply(
+            [data, *labels], [False] + [True] * len(labels), generator, names=names, key=key
+        )
         return outputs[0] if not labels else tuple(outputs)
 
     def apply_dict(
@@ -344,7 +708,16 @@ class DRDMDeform:
             raise KeyError(f"sample has no image entry {missing[0]!r} (has {sorted(sample)})")
         names = list(keys) + [k for k in label_keys if k in sample and k not in keys]
         flags = [False] * len(keys) + [True] * (len(names) - len(keys))
-        outputs, ddf = self.apply([sample[k] for k in names], flags, generator, spacing)
+        bank_key = None
+        if self.bank is not None and self.bank_key is not None:
+            if self.bank_key not in sample:
+                raise KeyError(f"sample has no bank key entry {self.bank_key!r}")
+            bank_key = sample[self.bank_key]
+            if isinstance(bank_key, Tensor):
+                bank_key = bank_key.tolist()
+        outputs, ddf = self.apply(
+            [sample[k] for k in names], flags, generator, spacing, names=names, key=bank_key
+        )
         result = dict(sample)
         result.update(zip(names, outputs, strict=True))
         if self.ddf_key is not None:
@@ -353,13 +726,140 @@ class DRDMDeform:
         return result
 
 
-def _restore_image(out: Tensor, original: Array, channel: bool) -> Array:
-    """``(C, *spatial)`` -> the original's layout and kind; floating dtypes are kept."""
-    out = out if channel else out[0]
+def check_mode(mode: str, label: bool, name: Hashable = "input") -> str:
+    """The drdm name of an interpolation ``mode`` for an image (``label=False``: ``"linear"``
+    from ``"linear"``/``"bilinear"``, ``"cubic"`` from ``"cubic"``/``"bicubic"``) or a label
+    map (``"onehot"`` from ``"onehot"``/``"bilinear"``/``"linear"``, ``"nearest"``); a
+    ``ValueError`` naming ``name`` otherwise."""
+    return _label_mode(mode, name) if label else _image_mode(mode)
+
+
+def warp_channels(x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros") -> Tensor:
+    """Warp one channel-first sample ``x`` ``(C, *spatial)`` by ``ddf`` ``(ndim, *spatial)``
+    (voxels, pull-back; slice-wise 3D fields exactly in-plane) with a MONAI or drdm mode name.
+
+    ``"bilinear"``/``"linear"``, ``"bicubic"``/``"cubic"``: image interpolation. ``"onehot"``:
+    label warping of integral values (one-hot channels jointly, one class per voxel; values
+    that are not integral, such as probabilities, are interpolated linearly instead).
+    ``"nearest"``: the nearest voxel's value. Returns ``x``'s shape, dtype and device.
+    """
+    integral = not x.is_floating_point() or bool((x == x.round()).all())
+    field = ddf.to(x.device)
+    if mode in ("onehot", "nearest") and integral:
+        lab = _warp_label(x.to(torch.int64), field, _label_mode(mode, "input"), padding)
+        return lab.to(x.dtype)
+    xf = x if x.is_floating_point() else x.float()
+    if mode == "nearest":
+        axis = slicewise_axis(field)
+        if axis is None:
+            out = warp(xf[None], field[None].to(xf.dtype), "nearest", padding)[0]
+        else:
+            plane = field_to_slices(field, axis).to(xf.dtype)
+            out = warp(to_slices(xf, axis), plane, "nearest", padding).movedim(0, axis + 1)
+    else:
+        interp = "linear" if mode == "onehot" else _image_mode(mode)
+        out, _ = warp_tensors(xf, [], field.to(xf.dtype), "onehot", interp, padding)
+        assert out is not None
+    return out if x.is_floating_point() else out.round().to(x.dtype)
+
+
+def _image_mode(mode: str) -> ImageMode:
+    if mode not in _IMAGE_MODES:
+        raise ValueError(
+            f"image interpolation must be 'linear'/'bilinear' or 'cubic'/'bicubic', got {mode!r}"
+        )
+    return _IMAGE_MODES[mode]  # type: ignore[return-value]
+
+
+def _label_mode(mode: str, name: Hashable) -> str:
+    if mode not in _LABEL_MODES:
+        raise ValueError(
+            f"label {name!r}: mode must be 'onehot' (or 'bilinear') or 'nearest', got {mode!r}"
+        )
+    return _LABEL_MODES[mode]
+
+
+def _stack_like(parts: Sequence[Array], original: Array) -> Array:
     if isinstance(original, Tensor):
-        dtype = original.dtype if original.is_floating_point() else torch.float32
-        return out.to(device=original.device, dtype=dtype)
-    array = out.cpu().numpy()
-    if np.issubdtype(original.dtype, np.floating):
-        array = array.astype(original.dtype, copy=False)
-    return array
+        return torch.stack(list(parts))  # type: ignore[arg-type]
+    return np.stack(list(parts))
+
+
+# ---------------------------------------------------------------------------- BigAugIntensity
+class BigAugIntensity(_Seeded):
+    """BigAug's six intensity transforms (sharpness, blur, noise, brightness, contrast,
+    intensity perturbation; each with probability 1/2, :mod:`drdm.baselines.bigaug`) as a
+    transform of its own, to compose after :class:`DRDMDeform` (``drdm augment``'s default
+    recipe is the two together).
+
+    ``transform(image)`` (``(*spatial)``, ``(C, *spatial)`` or with ``layout="batch"``
+    ``(B, C, *spatial)``, one draw per batch element) or ``transform(sample_dict)`` (the entries
+    ``keys``; label maps are never touched). Intensity magnitudes are fractions of each image's
+    intensity range. With ``slice_axis`` set, a 3D stack is changed as its slices (filters
+    in-plane, one draw for the stack), as ``drdm augment`` does for slice-wise volumes.
+
+    Args:
+        keys: image entries of dict samples (absent ones are skipped).
+        slice_axis: spatial axis of 3D stacks to treat as slices (``None``: filters act along
+            every axis).
+        layout: ``"auto"`` (``(*spatial)`` for 2 axes, ``(C, *spatial)`` for 3 or 4),
+            ``"spatial"``, ``"channel_first"`` or ``"batch"``.
+        seed: as :class:`DRDMDeform`.
+        **options: fields of :class:`~drdm.baselines.BigAugConfig` (e.g. ``probability``).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str] = ("image",),
+        *,
+        slice_axis: int | None = None,
+        layout: Layout = "auto",
+        seed: int | None = None,
+        **options: Any,
+    ) -> None:
+        from .baselines import BigAug
+
+        if isinstance(keys, str):
+            raise TypeError("keys must be a sequence of strings, not a string")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.keys = tuple(keys)
+        self.slice_axis = slice_axis
+        self.layout = layout
+        self.seed = seed
+        self.transform = BigAug(2, **options).intensity_transform()
+
+    def __repr__(self) -> str:
+        return f"BigAugIntensity(keys={self.keys}, slice_axis={self.slice_axis}, seed={self.seed})"
+
+    def apply(self, image: Array, generator: torch.Generator | None = None) -> Array:
+        """One image (or a batch with ``layout="batch"``) -> the changed image, same layout,
+        kind and floating dtype."""
+        g = generator if generator is not None else self.generator()
+        x = _plain(image)
+        lay = self.layout
+        if lay == "auto":
+            lay = "spatial" if x.ndim == 2 else "channel_first"
+        if lay == "batch":
+            batch = torch.stack([image_tensor(b, True, None) for b in x])
+        else:
+            batch = image_tensor(x, lay == "channel_first", None)[None]
+        axis = self.slice_axis
+        if axis is not None and batch.dim() != 5:
+            raise InputError(f"slice_axis needs a 3D volume, got shape {tuple(x.shape)}")
+        outs = [apply_intensity(self.transform, b, g, axis) for b in batch]
+        out = torch.stack(outs) if lay == "batch" else outs[0]
+        return _restore_image(out, x, lay == "spatial")
+
+    def __call__(
+        self, data: Array | Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> Any:
+        """An image -> the changed image; a dict -> a new dict with ``keys`` changed."""
+        if not isinstance(data, Mapping):
+            return self.apply(data, generator)
+        g = generator if generator is not None else self.generator()
+        result = dict(data)
+        for k in self.keys:
+            if k in data:
+                result[k] = self.apply(data[k], g)
+        return result

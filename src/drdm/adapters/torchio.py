@@ -1,19 +1,33 @@
-"""TorchIO transform: one DRDM (or any sampler's) deformation per ``tio.Subject``.
+"""TorchIO transforms: DRDM deformation (replayable, invertible) and BigAug's intensity part.
 
 >>> from drdm.adapters.torchio import RandomDRDMDeformation         # doctest: +SKIP
->>> transform = RandomDRDMDeformation(model, seed=0)  # doctest: +SKIP
+>>> transform = RandomDRDMDeformation(model)                        # doctest: +SKIP
 >>> deformed = transform(subject)                                   # doctest: +SKIP
+>>> deformed.get_composed_history()(subject)       # the same deformation # doctest: +SKIP
+>>> deformed.apply_inverse_transform()             # back to the original # doctest: +SKIP
 
 All images of the subject (they must share one grid) are deformed by the same field, sampled
 from the first ``ScalarImage``: ``ScalarImage``s are warped linearly (or cubically), every
-``LabelMap`` with the label method (label values and dtype kept). TorchIO stores images as
-``(C, W, H, D)`` in nibabel's array order; a 2D image is ``(C, W, H, 1)``. A 2D model
-therefore works slice by slice, along the one-voxel axis for 2D images and along the axis
-chosen from the reference image's spacing for 3D stacks (see
+``LabelMap`` with the label method (label values and dtype kept; one-hot channels jointly).
+TorchIO stores images as ``(C, W, H, D)`` in nibabel's array order; a 2D image is
+``(C, W, H, 1)``. A 2D model therefore works slice by slice, along the one-voxel axis for 2D
+images and along the axis chosen from the reference image's spacing for 3D stacks (see
 :func:`drdm.deform.resolve_slice_axis`). Affines are unchanged.
 
-Randomness as in :class:`drdm.transforms.DRDMDeform`: a per-process generator from ``seed``
-and, in ``DataLoader`` workers, the worker's seed (not TorchIO's global-RNG convention).
+Following TorchIO's design, :class:`RandomDRDMDeformation` samples the field and applies the
+deterministic :class:`DRDMFieldDeformation`, which is what the subject's history records (the
+field itself, ``(3, W, H, D)`` float32 voxels): ``subject.get_composed_history()`` replays it
+exactly, and ``get_inverse_transform()`` / ``apply_inverse_transform()`` warp with its inverse
+(fixed-point iteration, :func:`drdm.transforms.invert_field`).
+
+Units: the subject's spacing picks the slice axis and makes the stacked BigAug rotation a
+rotation in mm. A DRDM field is relative to the image's extent (the network sees every image
+resized to its own square grid), so the same voxels with another spacing get the same DRDM
+field, by design.
+
+Randomness follows TorchIO: without ``seed`` every call draws its seed from torch's global
+generator (``torch.manual_seed`` reproduces a run; PyTorch seeds it per DataLoader worker);
+with ``seed`` a per-process generator as in :class:`drdm.transforms.DRDMDeform`.
 """
 
 from __future__ import annotations
@@ -30,23 +44,103 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "drdm.adapters.torchio needs TorchIO; install it with: pip install drdm[torchio]"
     ) from err
 
-from ..deform import IntensityTransform
-from ..transforms import DRDMDeform
+from ..transforms import BigAugIntensity, DRDMDeform, check_mode, invert_field, warp_channels
 
-__all__ = ["RandomDRDMDeformation"]
+__all__ = [
+    "BigAugIntensityTransform",
+    "DRDMFieldDeformation",
+    "RandomBigAugIntensity",
+    "RandomDRDMDeformation",
+]
+
+#: TorchIO's interpolation names -> drdm's image modes
+_TIO_IMAGE_MODES = {"linear": "linear", "bspline": "cubic", "cubic": "cubic", "nearest": "nearest"}
 
 
-class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
-    """Deform every image of a ``tio.Subject`` with one sampled field.
+def _image_mode(name: str) -> str:
+    mode = _TIO_IMAGE_MODES.get(str(name).lower())
+    if mode is None:
+        raise ValueError(
+            f"image_interpolation must be one of {sorted(_TIO_IMAGE_MODES)}, got {name!r}"
+        )
+    return mode
+
+
+class DRDMFieldDeformation(tio.SpatialTransform):
+    """Warp every image of a subject by a given displacement field (deterministic).
 
     Args:
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model or a
-            :class:`~drdm.deform.FieldSampler`.
+        ddf: ``(3, W, H, D)`` float displacement in voxels of the subject's grid (pull-back,
+            TorchIO's array order; a zero component along the slice axis for 2D models).
+        image_interpolation: ``"linear"``, ``"bspline"`` (cubic) or ``"nearest"`` for
+            ``ScalarImage``s.
+        label_method: ``"onehot"`` or ``"nearest"`` for ``LabelMap``s.
+        padding: ``"zeros"`` or ``"border"``.
+        invert: warp with the inverse field instead (what ``inverse()`` returns).
+        **kwargs: TorchIO's ``Transform`` options.
+    """
+
+    def __init__(
+        self,
+        ddf: torch.Tensor,
+        image_interpolation: str = "linear",
+        label_method: str = "onehot",
+        padding: str = "zeros",
+        invert: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        field = torch.as_tensor(ddf)
+        if not field.is_floating_point() or field.dim() != 4 or field.shape[0] != 3:
+            raise ValueError(f"ddf must be a float (3, W, H, D) field, got {tuple(field.shape)}")
+        _image_mode(image_interpolation)
+        check_mode(label_method, True, "label_method")
+        if padding not in ("zeros", "border"):
+            raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
+        self.ddf = field
+        self.image_interpolation = image_interpolation
+        self.label_method = label_method
+        self.padding = padding
+        self.invert_transform = bool(invert)
+        self.args_names = ["ddf", "image_interpolation", "label_method", "padding"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        """Warp the subject's images (TorchIO copies the subject first)."""
+        field = invert_field(self.ddf.float()) if self.invert_transform else self.ddf.float()
+        for name, image in self.get_images_dict(subject).items():
+            data = image.data
+            if tuple(data.shape[1:]) != tuple(field.shape[1:]):
+                raise ValueError(
+                    f"image {name!r} is {tuple(data.shape[1:])}, the field {tuple(field.shape[1:])}"
+                )
+            if image.type == tio.LABEL:
+                mode = self.label_method
+            else:
+                mode = _image_mode(self.image_interpolation)
+                mode = "bilinear" if mode == "linear" else mode
+            image.set_data(warp_channels(data, field, mode, self.padding))  # type: ignore[arg-type]
+        return subject
+
+
+class RandomDRDMDeformation(tio.RandomTransform, tio.SpatialTransform):
+    """Deform every image of a ``tio.Subject`` with one sampled field (history records it).
+
+    Args:
+        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, a
+            :class:`~drdm.bank.FieldBank` or a :class:`~drdm.deform.FieldSampler`.
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
-        label_method, interpolation, padding, stack, intensity, seed, batch_size: as in
-            :class:`~drdm.transforms.DRDMDeform`.
+        image_interpolation: ``"linear"`` or ``"bspline"`` (cubic).
+        label_method: ``"onehot"`` or ``"nearest"``; ``padding``: ``"zeros"`` or ``"border"``.
+        stack: geometric stack (``"auto"``: BigAug's rotation, scaling and elastic field for
+            DRDM models and banks), see :class:`~drdm.transforms.DRDMDeform`. Geometry only:
+            add :class:`RandomBigAugIntensity` for BigAug's intensity part.
+        seed: ``None`` (default): seeds from torch's global generator; an int: per-process
+            generators as in :class:`~drdm.transforms.DRDMDeform`.
+        batch_size: slices per network call for DRDM models.
+        bank_key: for a bank: the subject attribute holding the key (default: the reference
+            image's file path, else lookup by content).
         **kwargs: TorchIO's ``Transform`` options (``p``, ``include``, ``exclude``, ...).
     """
 
@@ -56,49 +150,109 @@ class RandomDRDMDeformation(tio.transforms.augmentation.RandomTransform):
         level: int | None = None,
         levels: Sequence[int] | None = None,
         slice_axis: str | int | None = "auto",
+        image_interpolation: str = "linear",
         label_method: str = "onehot",
-        interpolation: str = "linear",
         padding: str = "zeros",
         stack: str | None = "auto",
-        intensity: IntensityTransform | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        bank_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _image_mode(image_interpolation)
+        check_mode(label_method, True, "label_method")
+        self.image_interpolation = image_interpolation
+        self.label_method = label_method
+        self.padding = padding
+        self.bank_key = bank_key
         self.deformer = DRDMDeform(
             model_or_sampler,
             level=level,
             levels=levels,
             slice_axis=slice_axis,  # type: ignore[arg-type]
-            label_method=label_method,  # type: ignore[arg-type]
-            interpolation=interpolation,  # type: ignore[arg-type]
             padding=padding,  # type: ignore[arg-type]
             stack=stack,
-            intensity=intensity,
-            channel_first=True,
+            layout="channel_first",
             seed=seed,
             batch_size=batch_size,
         )
 
+    def _bank_key(self, subject: tio.Subject, reference: tio.Image) -> Any:
+        if self.deformer.bank is None:
+            return None
+        if self.bank_key is not None:
+            return subject[self.bank_key]
+        path = getattr(reference, "path", None)
+        if path is not None and str(path) in self.deformer.bank:
+            return str(path)
+        return None
+
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        """Deform the subject's images in place (TorchIO copies the subject first)."""
+        """Sample one field from the first ``ScalarImage`` and apply
+        :class:`DRDMFieldDeformation` with it (recorded in the subject's history)."""
         subject.check_consistent_spatial_shape()
         images = subject.get_images_dict(
             intensity_only=False, include=self.include, exclude=self.exclude
         )
         if not images:
             return subject
-        names = list(images)
-        flags = [images[n].type == tio.LABEL for n in names]
-        if all(flags):
+        scalars = [img for img in images.values() if img.type != tio.LABEL]
+        if not scalars:
             raise ValueError("RandomDRDMDeformation needs a ScalarImage in the subject")
-        reference = images[names[flags.index(False)]]
-        arrays = [images[n].data for n in names]
-        outputs, _ = self.deformer.apply(
-            arrays, flags, spacing=tuple(float(s) for s in reference.spacing)
+        reference = scalars[0]
+        ref = reference.data.float()[None]
+        key = self._bank_key(subject, reference)
+        ddf, _ = self.deformer.sample_fields(
+            ref,
+            self.deformer.generator(),
+            spacing=tuple(float(s) for s in reference.spacing),
+            keys=None if key is None else [key],
         )
-        for name, out in zip(names, outputs, strict=True):
-            assert isinstance(out, torch.Tensor)
-            images[name].set_data(out)
+        arguments = {
+            "ddf": ddf[0].float().cpu(),
+            "image_interpolation": self.image_interpolation,
+            "label_method": self.label_method,
+            "padding": self.padding,
+        }
+        transform = DRDMFieldDeformation(**self._add_base_args(arguments))
+        return transform(subject)
+
+
+class BigAugIntensityTransform(tio.IntensityTransform):
+    """BigAug's six intensity transforms with the draws of a given ``seed`` (deterministic:
+    replaying it on the same images gives the same result). Not invertible."""
+
+    def __init__(self, seed: int, slice_axis: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+        self.slice_axis = slice_axis
+        self.args_names = ["seed", "slice_axis"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        """Change every ``ScalarImage`` (one draw each, in the subject's order)."""
+        g = torch.Generator().manual_seed(self.seed)
+        change = BigAugIntensity(slice_axis=self.slice_axis, layout="channel_first")
+        for image in self.get_images(subject):
+            image.set_data(change.apply(image.data.float(), g))
         return subject
+
+
+class RandomBigAugIntensity(tio.RandomTransform, tio.IntensityTransform):
+    """BigAug's intensity part for TorchIO subjects: draws a seed (torch's global generator,
+    or per-process generators from ``seed``) and applies :class:`BigAugIntensityTransform`,
+    which the history records. ``slice_axis``: axis of ``(W, H, D)`` treated as slices
+    (filters in-plane), e.g. 2 for TorchIO's ``(C, W, H, 1)`` 2D images."""
+
+    def __init__(
+        self, slice_axis: int | None = None, seed: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.slice_axis = slice_axis
+        self._seeds = BigAugIntensity(seed=seed)
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        """Draw a seed and apply the deterministic transform with it."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._seeds.generator()))
+        arguments = {"seed": seed, "slice_axis": self.slice_axis}
+        return BigAugIntensityTransform(**self._add_base_args(arguments))(subject)
