@@ -99,7 +99,7 @@ def test_console_entry_point_exit_status(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"drdm diffuse: error: {tmp_path / 'nope.nii'}: no such file"
+        f"drdm diffuse: error: {tmp_path / 'nope.nii'}: no such file or directory"
     ]
 
 

@@ -1,4 +1,4 @@
-"""Tests of drdm.jobs: input lists, seeds, shards, manifests, run settings."""
+"""Tests of drdm.batch.jobs: input lists, seeds, shards, manifests, run settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from drdm.errors import InputError
-from drdm.jobs import (
+from drdm.batch.jobs import (
+    AUGMENT_COLUMNS,
     InputItem,
     Job,
     ManifestBook,
@@ -27,6 +27,7 @@ from drdm.jobs import (
     write_manifest,
     write_run_settings,
 )
+from drdm.errors import InputError
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 7, 24, 100])
@@ -148,22 +149,27 @@ def test_list_inputs_option_errors(tmp_path):
 
 def test_parse_int_list():
     assert parse_int_list("30,45, 55", "--levels") == [30, 45, 55]
-    for text in ("30,x", "", "3,3"):
-        with pytest.raises(InputError, match="--levels"):
-            parse_int_list(text, "--levels")
 
 
-COLUMNS = ["image", "ddf", "level", "sample", "seed"]
+@pytest.mark.parametrize("text", ["30,x", "", "3,3", "4,,5", ",4", "4,"])
+def test_parse_int_list_refuses(text):
+    with pytest.raises(InputError, match="--levels"):
+        parse_int_list(text, "--levels")
+
+
+COLUMNS = list(AUGMENT_COLUMNS)
 
 
 def _row(name, level, sample, seed=1):
-    return {
-        "image": f"{name}/L{level:03d}_s{sample:03d}_image.nii.gz",
-        "ddf": f"{name}/L{level:03d}_s{sample:03d}_ddf.nii.gz",
-        "level": level,
-        "sample": sample,
-        "seed": seed,
-    }
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(
+        image=f"{name}/L{level:03d}_s{sample:03d}_image.nii.gz",
+        ddf=f"{name}/L{level:03d}_s{sample:03d}_ddf.nii.gz",
+        level=level,
+        sample=sample,
+        seed=seed,
+    )
+    return row
 
 
 def test_manifest_write_sorted_and_merge(tmp_path):
@@ -187,7 +193,7 @@ def test_merge_conflicts_and_column_mismatch(tmp_path):
     write_manifest(tmp_path / "other.csv", COLUMNS[:-1], [_row("a", 5, 1)])
     with pytest.raises(InputError, match="columns"):
         merge_manifests([tmp_path / "s0.csv", tmp_path / "other.csv"])
-    (tmp_path / "bad.csv").write_text("image,ddf\na,b,c\n")
+    (tmp_path / "bad.csv").write_text(",".join(COLUMNS) + "\na,b,c\n")
     with pytest.raises(InputError, match="malformed"):
         merge_manifests([tmp_path / "bad.csv"])
     with pytest.raises(InputError, match="no manifest"):

@@ -159,9 +159,9 @@ def _display_axis(row: OverviewRow) -> int:
     for axis in (2, 0, 1):
         if not ddf[axis].any():
             return axis
-    from .deform import resolve_slice_axis
+    from .io.geometry import auto_slice_axis
 
-    return resolve_slice_axis(row.original.shape, row.spacing, "auto")
+    return auto_slice_axis(row.original.shape, row.spacing)
 
 
 def _pixel_aspect(row: OverviewRow, axis: int) -> float:
@@ -186,16 +186,17 @@ def draw_contours(ax, label: np.ndarray | None, values: Sequence[int]) -> None: 
 
 
 def _statistics(row: OverviewRow) -> tuple[float, float, float]:
-    from .spatial import fold_ratio, magnitude_stats
+    """Max and mean |u| (% of the size) and folds (%): the manifest's values, else computed
+    as the manifest computes them (:mod:`drdm.metrics`)."""
+    from .metrics import displacement_magnitude, fold_ratio
 
     if None not in (row.max_disp_pct, row.mean_disp_pct, row.fold_pct):
         return float(row.max_disp_pct), float(row.mean_disp_pct), float(row.fold_pct)  # type: ignore[arg-type]
-    field = torch.as_tensor(np.asarray(row.ddf), dtype=torch.float64)[None]
-    stats = magnitude_stats(field)
+    size = displacement_magnitude(np.asarray(row.ddf))
     return (
-        float(stats.max_percent[0]),
-        float(stats.mean_percent[0]),
-        float(fold_ratio(field)[0]) * 100.0,
+        float(size.max_percent),
+        float(size.mean_percent),
+        float(fold_ratio(np.asarray(row.ddf))) * 100.0,
     )
 
 
@@ -311,15 +312,9 @@ def _run_frame(folder: Path) -> int | None:
 def _read_array(
     path: Path, kind: str, frame: int | None = None
 ) -> tuple[np.ndarray, tuple[float, ...]]:
-    """An image or label map and its spacing (``drdm.io.image``, else the NIfTI reader)."""
-    try:
-        from .io.image import read_image
-    except ImportError:  # pragma: no cover - older layouts
-        from .io.nifti import read_volume
+    """An image or label map and its spacing (:func:`drdm.io.read_image`)."""
+    from .io.image import read_image
 
-        volume = read_volume(path)
-        spacing = np.linalg.norm(volume.affine[:3, : volume.ndim], axis=0)
-        return np.asarray(volume.array), tuple(float(s) for s in spacing)
     image = read_image(path, kind=kind, frame=frame)  # type: ignore[arg-type]
     return np.asarray(image.array), tuple(image.spacing)
 

@@ -1,4 +1,5 @@
-"""Batch jobs of ``drdm augment`` and ``drdm synth``: inputs, seeds, shards, manifests, resume.
+"""Batch jobs of ``drdm augment`` and ``drdm synth``: inputs, seeds, shards, manifests, resume,
+run folders.
 
 A job is one output sample: an input (image + optional label maps), a level (or a level pair)
 and a sample number.  The pieces here are independent of what a job computes:
@@ -7,48 +8,65 @@ and a sample number.  The pieces here are independent of what a job computes:
   images with matching labels or a CSV/JSON list of pairs (:func:`drdm.io.image.find_pairs`).
   Every input gets a unique ``name`` (its file stem; repeated stems get ``-2``, ``-3``, ... in
   list order) that names its output folder and enters its seeds.
-* **Seeds** (:func:`derive_seed`): every sample has its own 63-bit seed, the first 8 bytes of
-  ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")``.  A sample's output therefore
-  depends only on the run's ``--seed``, the input's name, the level and the sample number: not on
-  the shard that computes it, the other inputs or levels, or the samples already done.
+* **Seeds** (:func:`derive_seed`, :func:`sample_generator`): every sample has its own 63-bit
+  seed, the first 8 bytes of ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")``.  A
+  sample's output therefore depends only on the run's ``--seed`` (any integer), the input's
+  name, the level and the sample number: not on the shard that computes it, the other inputs
+  or levels, or the samples already done.  ``generate``, ``diffuse`` and ``demo`` use the same
+  scheme.
 * **Shards** (:func:`resolve_shards`, :func:`shard_bounds`): the job list (inputs x levels x
   samples, in that order) is cut into ``K`` contiguous blocks whose sizes differ by at most one;
   block ``i`` is shard ``i``.  The blocks cover the list with no overlap and no gaps.
-* **Manifests** (:func:`read_manifest`, :func:`write_manifest`, :func:`merge_manifests`): CSV,
-  one row per sample, rows sorted by their first column (the sample's main output path, which is
+* **Manifests** (:func:`read_manifest`, :func:`write_manifest`, :func:`merge_manifests`): CSV
+  with the columns :data:`AUGMENT_COLUMNS` or :data:`SYNTH_COLUMNS`, one row per sample, rows
+  sorted by their first column (the sample's main output path, which is
   zero-padded, so the order is input name, level, sample).  A sharded run writes
   ``manifest-shard{i}of{K}.csv``; merging the shards' manifests gives exactly the manifest of
-  the unsharded run.
+  the unsharded run.  Rows of earlier runs into the folder (e.g. other levels) are kept while
+  their files exist.
 * **Resume**: outputs are renamed into place only when fully written
   (:func:`drdm.io.atomic_path`), so a sample whose files all exist and whose row is in the
-  manifest left by an earlier run is complete and skipped (:class:`ManifestBook`).  A run
-  folder records the settings that change outputs in ``run.json``
-  (:func:`check_run_settings`, :func:`write_run_settings`); re-running into it with different
-  settings is an error instead of a silent mix.
+  manifest left by an earlier run is complete and skipped (:class:`ManifestBook`).
+* **One run per folder**: a run folder records the settings that change outputs in
+  ``run.json``, claimed atomically by the first run (:func:`claim_run_settings`); a run with
+  other settings is refused, even when both start at once.  While a run (or one shard of it)
+  works it holds a lock (:class:`RunLock`, released when the process ends, however it ends),
+  so the same run started twice at once is refused too.  Temporaries of killed runs are
+  removed when the next run starts (:func:`drdm.io.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .io import atomic_path
+import torch
+
+from ..errors import InputError
+from ..io import atomic_path, file_stem
+from ..io.files import default_file_mode, scratch_path
 
 __all__ = [
+    "AUGMENT_COLUMNS",
+    "MANIFEST_SCHEMAS",
     "RUN_SETTINGS_NAME",
+    "SYNTH_COLUMNS",
     "BatchReport",
     "InputItem",
     "Job",
     "ManifestBook",
+    "RunLock",
     "check_run_settings",
+    "claim_run_settings",
     "derive_seed",
     "input_name",
     "list_inputs",
@@ -58,6 +76,7 @@ __all__ = [
     "read_manifest",
     "resolve_shards",
     "run_batch",
+    "sample_generator",
     "shard_bounds",
     "shard_jobs",
     "write_manifest",
@@ -65,6 +84,43 @@ __all__ = [
 ]
 
 RUN_SETTINGS_NAME = "run.json"
+
+#: columns of the ``drdm augment`` manifest, in order
+AUGMENT_COLUMNS = (
+    "image",
+    "label",
+    "ddf",
+    "source_image",
+    "source_label",
+    "level",
+    "sample",
+    "seed",
+    "max_disp_pct",
+    "mean_disp_pct",
+    "fold_pct",
+)
+#: columns of the ``drdm synth`` manifest, in order
+SYNTH_COLUMNS = (
+    "moving",
+    "fixed",
+    "ddf",
+    "moving_label",
+    "fixed_label",
+    "source_image",
+    "source_label",
+    "level_aug",
+    "level_syn",
+    "sample",
+    "seed",
+    "max_disp_pct",
+    "mean_disp_pct",
+    "fold_pct",
+)
+#: the manifests the package writes: command -> (columns, the columns naming output files)
+MANIFEST_SCHEMAS = {
+    "augment": (AUGMENT_COLUMNS, ("image", "label", "ddf")),
+    "synth": (SYNTH_COLUMNS, ("moving", "fixed", "ddf", "moving_label", "fixed_label")),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,15 +146,8 @@ class InputItem:
 
 
 def input_name(path: str | Path) -> str:
-    """The name an image contributes to output paths: its file name without the image suffix
-    (``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``), or a folder's name."""
-    from .io.image import image_suffix
-
-    path = Path(path)
-    suffix = image_suffix(path)
-    if suffix and len(path.name) > len(suffix):
-        return path.name[: -len(suffix)]
-    return path.name
+    """The name an image contributes to output paths: :func:`drdm.io.file_stem`."""
+    return file_stem(path)
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -120,14 +169,16 @@ def list_inputs(
     image: str | Path | None = None,
     labels: Sequence[str | Path] = (),
     input: str | Path | None = None,
+    require_files: bool = True,
 ) -> list[InputItem]:
     """The inputs of a run: ``image`` (a file or a DICOM series folder) with its ``labels``, or
     ``input``: a folder of images with matching labels, or a ``.csv`` / ``.json`` list, paired
     by :func:`drdm.io.image.find_pairs` (one label map per image).
 
     Raises :class:`~drdm.errors.InputError` when both or neither of ``image`` and ``input`` are
-    given, ``labels`` come with ``input``, a folder holds no image, or a list is malformed.
-    Images are not opened here (unreadable ones are reported when an input is read).
+    given, ``labels`` come with ``input``, a folder holds no image, or a list is malformed or
+    (with ``require_files``) names a missing file. Images are not opened here (unreadable or
+    missing ones are reported when an input is read: one failed input of ``--keep-going``).
     """
     if (image is None) == (input is None):
         raise InputError("give exactly one of --image and --input")
@@ -137,9 +188,9 @@ def list_inputs(
     else:
         if labels:
             raise InputError("--label goes with --image; with --input, pair the labels there")
-        from .io.image import find_pairs
+        from ..io.image import find_pairs
 
-        found = find_pairs(Path(input))  # type: ignore[arg-type]
+        found = find_pairs(Path(input), require_files=require_files)  # type: ignore[arg-type]
         pairs = [(Path(img), () if lab is None else (Path(lab),)) for img, lab in found]
     names = _unique_names([p[0] for p in pairs])
     return [
@@ -149,10 +200,13 @@ def list_inputs(
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
-    """``"30,45,55"`` -> ``[30, 45, 55]``; duplicates and non-integers are an
-    :class:`~drdm.errors.InputError` naming ``option``."""
+    """``"30,45,55"`` -> ``[30, 45, 55]``; empty items (``"4,,5"``), duplicates and
+    non-integers are an :class:`~drdm.errors.InputError` naming ``option``."""
+    items = [v.strip() for v in str(text).split(",")]
+    if len(items) > 1 and not all(items):
+        raise InputError(f"{option} {text!r}: empty item; expected comma-separated integers")
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in items if v]
     except ValueError:
         raise InputError(f"{option} {text!r}: expected comma-separated integers") from None
     if not values:
@@ -177,6 +231,14 @@ def derive_seed(command: str, seed: int, name: str, level: str | int, sample: in
     text = f"drdm/{command}/{int(seed)}/{name}/{level}/{int(sample)}"
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def sample_generator(
+    command: str, seed: int, name: str, level: str | int, sample: int
+) -> torch.Generator:
+    """A CPU :class:`torch.Generator` seeded with :func:`derive_seed` (any integer ``seed``,
+    e.g. ``2**70``, works)."""
+    return torch.Generator().manual_seed(derive_seed(command, seed, name, level, sample))
 
 
 @dataclass(frozen=True)
@@ -293,9 +355,10 @@ def _cell(value: Any) -> str:
 def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, str]]]:
     """Merge manifest CSVs (e.g. the shards of a run) into one ``(columns, rows)``.
 
-    Every file must have the same columns.  A row appearing in several files (same first
-    column) is kept once when identical and is an :class:`~drdm.errors.InputError` when the
-    copies differ (a conflict).  Rows are sorted by the first column, as :func:`write_manifest`
+    Every file must be a manifest of ``drdm augment`` or ``drdm synth``
+    (:data:`MANIFEST_SCHEMAS`), all of the same kind.  A row appearing in several files (same
+    first column) is kept once when identical and is an :class:`~drdm.errors.InputError` when
+    the copies differ (a conflict).  Rows are sorted by the first column, as :func:`write_manifest`
     writes them, so merging a sharded run's manifests reproduces the unsharded manifest.
     """
     if not paths:
@@ -306,6 +369,10 @@ def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[s
     for path in paths:
         path = Path(path)
         cols, rows = read_manifest(path)
+        if not any(cols == list(schema) for schema, _ in MANIFEST_SCHEMAS.values()):
+            raise InputError(
+                f"{path}: not a drdm augment or synth manifest (columns {', '.join(cols)[:120]})"
+            )
         if columns is None:
             columns = cols
         elif cols != columns:
@@ -329,12 +396,13 @@ def merge_manifests(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[s
 class ManifestBook:
     """The rows of one run (or shard) manifest, kept on disk as the run goes.
 
-    Rows of an earlier run found in the manifest file (or in ``other_sources``, e.g. the
-    manifests of the same folder run with other shards) are reused for jobs whose seed matches
-    and whose files all exist (:meth:`done`); :meth:`add` records a new row.  :meth:`flush`
-    rewrites the file atomically with the rows confirmed so far plus the earlier run's rows of
-    ``pending`` jobs not reached yet (so an interruption loses nothing); ``final=True`` writes
-    the confirmed rows only.
+    Rows found in the manifest file (or in ``other_sources``, e.g. the manifests of the same
+    folder run with other shards) are reused for jobs whose seed matches and whose files all
+    exist (:meth:`done`); :meth:`add` records a new row.  :meth:`flush` rewrites the file
+    atomically with the rows confirmed so far, the earlier rows of ``pending`` jobs not reached
+    yet (so an interruption loses nothing; ``final=True`` leaves these out), and the manifest
+    file's own rows of samples outside this run (e.g. other levels of an earlier run into the
+    same folder) whose files all still exist.
     """
 
     def __init__(
@@ -352,6 +420,7 @@ class ManifestBook:
         self.file_columns = list(file_columns)
         self.rows: dict[str, dict[str, Any]] = {}
         self._previous: dict[str, dict[str, str]] = {}
+        own: dict[str, dict[str, str]] = {}
         for source in [*other_sources, self.path]:  # this manifest's own rows win
             if Path(source).is_file():
                 try:
@@ -360,7 +429,16 @@ class ManifestBook:
                     continue
                 if cols == self.columns:
                     self._previous.update((r[self.columns[0]], r) for r in rows)
+                    if Path(source) == self.path:
+                        own = {r[self.columns[0]]: r for r in rows}
+        pending = list(pending)
         self._pending = [k for k in pending if k in self._previous]
+        jobs = set(pending)
+        self._kept = {
+            key: row
+            for key, row in own.items()
+            if key not in jobs and all(p.is_file() for p in self.files(row))
+        }
 
     def files(self, row: Mapping[str, Any]) -> list[Path]:
         """The output files of ``row`` (``;``-separated cells of the file columns)."""
@@ -387,7 +465,7 @@ class ManifestBook:
 
     def flush(self, final: bool = False) -> None:
         """Rewrite the manifest file atomically (see the class docstring)."""
-        rows = dict(self.rows)
+        rows = {**self._kept, **self.rows}
         if not final:
             for key in self._pending:
                 rows.setdefault(key, self._previous[key])
@@ -552,10 +630,105 @@ def check_run_settings(out: str | Path, command: str, settings: Mapping[str, Any
 
 
 def write_run_settings(out: str | Path, command: str, settings: Mapping[str, Any]) -> None:
-    """Write ``out/run.json`` (atomically) unless it exists; see :func:`check_run_settings`."""
+    """Write ``out/run.json`` unless it exists (:func:`claim_run_settings` without the
+    comparison)."""
     path = Path(out) / RUN_SETTINGS_NAME
-    if path.exists():
-        return
+    if not path.exists():
+        claim_run_settings(out, command, settings)
+
+
+def claim_run_settings(out: str | Path, command: str, settings: Mapping[str, Any]) -> bool:
+    """Record ``settings`` in ``out/run.json`` unless a run did already, atomically: of several
+    runs starting at once exactly one writes the file (a complete temporary is hard-linked to
+    the name, which fails when the name exists), and every other one compares its settings
+    with the file (:func:`check_run_settings`).
+
+    Returns ``True`` when this call wrote the file. Raises :class:`~drdm.errors.InputError`
+    when the folder holds a run of another command or with other settings.
+    """
+    path = Path(out) / RUN_SETTINGS_NAME
     record = _run_record(command, settings)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    with scratch_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, default_file_mode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            check_run_settings(out, command, settings)
+            return False
+        except OSError:  # a file system without hard links: exclusive create instead
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(text)
+            except FileExistsError:
+                check_run_settings(out, command, settings)
+                return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# One run at a time
+# ----------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder (or on one shard of it) while a run works in it.
+
+    ``with RunLock(out, "manifest"):`` holds ``out/.drdm-manifest.lock`` (an ``flock``, which
+    the operating system releases when the process ends, even by SIGKILL); a second process
+    asking for the same lock gets an :class:`~drdm.errors.InputError` naming the holder. The
+    file records the holder (host and process id) and is removed on release.
+    """
+
+    def __init__(self, folder: str | Path, name: str = "manifest") -> None:
+        self.path = Path(folder) / f".drdm-{name}.lock"
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`~drdm.errors.InputError`."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise InputError(
+                    f"{self.path.parent}: another drdm run works in this folder ({holder}); "
+                    "wait for it to finish or use another --out folder"
+                ) from None
+            try:  # the file may have been removed by its previous holder after we opened it
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock."""
+        if self._handle is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

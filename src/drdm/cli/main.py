@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import InputError
@@ -57,15 +58,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning(args.command)
     try:
         status = args.run(args)
     except InputError as exc:
         print(f"drdm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk or a folder made read-only during the run
+        from ..io.files import describe_os_error
+
+        print(f"drdm {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"drdm {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
     return int(status or 0)
+
+
+def _one_line_warning(command: str):  # noqa: ANN202 - a warnings.showwarning replacement
+    """Warnings as ``drdm COMMAND: warning: MESSAGE`` on one line (no Python source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        print(f"drdm {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def shard_files(folder: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..jobs import merge_manifests, write_manifest
+    from ..batch.jobs import merge_manifests, write_manifest
+    from ..io import check_output_file
 
     paths: list[Path] = []
     for source in args.sources:
@@ -76,8 +77,7 @@ def run(args: argparse.Namespace) -> None:
         if len(args.sources) != 1 or not folders:
             raise InputError("--out is needed unless a single run folder is given")
         out = folders[0] / "manifest.csv"
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder, expected a CSV file name")
+    check_output_file(out)
     if out.resolve() in {p.resolve() for p in paths}:
         raise InputError(f"--out {out}: is one of the manifests to merge")
     columns, rows = merge_manifests(paths)

@@ -60,10 +60,14 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
     config = load_train_config(args.config)
+    from ..io import check_output_folder
+
+    base_dir = args.config.resolve().parent
+    check_output_folder(args.out if args.out is not None else base_dir / config.output.dir)
     try:
         train(
             config,
-            base_dir=args.config.resolve().parent,
+            base_dir=base_dir,
             out_dir=args.out,
             resume=args.resume,
             device=args.device,

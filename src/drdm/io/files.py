@@ -27,10 +27,12 @@ __all__ = [
     "atomic_path",
     "check_output_file",
     "check_output_folder",
+    "default_file_mode",
     "describe_os_error",
     "file_stem",
     "image_suffix",
     "remove_stale_temporaries",
+    "scratch_path",
 ]
 
 #: image file endings the readers recognise (longest first where one ends another)
@@ -62,12 +64,12 @@ def file_stem(path: str | Path) -> str:
 
 
 @functools.cache
-def _process_umask() -> int:
-    """The process umask, read once: reading it means setting it, which is not thread-safe,
-    so it is not done on every write."""
+def default_file_mode() -> int:
+    """The permissions a plain ``open()`` gives a new file: 0666 minus the process umask,
+    read once (reading the umask means setting it, which is not thread-safe)."""
     umask = os.umask(0o022)
     os.umask(umask)
-    return umask
+    return 0o666 & ~umask
 
 
 def _host() -> str:
@@ -75,13 +77,9 @@ def _host() -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
-
-    The temporary is ``.NAME.<host>-<pid>.<random>.part`` in the target's folder (created if
-    needed); it is removed when the block raises. A file written by the block gets the
-    permissions a plain ``open()`` would give (0666 minus the umask).
-    """
+def scratch_path(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary file beside ``path`` (``.NAME.<host>-<pid>.<random>.part``,
+    the folder created if needed), removed when the block ends unless it was moved away."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.{_host()}-{os.getpid()}."
@@ -90,11 +88,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_process_umask())
-        os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The temporary (:func:`scratch_path`) is removed when the block raises. A file written by
+    the block gets the permissions a plain ``open()`` would give (0666 minus the umask).
+    """
+    with scratch_path(path) as tmp:
+        yield tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:
