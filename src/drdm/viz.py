@@ -383,8 +383,8 @@ def rows_from_manifest(
     may be empty (the first of several ``;``-separated label maps is drawn). With ``max_rows``
     only that many rows, evenly spread over the manifest, are read.
     """
+    from .batch.jobs import read_manifest
     from .errors import InputError
-    from .jobs import read_manifest
 
     entries: list[tuple[Path, dict[str, str]]] = []
     for manifest in find_manifests(manifest_or_dir):
