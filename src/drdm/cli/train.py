@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> None:
         if args.threads < 1:
             raise InputError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
-    config = load_train_config(args.config)
     from ..io import check_output_folder
 
+    if args.out is not None:  # before reading the data sources
+        check_output_folder(args.out)
+    config = load_train_config(args.config)
     base_dir = args.config.resolve().parent
     check_output_folder(args.out if args.out is not None else base_dir / config.output.dir)
     try:
