@@ -318,29 +318,46 @@ def _bad_cases(tmp, data):
     ]
 
 
-def test_bad_input_one_line_error_exit_2_nothing_written(tmp_path, model_dir, data, capsys):
-    cases = _bad_cases(tmp_path, data)
-    for k, (argv, message, named) in enumerate(cases):
-        out = tmp_path / f"out{k}"
-        base = ["augment", "--levels", "3", "--model", str(model_dir), "--out", str(out)]
-        if "--levels" in argv:
-            base = base[:1] + base[3:]
-        status = main([*base, "--quiet", *map(str, argv)])
-        err = capsys.readouterr().err
-        assert status == 2, (argv, err)
-        assert len(err.strip().splitlines()) == 1, err
-        assert message in err, (message, err)
-        named = named if named is not None else argv[-1]
-        assert str(named) in err, (named, err)
-        assert not out.exists(), argv
+BAD_CASES = ["other-grid", "fractional", "negative", "empty-folder", "corrupt", "truncated", "nan",
+             "4d", "frame-range", "small", "level-high", "level-0", "method", "per-level",
+             "slice-axis", "shard"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_cases(tmp_path_factory, data):
+    tmp = tmp_path_factory.mktemp("bad")
+    return tmp, dict(zip(BAD_CASES, _bad_cases(tmp, data), strict=True))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_one_line_error_exit_2_nothing_written(
+    tmp_path, model_dir, bad_cases, capsys, case
+):
+    argv, message, named = bad_cases[1][case]
+    out = tmp_path / "out"
+    base = ["augment", "--levels", "3", "--model", str(model_dir), "--out", str(out)]
+    if "--levels" in argv:
+        base = base[:1] + base[3:]
+    status = main([*base, "--quiet", *map(str, argv)])
+    err = capsys.readouterr().err
+    assert status == 2, (argv, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err, (message, err)
+    named = named if named is not None else argv[-1]
+    assert str(named) in err, (named, err)
+    assert not out.exists(), argv
+
+
+def test_resample_label_and_frame(tmp_path, model_dir, data, bad_cases):
     # the grid mismatch is an error only without --resample-label
     out = tmp_path / "resampled"
-    argv = ["--image", data / "heart.nii.gz", "--label", tmp_path / "moved.nii.gz"]
+    tmp = bad_cases[0]
+    argv = ["--image", data / "heart.nii.gz", "--label", tmp / "moved.nii.gz"]
     assert augment(model_dir, out, *argv, "--resample-label", levels="3", per_level="1") == 0
     label = read_image(out / "heart/L003_s000_label.nii.gz", kind="label")
     np.testing.assert_allclose(label.affine, AFFINE)
     # a frame of a 4D series
-    argv = ["--image", tmp_path / "cine.nii.gz", "--frame", "2"]
+    argv = ["--image", tmp / "cine.nii.gz", "--frame", "2"]
     assert augment(model_dir, tmp_path / "frame", *argv, levels="3", per_level="1") == 0
     assert read_image(tmp_path / "frame/cine/L003_s000_image.nii.gz").shape == (32, 32, 2)
 

@@ -48,6 +48,9 @@ def test_diffuse_3d(tmp_path):
     assert ddf.shape == (20, 18, 16, 1, 3)
 
 
+BAD = ["missing", "corrupt", "truncated", "4d", "1d", "nan", "t0", "t81"]
+
+
 def _bad_inputs(tmp_path):
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(gzip.compress(b"not a nifti file at all" * 20))
@@ -68,17 +71,18 @@ def _bad_inputs(tmp_path):
     ]
 
 
-def test_diffuse_bad_input_one_line_error_no_output(tmp_path, capsys):
-    for path, t, message in _bad_inputs(tmp_path):
-        out = tmp_path / f"out_{path.stem}_{t}"
-        status = main(["diffuse", str(path), "--t", t, "--out", str(out)])
-        err = capsys.readouterr().err
-        assert status == 2, (path, err)
-        assert len(err.strip().splitlines()) == 1, err
-        assert message in err
-        if not message.startswith("--t"):
-            assert str(path) in err
-        assert not out.exists()
+@pytest.mark.parametrize("case", BAD)
+def test_diffuse_bad_input_one_line_error_no_output(tmp_path, capsys, case):
+    path, t, message = dict(zip(BAD, _bad_inputs(tmp_path), strict=True))[case]
+    out = tmp_path / "out"
+    status = main(["diffuse", str(path), "--t", t, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2, (path, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+    if not message.startswith("--t"):
+        assert str(path) in err
+    assert not out.exists()
 
 
 def test_console_entry_point_exit_status(tmp_path):
