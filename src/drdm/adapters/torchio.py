@@ -39,6 +39,7 @@ import torch
 
 try:
     import torchio as tio
+    from torchio.transforms.augmentation import RandomTransform
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "drdm.adapters.torchio needs TorchIO; install it with: pip install drdm[torchio]"
@@ -107,7 +108,10 @@ class DRDMFieldDeformation(tio.SpatialTransform):
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         """Warp the subject's images (TorchIO copies the subject first)."""
         field = invert_field(self.ddf.float()) if self.invert_transform else self.ddf.float()
-        for name, image in self.get_images_dict(subject).items():
+        images = subject.get_images_dict(
+            intensity_only=False, include=self.include, exclude=self.exclude
+        )
+        for name, image in images.items():
             data = image.data
             if tuple(data.shape[1:]) != tuple(field.shape[1:]):
                 raise ValueError(
@@ -122,7 +126,7 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         return subject
 
 
-class RandomDRDMDeformation(tio.RandomTransform, tio.SpatialTransform):
+class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
     """Deform every image of a ``tio.Subject`` with one sampled field (history records it).
 
     Args:
@@ -221,32 +225,61 @@ class RandomDRDMDeformation(tio.RandomTransform, tio.SpatialTransform):
 
 class BigAugIntensityTransform(tio.IntensityTransform):
     """BigAug's six intensity transforms with the draws of a given ``seed`` (deterministic:
-    replaying it on the same images gives the same result). Not invertible."""
+    replaying it on the same images gives the same result). Not invertible.
 
-    def __init__(self, seed: int, slice_axis: int | None = None, **kwargs: Any) -> None:
+    Args:
+        seed: seeds the draws (one generator, images in the subject's order).
+        slice_axis: axis of ``(W, H, D)`` treated as slices (filters in-plane).
+        options: fields of :class:`~drdm.baselines.BigAugConfig` (e.g. ``{"probability": 1}``).
+        **kwargs: TorchIO's ``Transform`` options.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        slice_axis: int | None = None,
+        options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.seed = int(seed)
         self.slice_axis = slice_axis
-        self.args_names = ["seed", "slice_axis"]
+        self.options = dict(options or {})
+        self._change = BigAugIntensity(
+            slice_axis=slice_axis, layout="channel_first", **self.options
+        )
+        self.args_names = ["seed", "slice_axis", "options"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         """Change every ``ScalarImage`` (one draw each, in the subject's order)."""
         g = torch.Generator().manual_seed(self.seed)
-        change = BigAugIntensity(slice_axis=self.slice_axis, layout="channel_first")
         for image in self.get_images(subject):
-            image.set_data(change.apply(image.data.float(), g))
+            image.set_data(self._change.apply(image.data.float(), g))
         return subject
 
 
-class RandomBigAugIntensity(tio.RandomTransform, tio.IntensityTransform):
+class RandomBigAugIntensity(RandomTransform, tio.IntensityTransform):
     """BigAug's intensity part for TorchIO subjects: draws a seed (torch's global generator,
     or per-process generators from ``seed``) and applies :class:`BigAugIntensityTransform`,
-    which the history records. ``slice_axis``: axis of ``(W, H, D)`` treated as slices
-    (filters in-plane), e.g. 2 for TorchIO's ``(C, W, H, 1)`` 2D images."""
+    which the history records.
+
+    Args:
+        slice_axis: axis of ``(W, H, D)`` treated as slices (filters in-plane), e.g. 2 for
+            TorchIO's ``(C, W, H, 1)`` 2D images.
+        seed: ``None``: torch's global generator; an int: per-process generators.
+        **kwargs: fields of :class:`~drdm.baselines.BigAugConfig` (e.g. ``probability``) and
+            TorchIO's ``Transform`` options (``p``, ``include``, ...).
+    """
 
     def __init__(
         self, slice_axis: int | None = None, seed: int | None = None, **kwargs: Any
     ) -> None:
+        import dataclasses
+
+        from ..baselines import BigAugConfig
+
+        names = {f.name for f in dataclasses.fields(BigAugConfig)}
+        self.options = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         super().__init__(**kwargs)
         self.slice_axis = slice_axis
         self._seeds = BigAugIntensity(seed=seed)
@@ -254,5 +287,5 @@ class RandomBigAugIntensity(tio.RandomTransform, tio.IntensityTransform):
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         """Draw a seed and apply the deterministic transform with it."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._seeds.generator()))
-        arguments = {"seed": seed, "slice_axis": self.slice_axis}
+        arguments = {"seed": seed, "slice_axis": self.slice_axis, "options": self.options}
         return BigAugIntensityTransform(**self._add_base_args(arguments))(subject)
