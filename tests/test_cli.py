@@ -141,7 +141,7 @@ def test_demo_small_with_model(tmp_path):
 def test_atomic_outputs_have_plain_file_permissions(tmp_path):
     import os
 
-    from drdm.io.nifti import atomic_path
+    from drdm.io import atomic_path
 
     target = tmp_path / "out.txt"
     with atomic_path(target) as tmp:
