@@ -79,7 +79,7 @@ def image_fingerprint(image: Tensor) -> str:
 
 
 def _key_text(key: Hashable) -> str:
-    return repr(key) if not isinstance(key, str) else key
+    return repr(key)
 
 
 class FieldBank:
