@@ -73,7 +73,7 @@ from .deform import (
     warp_tensors,
 )
 from .errors import InputError
-from .spatial import warp
+from .spatial import warp, warp_labels
 
 if TYPE_CHECKING:
     from .bank import FieldBank
@@ -252,16 +252,39 @@ def _is_onehot(lab: Tensor) -> bool:
     return bool(((lab == 0) | (lab == 1)).all()) and bool((lab.sum(0) == 1).all())
 
 
+#: up to this many distinct label values, one-hot warping interpolates all indicators in one
+#: ``grid_sample`` call (``spatial.warp_labels``); beyond, the label-count-independent path
+_FEW_LABELS = 16
+
+
+def _warp_label_maps(lab: Tensor, ddf: Tensor, method: str, padding: str) -> Tensor:
+    """Warp ``(L, *spatial)`` int64 label maps, each channel its own map; slice-wise fields
+    exactly in-plane. Few labels: :func:`~drdm.spatial.warp_labels` (same arg-max and tie rule
+    as the label-count-independent path of :func:`~drdm.deform.warp_tensors`, several times
+    faster for a handful of labels)."""
+    if method != "onehot" or int(torch.unique(lab).numel()) > _FEW_LABELS:
+        _, (moved,) = warp_tensors(None, [lab], ddf, method, "linear", padding)  # type: ignore[arg-type]
+        return moved
+    axis = slicewise_axis(ddf)
+    n = lab.shape[0]
+    if axis is None:
+        field = ddf[None].expand(n, *ddf.shape)
+        return warp_labels(lab[:, None], field, "onehot", padding)[:, 0]  # type: ignore[arg-type]
+    plane = field_to_slices(ddf, axis)  # (s, 2, h, w)
+    stacked = to_slices(lab, axis).reshape(-1, 1, *plane.shape[2:])  # (s * L, 1, h, w)
+    moved = warp_labels(stacked, plane.repeat_interleave(n, 0), "onehot", padding)  # type: ignore[arg-type]
+    return moved.reshape(-1, n, *plane.shape[2:]).movedim(0, axis + 1)
+
+
 def _warp_label(lab: Tensor, ddf: Tensor, method: str, padding: str) -> Tensor:
     """Warp ``(L, *spatial)`` int64 label channels; one-hot labels jointly (one class per
     voxel; outside the image with zero padding: class 0)."""
     if _is_onehot(lab):
         index = lab.argmax(0, keepdim=True)
-        _, (moved,) = warp_tensors(None, [index], ddf, method, "linear", padding)  # type: ignore[arg-type]
+        moved = _warp_label_maps(index, ddf, method, padding)
         classes = torch.arange(lab.shape[0], device=lab.device).view(-1, *[1] * (lab.dim() - 1))
         return (moved == classes).to(lab.dtype)
-    _, (moved,) = warp_tensors(None, [lab], ddf, method, "linear", padding)  # type: ignore[arg-type]
-    return moved
+    return _warp_label_maps(lab, ddf, method, padding)
 
 
 def _restore_image(out: Tensor, original: Array, drop_channel: bool) -> Array:
