@@ -208,3 +208,124 @@ def test_compose_padding_is_used():
     assert torch.allclose(out["border"][:, 0], torch.tensor(4.0, dtype=torch.float64))
     assert out["zeros"][0, 0, -1, 0] == pytest.approx(3.0)  # phi sampled outside -> 0
     assert out["zeros"][0, 0, 0, 0] == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------- fewer network calls
+
+
+def g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_network_schedule_covers_every_timestep_once():
+    from drdm.sampling import network_schedule
+
+    for level in (1, 7, 55, 80):
+        for stride in (1, 2, 4, 8, 100):
+            calls = network_schedule(level, stride)
+            assert calls[0][0] == level
+            assert sum(n for _, n in calls) == level
+            assert [t for t, _ in calls] == list(range(level, 0, -stride))
+            # each call stands for the timesteps down to the next one
+            ends = [t for t, _ in calls[1:]] + [0]
+            assert all(t - n == e for (t, n), e in zip(calls, ends, strict=True))
+    assert network_schedule(10, schedule=[20, 10, 5, 1]) == [(10, 5), (5, 4), (1, 1)]
+    assert network_schedule(6, schedule=[3]) == [(6, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("stride", [2, 3, 5])
+@pytest.mark.parametrize("skip", ["compose", "velocity"])
+def test_stride_is_exact_for_a_network_predicting_a_constant_translation(stride, skip):
+    # repeating the same translation n times is the translation by n times the shift, so a
+    # strided sampler must give the full sampler's field exactly (up to float rounding)
+    images = smooth_image((24, 24), g(3), torch.float32).expand(2, 1, 24, 24)
+    shift = (0.125, -0.0625)
+    start = torch.zeros(2, 2, 24, 24)
+    full = recover(ConstantShift(shift), process(), images, 11, initial_ddf=start)
+    net = ConstantShift(shift)
+    config = SamplerConfig(stride=stride, skip=skip)
+    fast = recover(net, process(), images, 11, initial_ddf=start, config=config)
+    assert len(net.times) == len(range(11, 0, -stride))
+    assert [t[0] for t in net.times] == list(range(11, 0, -stride))
+    torch.testing.assert_close(fast.ddf, full.ddf, atol=1e-5, rtol=0)
+    expected = torch.tensor(shift).view(1, 2, 1, 1) * 11
+    torch.testing.assert_close(fast.ddf, expected.expand_as(fast.ddf), atol=1e-5, rtol=0)
+
+
+def test_explicit_schedule_calls_the_network_at_those_timesteps():
+    images = smooth_image((16, 16), g(1), torch.float32)
+    net = ConstantShift((0.1, 0.0))
+    config = SamplerConfig(schedule=(40, 9, 5, 2))
+    result = recover(
+        net,
+        process(),
+        images,
+        9,
+        initial_ddf=torch.zeros(1, 2, 16, 16),
+        config=config,
+        return_trajectory=True,
+    )
+    assert [t[0] for t in net.times] == [9, 5, 2]
+    assert result.trajectory_ddfs is not None and result.trajectory_ddfs.shape[0] == 4
+    torch.testing.assert_close(result.ddf[:, 0], torch.full((1, 16, 16), 0.9), atol=1e-5, rtol=0)
+
+
+def test_repeat_step_rules():
+    from drdm.sampling import repeat_step
+
+    psi = smooth_field((1, 2, 20, 20), 0.8, g(4), torch.float32)
+    assert repeat_step(psi, 1) is psi
+    twice = compose(psi, psi)
+    torch.testing.assert_close(repeat_step(psi, 3), compose(twice, psi))
+
+    # the velocity rule is the flow of 3 psi; it differs from composing psi three times only
+    # to second order in the field (the two agree for a translation)
+    def gap(scale: float) -> float:
+        velocity = repeat_step(psi * scale, 3, "velocity")
+        composed = repeat_step(psi * scale, 3, "compose")
+        return float((velocity - composed).abs().max())
+
+    assert gap(0.05) < 0.05 * float((3 * psi * 0.05).abs().max())
+    assert gap(0.025) < 0.35 * gap(0.05)
+    with pytest.raises(ValueError, match="count"):
+        repeat_step(psi, 0)
+
+
+def test_sampling_recursions_override_the_networks_own():
+    net = tiny_network(std=0.5)
+    images = smooth_image((16, 16), g(2), torch.float32)
+    start = smooth_field((1, 2, 16, 16), 1.0, g(5), torch.float32)
+    k1 = recover(net, process(), images, 3, initial_ddf=start, config=SamplerConfig(recursions=1))
+    # the literal loop with single passes (K = 1)
+    phi = start
+    for t in (3, 2, 1):
+        current = warp(images, phi)
+        phi = compose(net.single_pass(current, torch.tensor([t])), phi)
+    torch.testing.assert_close(k1.ddf, phi)
+    k2 = recover(net, process(), images, 3, initial_ddf=start)
+    assert (k2.ddf - k1.ddf).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"stride": 0}, "stride"),
+        ({"stride": 1.5}, "stride"),
+        ({"recursions": 0}, "recursions"),
+        ({"skip": "shares"}, "skip"),
+        ({"schedule": (5, 5, 1)}, "decreasing"),
+        ({"schedule": (5, 0)}, "decreasing"),
+        ({"schedule": ()}, "decreasing"),
+    ],
+)
+def test_sampler_config_rejects_impossible_schedules(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplerConfig(**kwargs)
+
+
+def test_sampler_config_round_trip_with_schedule():
+    config = SamplerConfig(stride=4, schedule=(30, 20, 10), skip="velocity", recursions=1)
+    again = SamplerConfig.from_dict(config.to_dict())
+    assert again == config and again.schedule == (30, 20, 10)
+    # configs saved before the schedule options existed load with the full sampler
+    assert SamplerConfig.from_dict({"compose_padding": "zeros"}).stride == 1

@@ -18,7 +18,9 @@ voxels), and the deformed image is ONE warp of the original input at its native 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from .diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from .diffusion.official import OfficialForwardProcess, OfficialProcessConfig
 from .errors import InputError
 from .nn import RecursiveUNet
+from .nn.engine import ENGINES, Engine, OnnxRuntimeUNet, resolve_engine
 from .pretrained import resolve_model
 from .sampling import SamplerConfig, official_sampler_config, recover
 from .spatial import resize_ddf, warp
@@ -82,10 +85,11 @@ class DRDMOutput:
         initial_ddf: the random fields ``phi_{T':1}`` the recovery started from, same shape
             and units as ``ddf``.
         level: the deformation level ``T'``.
-        trajectory_images: with ``return_trajectory=True``, ``(T' + 1, B * N, C, *model)`` on
-            the model's grid: entry ``k`` is ``I_hat_{T' - k}`` (entry 0 the randomly deformed
-            image, the last the recovered one); else ``None``.
-        trajectory_ddfs: likewise ``(T' + 1, B * N, ndim, *model)``, voxels of the model grid.
+        trajectory_images: with ``return_trajectory=True``, ``(J + 1, B * N, C, *model)`` on
+            the model's grid for ``J`` network calls (``J = T'`` at stride 1): entry ``j`` is
+            the image after ``j`` calls (entry 0 the randomly deformed image, the last the
+            recovered one); else ``None``.
+        trajectory_ddfs: likewise ``(J + 1, B * N, ndim, *model)``, voxels of the model grid.
     """
 
     ddf: Tensor
@@ -121,6 +125,9 @@ class DRDM:
             the authors').
         training: free-form JSON-serialisable description of how the network was trained
             (data, epochs, ...), stored in checkpoints.
+        engine: how the network runs inside :meth:`generate`: ``"auto"`` (ONNX Runtime on the
+            CPU in float32 when installed, else PyTorch), ``"torch"`` or ``"onnxruntime"``
+            (:mod:`drdm.nn.engine`; same outputs within float32 rounding).
     """
 
     def __init__(
@@ -130,8 +137,11 @@ class DRDM:
         image_size: Sequence[int],
         sampler: SamplerConfig | None = None,
         training: Mapping[str, Any] | None = None,
+        engine: Engine = "auto",
     ) -> None:
         cfg = network.config
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         image_size = tuple(int(s) for s in image_size)
         if process.config.ndim != cfg.ndim or len(image_size) != cfg.ndim:
             raise ValueError(
@@ -153,6 +163,36 @@ class DRDM:
             sampler = official_sampler_config() if self.preset == "official" else SamplerConfig()
         self.sampler = sampler
         self.training: dict[str, Any] = dict(training or {})
+        self.engine: Engine = engine
+        self._onnx: tuple[tuple[int, ...], OnnxRuntimeUNet] | None = None
+
+    def inference_network(self, engine: Engine | None = None) -> Callable[..., Tensor]:
+        """The network as the recovery loop calls it, ``f(image, t, recursions=None)``, run
+        by ``engine`` (default :attr:`engine`) on the network's device and dtype.
+
+        The ONNX Runtime engine is built on first use (one export per grid size) and rebuilt
+        when the weights change; if it cannot be built, a warning is given and PyTorch runs.
+        """
+        name = resolve_engine(engine or self.engine, self.device, self.dtype)
+        if name == "torch":
+            return self.network
+        version = tuple(p._version for p in self.network.parameters())
+        if self._onnx is None or self._onnx[0] != version:
+            self._onnx = (version, OnnxRuntimeUNet(self.network))
+        onnx = self._onnx[1]
+        try:
+            onnx.session(self.image_size)
+        except Exception as err:  # noqa: BLE001 - any exporter/runtime failure: fall back
+            if (engine or self.engine) == "onnxruntime":
+                raise
+            warnings.warn(
+                f"ONNX Runtime engine unavailable ({type(err).__name__}: {err}); using PyTorch",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.engine = "torch"
+            return self.network
+        return onnx
 
     # ------------------------------------------------------------------ properties
     @property
@@ -239,6 +279,11 @@ class DRDM:
         return_trajectory: bool = False,
         progress: bool = False,
         normalize: bool = False,
+        *,
+        stride: int | None = None,
+        recursions: int | None = None,
+        sampler: SamplerConfig | None = None,
+        engine: Engine | None = None,
     ) -> DRDMOutput:
         """Generate ``num_samples`` deformations of every image (Algorithm 2).
 
@@ -254,6 +299,13 @@ class DRDM:
             progress: show a tqdm progress bar over the recovery steps.
             normalize: min-max rescale each image to ``[0, 1]`` for the network only (the
                 output images keep the input's intensities).
+            stride: call the network every ``stride``-th timestep (``None``: the model's
+                sampler setting, :attr:`sampler`); 1 is the literal Algorithm 2.
+            recursions: ``K`` of Eq. 12 at sampling (``None``: the model's sampler setting,
+                else the network's own).
+            sampler: a whole :class:`~drdm.sampling.SamplerConfig` to use instead of
+                :attr:`sampler` (``stride`` and ``recursions`` still override it).
+            engine: run the network with this engine instead of :attr:`engine`.
 
         Returns:
             :class:`DRDMOutput` on the network's device, float of the network's dtype, with
@@ -261,6 +313,13 @@ class DRDM:
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        config = self.sampler if sampler is None else sampler
+        overrides: dict[str, Any] = {}
+        if stride is not None:
+            overrides.update(stride=stride, schedule=None)
+        if recursions is not None:
+            overrides["recursions"] = recursions
+        config = dataclasses.replace(config, **overrides) if overrides else config
         x = self._as_batch(images)
         native = tuple(x.shape[2:])
         with torch.inference_mode():
@@ -273,21 +332,19 @@ class DRDM:
             if num_samples > 1:
                 model_x = model_x.repeat_interleave(num_samples, dim=0)
             result = recover(
-                self.network,
+                self.inference_network(engine),
                 self.process,
                 model_x,
                 level,
                 generator,
-                config=self.sampler,
+                config=config,
                 return_trajectory=return_trajectory,
                 progress=progress,
             )
             ddf = resize_ddf(result.ddf, native)
             initial = resize_ddf(result.initial_ddf, native)
             originals = x.repeat_interleave(num_samples, dim=0) if x.shape[0] > 1 else x
-            deformed = warp(
-                originals, ddf, mode=self.sampler.image_mode, padding=self.sampler.image_padding
-            )
+            deformed = warp(originals, ddf, mode=config.image_mode, padding=config.image_padding)
         return DRDMOutput(
             ddf=ddf,
             images=deformed,

@@ -21,6 +21,22 @@ Algorithm 2, for a deformation level ``T'``::
 The new step is applied after the accumulated deformation
 (``warp(I_0, compose(psi_hat, phi)) = warp(warp(I_0, phi), psi_hat)``) and every image is
 one resampling of the original, never a re-warp of a warped image (2.2.1).
+
+**Fewer network calls** (:class:`SamplerConfig` ``stride``, ``schedule``, ``recursions``). The
+network is the whole cost of the loop, so the sampler can call it on a subset of the
+timesteps only: ``stride = s`` calls it at ``t = T', T' - s, T' - 2s, ...``; an explicit
+``schedule`` lists the timesteps. A call at ``t_j`` stands for the ``n_j = t_j - t_{j+1}``
+timesteps down to the next call (``t_{J+1} = 0``), and its prediction is used for all of
+them (``skip``):
+
+* ``"compose"`` (default): ``psi_hat_t`` composed with itself ``n_j`` times (Eq. 5), exactly
+  what the full loop would do if the network predicted the same field at each skipped step;
+* ``"velocity"``: ``psi_hat_t`` read as a stationary velocity and ``n_j * psi_hat_t``
+  integrated by scaling and squaring.
+
+``stride = 1`` is Algorithm 2 literally. The network's internal recursion ``K`` (Eq. 12) can
+be lowered at sampling with ``recursions``. What each choice costs and changes is measured by
+``benchmarks/sampler_schedule.py`` (README, *Speed*).
 """
 
 from __future__ import annotations
@@ -34,15 +50,19 @@ import torch
 from torch import Tensor
 
 from .config import from_dict, to_dict
-from .spatial import compose, warp
+from .spatial import compose, integrate, warp
 
 __all__ = [
     "ForwardProcess",
     "RecoveryResult",
     "SamplerConfig",
+    "network_schedule",
     "official_sampler_config",
     "recover",
+    "repeat_step",
 ]
+
+SkipRule = Literal["compose", "velocity"]
 
 
 class _ProcessConfig(Protocol):
@@ -81,20 +101,48 @@ class SamplerConfig:
         image_mode: interpolation of the images warped by the accumulated field: ``"linear"``
             (ours) or ``"cubic"`` (the authors' bicubic).
         image_padding: value outside the image when warping: ``"zeros"`` (both).
+        stride: call the network every ``stride``-th timestep (``T', T' - stride, ...``);
+            1 is the literal Algorithm 2. Ignored when ``schedule`` is given.
+        schedule: explicit timesteps at which the network is called, strictly decreasing; the
+            first must be ``T'`` (levels below it are cut); ``None`` uses ``stride``.
+        skip: how a call's prediction stands for the timesteps it skips: ``"compose"`` or
+            ``"velocity"`` (module docstring).
+        recursions: ``K`` of Eq. 12 at sampling; ``None`` keeps the network's own.
     """
 
     compose_padding: Literal["zeros", "border"] = "border"
     image_mode: Literal["linear", "cubic"] = "linear"
     image_padding: Literal["zeros", "border"] = "zeros"
+    stride: int = 1
+    schedule: tuple[int, ...] | None = None
+    skip: SkipRule = "compose"
+    recursions: int | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("compose_padding", ("zeros", "border")),
             ("image_mode", ("linear", "cubic")),
             ("image_padding", ("zeros", "border")),
+            ("skip", ("compose", "velocity")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise ValueError(f"stride must be a positive int, got {self.stride!r}")
+        if self.recursions is not None and (
+            isinstance(self.recursions, bool)
+            or not isinstance(self.recursions, int)
+            or self.recursions < 1
+        ):
+            raise ValueError(f"recursions must be a positive int or None, got {self.recursions!r}")
+        if self.schedule is not None:
+            steps = tuple(_as_level(t) for t in self.schedule)
+            decreasing = all(a > b for a, b in zip(steps, steps[1:], strict=False))
+            if not steps or min(steps) < 1 or not decreasing:
+                raise ValueError(
+                    f"schedule must be strictly decreasing timesteps >= 1, got {list(steps)}"
+                )
+            object.__setattr__(self, "schedule", steps)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""
@@ -119,11 +167,12 @@ class RecoveryResult(NamedTuple):
             ``(B, ndim, *S)`` voxels.
         images: ``warp(images, ddf)``, the recovered images ``I_hat_0``, ``(B, C, *S)``.
         initial_ddf: the random field ``phi_{T':1}`` the recovery started from.
-        trajectory_images: ``None`` unless requested; else ``(T' + 1, B, C, *S)`` where entry
-            ``k`` is ``I_hat_{T' - k}``: entry 0 the randomly deformed image ``I_{T'}``, the last
-            entry ``images``.
-        trajectory_ddfs: likewise ``(T' + 1, B, ndim, *S)``: the accumulated field after each
-            step (entry 0 is ``initial_ddf``, the last ``ddf``).
+        trajectory_images: ``None`` unless requested; else ``(J + 1, B, C, *S)`` for ``J``
+            network calls (``J = T'`` at stride 1), where entry ``j`` is the image after ``j``
+            calls: entry 0 the randomly deformed image ``I_{T'}``, at stride 1 entry ``k`` is
+            ``I_hat_{T' - k}``, the last entry ``images``.
+        trajectory_ddfs: likewise ``(J + 1, B, ndim, *S)``: the accumulated field after each
+            call (entry 0 is ``initial_ddf``, the last ``ddf``).
     """
 
     ddf: Tensor
@@ -146,7 +195,58 @@ def _as_level(level: object) -> int:
     return int(level)
 
 
-def _progress(iterable: Sequence[int], enabled: bool, desc: str) -> Any:
+def network_schedule(
+    level: int, stride: int = 1, schedule: Sequence[int] | None = None
+) -> list[tuple[int, int]]:
+    """The network calls of a recovery from ``level``: ``(t_j, n_j)`` pairs.
+
+    ``t_j`` is the timestep the network sees, ``n_j = t_j - t_{j+1}`` the number of timesteps
+    its prediction stands for (``t_{J+1} = 0``), so the ``n_j`` add up to ``level``.
+    ``stride = s``: ``t_j = level - j * s``. ``schedule``: explicit decreasing timesteps; those
+    above ``level`` are dropped and ``level`` itself is always the first call.
+
+    >>> network_schedule(10, stride=4)
+    [(10, 4), (6, 4), (2, 2)]
+    >>> network_schedule(10, schedule=[20, 10, 5, 1])
+    [(10, 5), (5, 4), (1, 1)]
+    """
+    level = _as_level(level)
+    if level < 1:
+        raise ValueError(f"level must be >= 1, got {level}")
+    if schedule is None:
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        calls = list(range(level, 0, -stride))
+    else:
+        below = sorted({_as_level(t) for t in schedule if 1 <= _as_level(t) < level}, reverse=True)
+        calls = [level, *below]
+    ends = [*calls[1:], 0]
+    return [(t, t - e) for t, e in zip(calls, ends, strict=True)]
+
+
+def repeat_step(
+    psi: Tensor, count: int, skip: SkipRule = "compose", padding: str = "border"
+) -> Tensor:
+    """The field one network prediction ``psi`` stands for over ``count`` timesteps.
+
+    ``psi``: ``(B, ndim, *S)`` voxels. ``skip="compose"``: ``psi o psi o ... o psi``
+    (``count`` times, Eq. 5); ``"velocity"``: ``exp(count * psi)`` by scaling and squaring.
+    ``count = 1`` returns ``psi`` itself.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if count == 1:
+        return psi
+    if skip == "velocity":
+        return integrate(psi * count, padding=padding)  # type: ignore[arg-type]
+    out = psi
+    for _ in range(count - 1):
+        # psi o psi o ... : resample the small step at x + out(x), never the accumulated field
+        out = compose(out, psi, padding=padding)  # type: ignore[arg-type]
+    return out
+
+
+def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Any:
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -183,10 +283,13 @@ def recover(
             (the ``generator`` is then unused).
         return_trajectory: also return every intermediate image and field (memory:
             ``T' + 1`` copies of both).
-        progress: show a tqdm progress bar over the steps.
+        progress: show a tqdm progress bar over the network calls.
 
     Runs under ``torch.inference_mode`` on the device and dtype of ``images``; the network
-    must be there too. Batched: one network pass per step for the whole batch.
+    must be there too. Batched: one network call per scheduled timestep for the whole batch
+    (``config.stride`` / ``config.schedule``; a call's prediction stands for the timesteps it
+    skips, ``config.skip``). With ``return_trajectory`` the trajectory has one entry per
+    network call (plus the start), ``T' + 1`` entries at ``stride = 1``.
     """
     config = config or SamplerConfig()
     ndim = process.config.ndim
@@ -218,9 +321,12 @@ def recover(
         current = warp(images, phi, mode=mode, padding=pad)  # I_{T'} (Alg. 2, lines 5-6)
         traj_images = [current] if return_trajectory else None
         traj_ddfs = [phi] if return_trajectory else None
-        for t in _progress(range(level, 0, -1), progress, f"recovery T'={level}"):
+        calls = network_schedule(level, config.stride, config.schedule)
+        kwargs = {} if config.recursions is None else {"recursions": config.recursions}
+        for t, count in _progress(calls, progress, f"recovery T'={level}"):
             tt = torch.full((batch,), t, dtype=torch.long, device=images.device)
-            psi = network(current, tt)  # psi_hat_t (line 8, Eq. 12)
+            psi = network(current, tt, **kwargs)  # psi_hat_t (line 8, Eq. 12)
+            psi = repeat_step(psi, count, config.skip, config.compose_padding)
             phi = compose(psi, phi, padding=config.compose_padding)  # psi_hat_t o phi (line 9)
             current = warp(images, phi, mode=mode, padding=pad)  # I_hat_{t-1} (line 10)
             if traj_images is not None and traj_ddfs is not None:

@@ -177,12 +177,20 @@ class ForwardDiffusion:
         batch: int | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        span: int = 1,
     ) -> ForwardFields:
         """Draw ``psi_t`` and ``phi_{t:1}`` for an image grid of ``size`` (``ndim`` entries).
 
         ``t``: one 1-based timestep per sample (``(B,)``) or an int shared by ``batch`` samples.
-        Returns fields of shape ``(B, ndim, *size)`` in voxels.
+        ``span``: with ``span = s > 1`` the step field is ``psi_{t:t-s+1}``, the last ``s``
+        steps together (``psi_t o ... o psi_{t-s+1}``, clipped at step 1): the units
+        ``n_t + ... + n_{t-s+1}`` of the same flow (at most all of ``phi_{t:1}``). It is what a
+        sampler that skips ``s - 1`` network calls must recover from ``I_t`` in one call
+        (``benchmarks/sampler_schedule.py``). Returns fields of shape ``(B, ndim, *size)`` in
+        voxels.
         """
+        if isinstance(span, bool) or not isinstance(span, int) or span < 1:
+            raise ValueError(f"span must be a positive int, got {span!r}")
         size = [int(s) for s in size]
         if len(size) != self.config.ndim:
             raise ValueError(f"expected a {self.config.ndim}D size, got {size}")
@@ -195,11 +203,11 @@ class ForwardDiffusion:
         for chunk in self._chunks(t, size):
             if self.config.integration == "compose":
                 step, cumulative = self._fields_by_composition(
-                    chunk, grid, spacing, size, generator, perturb, device, dtype
+                    chunk, grid, spacing, size, generator, perturb, device, dtype, span
                 )
             else:
                 step, cumulative = self._fields_by_exponential(
-                    chunk, grid, spacing, size, generator, perturb, device, dtype
+                    chunk, grid, spacing, size, generator, perturb, device, dtype, span
                 )
             both = self._to_image_grid(torch.cat([step, cumulative]), size, spacing)
             steps.append(both[: len(chunk)])
@@ -235,6 +243,15 @@ class ForwardDiffusion:
         sigma_voxels = self.config.sigma * max(size)
         return [sigma_voxels / s for s in spacing]
 
+    def span_units(self, t: Tensor, span: int = 1) -> Tensor:
+        """``n_t + n_{t-1} + ... + n_{t-span+1}`` (steps below 1 left out), at most
+        ``n_{t:1}``: the units of the last ``span`` steps of ``phi_{t:1}``."""
+        total = torch.zeros_like(t)
+        for k in range(span):
+            tk = t - k
+            total = total + torch.where(tk >= 1, self.step_units(tk.clamp_min(1)), 0)
+        return torch.minimum(total, self.cumulative_units(t))
+
     def _fields_by_exponential(
         self,
         t: Tensor,
@@ -245,12 +262,13 @@ class ForwardDiffusion:
         perturb: bool,
         device: torch.device,
         dtype: torch.dtype,
+        span: int = 1,
     ) -> tuple[Tensor, Tensor]:
         """One velocity per sample: ``phi = exp(V)``, ``psi = exp(n_t / n_{t:1} * V)``."""
         c = self.config
         batch = t.numel()
         std = self._unit_std(spacing, size)
-        n_step = self.step_units(t).to(device, dtype)
+        n_step = self.span_units(t, span).to(device, dtype)
         n_total = self.cumulative_units(t).to(device, dtype)
         view = (batch, *([1] * (len(grid) + 1)))
         k = 2 if perturb else 1
@@ -273,13 +291,14 @@ class ForwardDiffusion:
         perturb: bool,
         device: torch.device,
         dtype: torch.dtype,
+        span: int = 1,
     ) -> tuple[Tensor, Tensor]:
         """The literal process: unit DVFs composed one at a time, one sample at a time."""
         c = self.config
         std = self._unit_std(spacing, size)
         steps, cumulatives = [], []
         for n_step, n_total in zip(
-            self.step_units(t).tolist(), self.cumulative_units(t).tolist(), strict=True
+            self.span_units(t, span).tolist(), self.cumulative_units(t).tolist(), strict=True
         ):
             step = torch.zeros(1, len(grid), *grid, device=device, dtype=dtype)
             applied = step

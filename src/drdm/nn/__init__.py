@@ -6,8 +6,16 @@ field ``(B, ndim, *spatial)`` in voxels, channel ``i`` along spatial axis ``i``,
 convention, as everywhere in :mod:`drdm.spatial`.
 """
 
-from .blocks import ACNNBlock, TimeProjection, sinusoidal_table
+from .blocks import CONV_ENGINES, ACNNBlock, TimeProjection, onednn_available, sinusoidal_table
 from .config import NetworkConfig
 from .unet import RecursiveUNet
 
-__all__ = ["ACNNBlock", "NetworkConfig", "RecursiveUNet", "TimeProjection", "sinusoidal_table"]
+__all__ = [
+    "CONV_ENGINES",
+    "ACNNBlock",
+    "NetworkConfig",
+    "RecursiveUNet",
+    "TimeProjection",
+    "onednn_available",
+    "sinusoidal_table",
+]

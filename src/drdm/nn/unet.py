@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from ..spatial import compose, warp
-from .blocks import ACNNBlock, TimeProjection, conv, downsample, init_parameters_, sinusoidal_table
+from .blocks import (
+    CONV_ENGINES,
+    ACNNBlock,
+    ConvEngine,
+    EngineConv,
+    TimeProjection,
+    conv,
+    downsample,
+    init_parameters_,
+    sinusoidal_table,
+)
 from .blocks import upsample as upsample_layer
 from .config import NetworkConfig
 
@@ -97,6 +109,16 @@ class RecursiveUNet(nn.Module):
                 w.copy_(torch.randn(w.shape, generator=generator, dtype=torch.float32).to(w) * std)
                 self.out_conv.bias.zero_()
 
+    def set_engine(self, engine: ConvEngine) -> RecursiveUNet:
+        """Choose how convolutions run: ``"onednn"`` (default: oneDNN on CPU float32, see
+        :mod:`drdm.nn.blocks`) or ``"native"`` (PyTorch's own dispatch). Returns ``self``."""
+        if engine not in CONV_ENGINES:
+            raise ValueError(f"engine must be one of {CONV_ENGINES}, got {engine!r}")
+        for module in self.modules():
+            if isinstance(module, EngineConv):
+                module.engine = engine
+        return self
+
     # ------------------------------------------------------------------ helpers
     def check_input(self, image: Tensor) -> None:
         """Raise ``ValueError`` unless ``image`` is ``(B, in_channels, *S)`` with valid ``S``."""
@@ -144,7 +166,9 @@ class RecursiveUNet(nn.Module):
             ddf = torch.maximum(torch.minimum(ddf, limit), -limit)
         return ddf
 
-    def _unet(self, image: Tensor, emb: Tensor) -> Tensor:
+    def unet_pass(self, image: Tensor, emb: Tensor) -> Tensor:
+        """One U-Net evaluation from a precomputed embedding (:meth:`embed`, ``(B, embed_dim)``
+        in the image's dtype): ``(B, C, *S)`` -> ``(B, ndim, *S)`` voxels, no input checks."""
         skips = []
         h = image
         for proj, blocks, down in zip(self.enc_time, self.enc_blocks, self.down, strict=True):
@@ -170,7 +194,7 @@ class RecursiveUNet(nn.Module):
         """
         self.check_input(image)
         emb = self.embed(t, image.shape[0]).to(image.dtype)
-        return self._unet(image, emb)
+        return self.unet_pass(image, emb)
 
     def forward(self, image: Tensor, t: Tensor | int, recursions: int | None = None) -> Tensor:
         """Estimate the recovering DVF ``psi_hat_t`` with the internal recursion of Eq. 12.
@@ -184,13 +208,25 @@ class RecursiveUNet(nn.Module):
             ``(B, ndim, *S)`` displacement field in voxels,
             ``psi^(K) o ... o psi^(1)`` composed with Eq. 5.
         """
+        return self.recurse(self.unet_pass, image, t, recursions)
+
+    def recurse(
+        self,
+        unet_pass: Callable[[Tensor, Tensor], Tensor],
+        image: Tensor,
+        t: Tensor | int,
+        recursions: int | None = None,
+    ) -> Tensor:
+        """The internal recursion of Eq. 12 around any implementation of one U-Net pass
+        (``unet_pass(image, emb)``, e.g. :meth:`unet_pass` or an inference engine's); same
+        arguments and result as :meth:`forward`."""
         k_total = self.config.recursions if recursions is None else int(recursions)
         if k_total < 1:
             raise ValueError(f"recursions must be >= 1, got {k_total}")
         self.check_input(image)
         emb = self.embed(t, image.shape[0]).to(image.dtype)
-        ddf = self._unet(image, emb)
+        ddf = unet_pass(image, emb)
         for _ in range(k_total - 1):
             moved = warp(image, ddf, mode="linear", padding=self.config.warp_padding)
-            ddf = compose(self._unet(moved, emb), ddf, padding=self.config.compose_padding)
+            ddf = compose(unet_pass(moved, emb), ddf, padding=self.config.compose_padding)
         return ddf
