@@ -1,10 +1,14 @@
 """Adapters for training frameworks (optional extras).
 
-* :mod:`drdm.adapters.monai`: ``DRDMDeformd``, a MONAI dictionary transform
+* :mod:`drdm.adapters.monai`: ``DRDMDeformd`` (invertible MONAI dictionary transform: keeps
+  ``applied_operations``, pushes its record, works with ``Invertd``) and ``BigAugIntensityd``
   (``pip install drdm[monai]``);
-* :mod:`drdm.adapters.torchio`: ``RandomDRDMDeformation``, a TorchIO transform for
-  ``tio.Subject`` (``pip install drdm[torchio]``).
+* :mod:`drdm.adapters.torchio`: ``RandomDRDMDeformation`` (records a replayable, invertible
+  ``DRDMFieldDeformation`` in the subject's history) and ``RandomBigAugIntensity``
+  (``pip install drdm[torchio]``).
 
-Both apply one sampled deformation to all images and label maps of a sample through
-:class:`drdm.transforms.DRDMDeform`. Importing this package imports neither framework.
+Both apply one sampled deformation (geometry only) to all images and label maps of a sample
+through :class:`drdm.transforms.DRDMDeform`, from a DRDM model, a
+:class:`drdm.bank.FieldBank` or any field sampler. Importing this package imports neither
+framework.
 """
