@@ -309,7 +309,7 @@ def _bad_cases(tmp, data):
         (["--image", four_d], "--frame", four_d),
         (["--image", four_d, "--frame", "4"], "out of range", four_d),
         (["--image", save(tmp / "small.nii.gz", np.ones((6, 40)))], "too small", None),
-        (["--image", heart, "--levels", "3,11"], "outside 1..10", "--levels"),
+        (["--image", heart, "--levels", "3,11"], "must lie in 1..10", "--levels"),
         (["--image", heart, "--levels", "0"], ">= 1", "--levels"),
         (["--image", heart, "--method", "warpy"], "unknown method", "--method"),
         (["--image", heart, "--per-level", "0"], "must be >= 1", "--per-level"),
@@ -511,7 +511,7 @@ def test_synth_shards_equal_the_whole(tmp_path, model_dir, data):
 
 def test_parse_errors_of_synth(tmp_path, model_dir, data, capsys):
     for pairs, message in [("3-2", "expected T'_aug:T'_syn"), ("3:0", "T'_syn >= 1"),
-                           ("3:2,3:2", "repeated"), ("3:11", "outside 1..10")]:  # fmt: skip
+                           ("3:2,3:2", "repeated"), ("3:11", "must lie in 1..10")]:  # fmt: skip
         argv = ["synth", "--image", str(data / "heart.nii.gz"), "--level-pairs", pairs]
         assert main([*argv, "--model", str(model_dir), "--out", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err

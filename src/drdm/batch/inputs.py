@@ -152,7 +152,7 @@ def load_method(
     bad = [lv for lv in levels if not 1 <= lv <= loaded.num_steps]
     if bad:
         raise InputError(
-            f"{level_option}: level {', '.join(map(str, bad))} outside 1..{loaded.num_steps} "
+            f"{level_option} {', '.join(map(str, bad))}: must lie in 1..{loaded.num_steps} "
             f"(the T of model {model!r})"
         )
     if loaded.in_channels != 1:

@@ -136,6 +136,18 @@ def _run_samples(
     return records
 
 
+def _load(
+    image: str | Path, label: str | Path | None, method: Method, slice_axis: str | int
+) -> LoadedInput:
+    """:func:`~drdm.batch.inputs.load_input`; a problem of the label map names ``--label``."""
+    try:
+        return load_input(image, [] if label is None else [label], method, slice_axis=slice_axis)
+    except InputError as exc:
+        if label is not None and str(exc).startswith(str(label)):
+            raise InputError(f"--label {exc}") from None
+        raise
+
+
 def _figure(path: Path, original: np.ndarray, records: Sequence[SampleRecord], titles: list[str],
             slice_axis: int | None) -> Path:  # fmt: skip
     from ..viz import deformation_figure
@@ -193,7 +205,7 @@ def generate_file(
         "drdm", [level], model=model, options={"normalize": bool(normalize)}, device=dev,
         level_option="--level",
     )  # fmt: skip
-    data = load_input(image, [] if label is None else [label], method, slice_axis=axis_choice)
+    data = _load(image, label, method, axis_choice)
     stem = file_stem(image)
     prefix = f"{stem}_T{level}_seed{seed}"
     sampler = method.make(level)[0]
@@ -265,7 +277,7 @@ def diffuse_file(
     if dims == 3 and head.ndim == 2:
         raise InputError(f"{image}: --ndim 3 needs a 3D image, got shape {head.shape}")
     method = Method("forward", dims, MIN_VOXELS, {})
-    data = load_input(image, [] if label is None else [label], method, slice_axis=axis_choice)
+    data = _load(image, label, method, axis_choice)
     process = ForwardDiffusion(dataclasses.replace(defaults, ndim=dims))
     from ..deform import ForwardProcessSampler
 

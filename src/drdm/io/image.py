@@ -344,7 +344,7 @@ def _as_kind(array: np.ndarray, path: Path, kind: str) -> np.ndarray:
             example = float(array[fractional].flat[0])
             raise InputError(
                 f"{path}: label map has non-integer values (e.g. {example:g}); "
-                "expected integer labels"
+                "labels must be integers"
             )
     low = array.min()
     if low < 0:
