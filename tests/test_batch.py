@@ -427,3 +427,38 @@ def test_library_calls_match_the_commands(tmp_path, model_dir, data):
         "heart_T3_seed0_1_image.nii.gz",
     ]
     assert Path(single.out / single.samples[1].ddf).is_file()
+
+
+# ------------------------------------------------- 2: geometry of generate and diffuse outputs
+
+
+@pytest.mark.parametrize("command", ["generate", "diffuse"])
+def test_outputs_keep_itk_geometry_and_kind(tmp_path, model_dir, capsys, command):
+    import SimpleITK as sitk
+
+    phantoms = [cardiac_phantom_2d(32, generator=k) for k in range(3)]
+    stack = np.stack([p.image.numpy() for p in phantoms], -1)
+    image = nib.Nifti1Image(stack, np.diag([1.0, 1.0, 1.0, 1.0]))  # sform scales 1 mm...
+    image.header.set_zooms((1.5, 1.5, 10.0))  # ...contradicting pixdim (ITK uses pixdim)
+    image.set_sform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
+    image.set_qform(None, code=0)
+    nib.save(image, str(tmp_path / "sax.nii.gz"))
+    flat = cardiac_phantom_2d(32, generator=5)
+    save(tmp_path / "one.nii.gz", flat.image.numpy()[:, :, None])
+    save(tmp_path / "one_gt.nii.gz", flat.label.numpy().astype(np.uint8)[:, :, None])
+    extra = ["--level", "3", "--model", str(model_dir)] if command == "generate" else ["--t", "20"]
+    tag = "T3" if command == "generate" else "t20"
+    k = "_0" if command == "generate" else ""
+    assert main([command, str(tmp_path / "sax.nii.gz"), *extra, "--out", str(tmp_path / "a"),
+                 "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "contradict pixdim" in err[0]  # one-line geometry warning
+    written = sitk.ReadImage(str(tmp_path / "a" / f"sax_{tag}_seed0{k}_image.nii.gz"))
+    source = sitk.ReadImage(str(tmp_path / "sax.nii.gz"))
+    np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(written.GetSpacing(), (1.5, 1.5, 10.0), rtol=1e-5)
+    argv = [command, str(tmp_path / "one.nii.gz"), "--label", str(tmp_path / "one_gt.nii.gz")]
+    assert main([*argv, *extra, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    label = nib.load(tmp_path / "b" / f"one_{tag}_seed0{k}_label.nii.gz")
+    assert label.shape == (32, 32, 1) and label.get_data_dtype() == np.uint8
+    assert nib.load(tmp_path / "b" / f"one_{tag}_seed0{k}_image.nii.gz").shape == (32, 32, 1)
