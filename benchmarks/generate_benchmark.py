@@ -1,30 +1,27 @@
-"""Speed and memory of deformation generation (Algorithm 2) beside a straightforward sampler.
+"""Speed of deformation generation (Algorithm 2): today's default beside the previous one.
 
-Cases (each in a fresh subprocess, so the peak RSS is its own):
+Every case times the package's current default path ("new": the model's default sampler
+stride, convolutions through oneDNN, ONNX Runtime when installed) beside the path the package
+had before these options existed ("previous": every timestep, K = 2, PyTorch's own
+convolution dispatch, ``nn.InstanceNorm``), and beside single options, in the SAME process.
+Variants are timed in turns (one run of each, then again, ``--repeats`` times) so that load
+changes affect all of them alike; the table gives medians and the median of the per-turn
+ratios to "previous".
 
-* ``2d``: one 256 x 256 deformation at T' = 55 (target <= 2 s on 2 cores);
-* ``2d-batch``: 8 deformations of one image at once, time per deformation (target <= 0.5 s);
-* ``2d-grid256``: the ``2d`` case with a network on the paper's 256 x 256 grid (random weights),
-  for comparison with the packaged model's smaller grid;
-* ``3d-64`` and ``3d-128``: one 64^3 / 128^3 deformation at T' = 55 (128^3 target <= 60 s and
-  <= 8 GB peak RSS).
+Cases:
 
-"ours" is ``DRDM.generate`` (batched over samples, one network pass per step for the batch,
-``torch.inference_mode``). "straightforward" is the plain loop a user would write: one sample
-at a time, ``torch.no_grad``, the image re-warped before every network call. Both run the
-same maths. Each case also reports where the time goes: one U-Net pass, the network with its
-internal recursion (K = 2: two passes, one warp, one compose), and the sampler's own compose
-and warp per step.
+* ``pass``: one U-Net pass on the 64 x 64 grid of the packaged model, batch 1 and batch 8;
+* ``2d``: one 256 x 256 deformation at T' = 55 (target <= 0.3 s);
+* ``2d-batch``: 8 deformations of one 256 x 256 image in one call, time per deformation
+  (target <= 0.15 s);
+* ``stack``: one 216 x 256 x 10 short-axis stack (1.56 x 1.56 x 10 mm) deformed slice by slice
+  by the 2D model (``drdm.deform.deform_volume``, DRDM alone), per volume (target <= 1 s);
+* ``3d``: one 128^3 volume with a 3D model on a coarse grid (``--grid``, random weights: the
+  time does not depend on them; the previous path is extrapolated from ``--steps`` steps),
+  run in a subprocess for its peak memory (targets <= 30 s and <= 4 GB).
 
-The 2D cases use the packaged ``default`` model on its own grid (64 x 64; the 256 x 256 input
-is resized to it and the field resized back) unless ``--model`` names another; 3D cases use
-``default-3d`` when installed, otherwise the default architecture with random weights on the
-volume's grid (the time does not depend on the weights); the output says which. 3D cases
-are measured on a few steps and extrapolated to T' = 55
-(``total = fields + 55 x step + final warp``) unless ``--full-3d``.
-
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/generate_benchmark.py [--threads 2] [--quick]
-        [--tune-malloc] [--cases 2d 2d-batch 3d-64 3d-128] [--full-3d] [--model DIR]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/generate_benchmark.py [--threads 1]
+        [--cases pass 2d 2d-batch stack 3d] [--repeats 5] [--grid 32]
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -44,215 +42,218 @@ from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
+from _previous import previous_network  # noqa: E402
+from drdm import DRDM  # noqa: E402
+from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig  # noqa: E402
+from drdm.nn import NetworkConfig, RecursiveUNet  # noqa: E402
+from drdm.nn.engine import onnxruntime_available  # noqa: E402
+from drdm.sampling import SamplerConfig  # noqa: E402
+
 LEVEL = 55
-TARGETS = {"2d": 2.0, "2d-batch": 0.5, "3d-128": 60.0}
-RSS_TARGET_GB = {"3d-128": 8.0}
 
 
-def _model(ndim: int, size: int, name: str | None, grid: int | None = None):
-    """The trained model ``name`` (packaged default when None) on its own grid, or a randomly
-    initialised default architecture on a ``grid``^ndim grid (``size`` when None)."""
-    from drdm import DRDM
-    from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
-    from drdm.errors import InputError
-    from drdm.nn import NetworkConfig, RecursiveUNet
-
-    candidate = name or ("default" if ndim == 2 else "default-3d")
-    if grid is None:
-        try:
-            model = DRDM.from_pretrained(candidate)
-            if model.ndim == ndim:
-                return model, f"trained model {candidate!r} (grid {model.image_size})"
-        except InputError:
-            pass
-    grid = size if grid is None else grid
-    network = RecursiveUNet(NetworkConfig(ndim=ndim))  # seeded, deterministic random weights
-    process = ForwardDiffusion(ForwardDiffusionConfig(ndim=ndim))
-    return DRDM(network, process, (grid,) * ndim), (
-        f"RANDOMLY INITIALISED default architecture on a {grid}^{ndim} grid; timing does not "
-        "depend on the weights"
+def previous_model(model: DRDM) -> DRDM:
+    """``model`` as generated before: previous network, every timestep, PyTorch engine."""
+    sampler = SamplerConfig(
+        compose_padding=model.sampler.compose_padding,
+        image_mode=model.sampler.image_mode,
+        image_padding=model.sampler.image_padding,
+    )
+    return DRDM(
+        previous_network(model.network).eval(),
+        model.process,
+        model.image_size,
+        sampler=sampler,
+        engine="torch",
     )
 
 
-def _time(fn: Callable[[], object], repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def turns(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time each variant once per turn, ``repeats`` turns (after one warm-up turn)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for turn in range(repeats + 1):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            if turn:
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
-def straightforward(model, image: torch.Tensor, level: int, seed: int) -> torch.Tensor:
-    """The plain sampler: one sample, no batching, the loop of Algorithm 2 written out."""
-    from drdm.spatial import compose, resize_ddf, warp
+def report(title: str, times: dict[str, list[float]], unit: float = 1.0, note: str = "") -> None:
+    base = times["previous"]
+    print(f"\n#### {title}{note}\n")
+    print("| variant | median s | vs previous (median of per-turn ratios) |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
+        print(f"| {name} | {statistics.median(values) / unit:.3f} | {ratio:.2f}x |")
 
-    cfg = model.sampler
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        small = torch.nn.functional.interpolate(
-            image, size=model.image_size, mode="bilinear" if model.ndim == 2 else "trilinear"
+
+def default_2d() -> DRDM:
+    return DRDM.from_pretrained("default")
+
+
+def variants_2d(model: DRDM, image: torch.Tensor, samples: int) -> dict[str, Callable[[], object]]:
+    prev = previous_model(model)
+    stride = model.sampler.stride
+
+    def run(m: DRDM, **kwargs: object) -> Callable[[], object]:
+        return lambda: m.generate(
+            image, LEVEL, num_samples=samples, generator=torch.Generator().manual_seed(0), **kwargs
         )
-        phi = model.process.sample_fields(model.image_size, level, generator, batch=1).cumulative
-        for t in range(level, 0, -1):
-            current = warp(small, phi, mode=cfg.image_mode, padding=cfg.image_padding)
-            psi = model.network(current, torch.tensor([t]))
-            phi = compose(psi, phi, padding=cfg.compose_padding)
-        ddf = resize_ddf(phi, image.shape[2:])
-        warp(image, ddf, mode=cfg.image_mode, padding=cfg.image_padding)
-    return ddf
+
+    out = {
+        "previous": run(prev),
+        "new default": run(model),
+        "torch engine, stride 1": run(model, engine="torch", stride=1),
+        f"torch engine, stride {stride}": run(model, engine="torch"),
+    }
+    if onnxruntime_available():
+        out["onnxruntime, stride 1"] = run(model, engine="onnxruntime", stride=1)
+    return out
 
 
-def _breakdown(model, batch: int) -> dict[str, float]:
-    from drdm.spatial import compose, warp
+def case_pass(args: argparse.Namespace) -> None:
+    from drdm.nn.engine import OnnxRuntimeUNet
 
-    size = model.image_size
-    x = torch.rand(batch, 1, *size, generator=torch.Generator().manual_seed(0))
-    phi = torch.randn(batch, model.ndim, *size, generator=torch.Generator().manual_seed(1))
-    t = torch.full((batch,), 30)
-    cfg = model.sampler
+    model = default_2d()
     net = model.network
-    with torch.inference_mode():
-        net.single_pass(x, t)  # warm-up
-        return {
-            "unet_pass_s": _time(lambda: net.single_pass(x, t), 2),
-            "network_s": _time(lambda: net(x, t), 2),
-            "compose_s": _time(lambda: compose(phi, phi, padding=cfg.compose_padding), 3),
-            "warp_s": _time(
-                lambda: warp(x, phi, mode=cfg.image_mode, padding=cfg.image_padding), 3
-            ),
+    prev = previous_network(net).eval()
+    for batch in (1, 8):
+        x = torch.rand(batch, 1, *model.image_size, generator=torch.Generator().manual_seed(0))
+        emb = net.embed(torch.full((batch,), 30), batch)
+        variants: dict[str, Callable[[], object]] = {
+            "previous": lambda x=x, emb=emb: prev.unet_pass(x, emb),
+            "torch, oneDNN": lambda x=x, emb=emb: net.unet_pass(x, emb),
         }
+        if onnxruntime_available():
+            engine = OnnxRuntimeUNet(net)
+            variants["onnxruntime"] = lambda x=x, emb=emb, e=engine: e.unet_pass(x, emb)
+        with torch.inference_mode():
+            times = turns(variants, args.repeats * 4)
+        report(f"one U-Net pass, 64 x 64, batch {batch}", times)
 
 
-def tune_malloc() -> bool:
-    """Keep freed memory in glibc's heap instead of returning it to the OS: large activations
-    are otherwise mmapped and page-faulted afresh on every network pass (high system time)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    return bool(
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-        and libc.mallopt(m_top_pad, 1 << 28)
-    )
+def case_2d(args: argparse.Namespace, samples: int) -> None:
+    model = default_2d()
+    image = torch.rand(256, 256, generator=torch.Generator().manual_seed(0))
+    times = turns(variants_2d(model, image, samples), args.repeats)
+    if samples == 1:
+        title = f"one 256 x 256 deformation, T' = {LEVEL}"
+    else:
+        title = f"{samples} deformations of a 256 x 256 image in one call, per deformation"
+    report(title, times, unit=samples, note=f" (new default: stride {model.sampler.stride})")
 
 
-def worker(case: str, args: argparse.Namespace) -> dict[str, object]:
-    torch.set_num_threads(args.threads)
-    tuned = tune_malloc() if args.tune_malloc else False
-    ndim, size = (2, 256) if case.startswith("2d") else (3, int(case.split("-")[1]))
-    grid = 256 if case == "2d-grid256" else None
-    model, origin = _model(ndim, size, args.model if ndim == 2 else None, grid)
-    batch = 8 if case == "2d-batch" else 1
-    image = torch.rand(1, 1, *([size] * ndim), generator=torch.Generator().manual_seed(0))
-    result: dict[str, object] = {"case": case, "model": origin, "batch": batch}
-    if tuned:
-        result["model"] = f"{origin}; glibc malloc tuned (mallopt)"
-    result.update(_breakdown(model, batch))
-    full = ndim == 2 or args.full_3d
-    if args.quick:
-        full = False
-    if full:
-        gen = torch.Generator().manual_seed(0)
-        total = _time(lambda: model.generate(image, LEVEL, num_samples=batch, generator=gen))
-        result["ours_s"] = total / batch
-        result["measured"] = "full run"
-    else:  # fields + extrapolated steps + final resize and warp
+def case_stack(args: argparse.Namespace) -> None:
+    from drdm.deform import DRDMSampler, deform_volume
+
+    model = default_2d()
+    prev = previous_model(model)
+    volume = torch.rand(216, 256, 10, generator=torch.Generator().manual_seed(0)).numpy()
+    label = (volume > 0.7).astype("uint8")
+    spacing = (1.5625, 1.5625, 10.0)
+
+    def run(m: DRDM) -> Callable[[], object]:
+        sampler = DRDMSampler(m, LEVEL)
+        return lambda: deform_volume(
+            sampler, volume, [label], torch.Generator().manual_seed(0), spacing=spacing
+        )
+
+    times = turns({"previous": run(prev), "new default": run(model)}, args.repeats)
+    report("216 x 256 x 10 stack, slice-wise 2D model, per deformed volume", times)
+
+
+def worker_3d(args: argparse.Namespace) -> dict[str, object]:
+    """One 128^3 deformation with a random-weight 3D model on a ``grid``^3 grid."""
+    grid = args.grid
+    network = RecursiveUNet(NetworkConfig(ndim=3))
+    process = ForwardDiffusion(ForwardDiffusionConfig(ndim=3))
+    stride = args.stride if args.stride is not None else SamplerConfig().stride
+    model = DRDM(network, process, (grid,) * 3, sampler=SamplerConfig(stride=stride))
+    image = torch.rand(128, 128, 128, generator=torch.Generator().manual_seed(0))
+    result: dict[str, object] = {"grid": grid, "stride": stride}
+    if args.worker == "3d-previous":
         from drdm.sampling import recover
-        from drdm.spatial import resize_ddf, warp
 
-        gen = torch.Generator().manual_seed(0)
-        grid = model.image_size
-        fields = _time(lambda: model.process.sample_fields(grid, LEVEL, gen, batch=batch))
-        x = torch.rand(batch, 1, *grid, generator=gen)
-        phi = model.process.sample_fields(grid, LEVEL, gen, batch=batch).cumulative
-        k = args.steps
-        step = (
-            _time(
-                lambda: recover(
-                    model.network, model.process, x, k, config=model.sampler, initial_ddf=phi
-                )
-            )
-            / k
-        )
-        cfg = model.sampler
-        final = _time(
-            lambda: warp(
-                image.expand(batch, *image.shape[1:]),
-                resize_ddf(phi, image.shape[2:]),
-                mode=cfg.image_mode,
-                padding=cfg.image_padding,
-            )
-        )
-        result["ours_s"] = (fields + LEVEL * step + final) / batch
-        result["measured"] = (
-            f"extrapolated: fields {fields:.2f} s + {LEVEL} x {step:.2f} s/step (timed on {k} "
-            f"steps) + final warp {final:.2f} s"
-        )
-    result["straightforward_s"] = None  # one sample at a time: the "2d" case's figure
-    if ndim == 2 and batch == 1 and not args.quick and case == "2d":
-        result["straightforward_s"] = _time(lambda: straightforward(model, image, LEVEL, 0))
+        prev = previous_model(model)
+        small = torch.rand(1, 1, grid, grid, grid)
+        phi = process.sample_fields((grid,) * 3, LEVEL, torch.Generator().manual_seed(0)).cumulative
+        start = time.perf_counter()
+        recover(prev.network, process, small, args.steps, config=prev.sampler, initial_ddf=phi)
+        per_step = (time.perf_counter() - start) / args.steps
+        start = time.perf_counter()
+        prev.generate(image, 1, generator=torch.Generator().manual_seed(0))
+        one_step_total = time.perf_counter() - start
+        result["seconds"] = one_step_total + (LEVEL - 1) * per_step
+        result["how"] = f"extrapolated from {args.steps} steps ({per_step:.2f} s per step)"
+    else:
+        engine = "onnxruntime" if args.worker == "3d-onnxruntime" else "torch"
+        model.generate(image, 2, generator=torch.Generator().manual_seed(0), engine=engine)
+        start = time.perf_counter()
+        model.generate(image, LEVEL, generator=torch.Generator().manual_seed(1), engine=engine)
+        result["seconds"] = time.perf_counter() - start
+        result["how"] = f"full run, engine {engine}"
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 
 
+def case_3d(args: argparse.Namespace) -> None:
+    workers = ["3d-previous", "3d-torch"] + (["3d-onnxruntime"] if onnxruntime_available() else [])
+    print(f"\n#### one 128^3 deformation, T' = {LEVEL}, 3D model on a {args.grid}^3 grid\n")
+    print("| variant | s | peak RSS GB | how |")
+    print("|---|---|---|---|")
+    for name in workers:
+        cmd = [sys.executable, __file__, "--worker", name, "--grid", str(args.grid)]
+        cmd += ["--threads", str(args.threads), "--steps", str(args.steps)]
+        cmd += [] if args.stride is None else ["--stride", str(args.stride)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"| {name} | failed | | {done.stderr.strip().splitlines()[-1]} |")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"| {name} (stride {row['stride'] if name != '3d-previous' else 1}) "
+            f"| {row['seconds']:.1f} | {row['peak_rss_gb']:.2f} | {row['how']} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None, help="2D checkpoint dir (default: 'default')")
-    cases = ["2d", "2d-batch", "2d-grid256", "3d-64", "3d-128"]
-    parser.add_argument("--cases", nargs="+", default=cases)
-    parser.add_argument("--steps", type=int, default=2, help="steps timed for extrapolation")
-    parser.add_argument("--full-3d", action="store_true", help="run all 55 steps in 3D")
-    parser.add_argument("--quick", action="store_true", help="extrapolate every case")
-    parser.add_argument(
-        "--tune-malloc", action="store_true", help="keep freed memory in the heap (mallopt)"
-    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", nargs="+", default=["pass", "2d", "2d-batch", "stack", "3d"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed turns per case")
+    parser.add_argument("--grid", type=int, default=32, help="3D model grid (per axis)")
+    parser.add_argument("--stride", type=int, default=None, help="3D sampler stride")
+    parser.add_argument("--steps", type=int, default=2, help="3D previous: steps timed")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args)))
+        print(json.dumps(worker_3d(args)))
         return
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}; torch {torch.__version__}; "
-        f"threads {args.threads}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
-        f"load average before {os.getloadavg()[0]:.2f}"
+        f"{args.threads} thread(s); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+        f"onnxruntime {'installed' if onnxruntime_available() else 'not installed'}; "
+        f"load average before {os.getloadavg()[0]:.2f}; {args.repeats} turns per case"
     )
-    rows = []
     for case in args.cases:
-        cmd = [sys.executable, __file__, "--worker", case, "--threads", str(args.threads)]
-        cmd += ["--steps", str(args.steps)] + (["--model", args.model] if args.model else [])
-        cmd += (["--full-3d"] if args.full_3d else []) + (["--quick"] if args.quick else [])
-        cmd += ["--tune-malloc"] if args.tune_malloc else []
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"{case}: failed\n{done.stderr}")
-            continue
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"{case}: {row['model']}; {row['measured']}", flush=True)
-    print()
-    print("U-Net pass, network (K=2), compose, warp: one call on the case's whole batch.")
-    print("| case | ours, s / deformation | straightforward, s | target | peak RSS GB "
-          "| U-Net pass s | network (K=2) s | compose s | warp s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        target = TARGETS.get(r["case"])
-        ok = "" if target is None else (" ✓" if r["ours_s"] <= target else " ✗")
-        rss_t = RSS_TARGET_GB.get(r["case"])
-        rss_ok = "" if rss_t is None else (" ✓" if r["peak_rss_gb"] <= rss_t else " ✗")
-        ref = r.get("straightforward_s")
-        print(
-            f"| {r['case']} (batch {r['batch']}) | {r['ours_s']:.2f}{ok} "
-            f"| {'–' if ref is None else f'{ref:.2f}'} | {target if target else '–'} "
-            f"| {r['peak_rss_gb']:.2f}{rss_ok} | {r['unet_pass_s']:.3f} | {r['network_s']:.3f} "
-            f"| {r['compose_s']:.4f} | {r['warp_s']:.4f} |"
-        )
+        if case == "pass":
+            case_pass(args)
+        elif case == "2d":
+            case_2d(args, 1)
+        elif case == "2d-batch":
+            case_2d(args, 8)
+        elif case == "stack":
+            case_stack(args)
+        elif case == "3d":
+            case_3d(args)
+        else:
+            raise SystemExit(f"unknown case {case!r}")
+        sys.stdout.flush()
     print(f"\nload average after {os.getloadavg()[0]:.2f}")
 
 

@@ -1,119 +1,142 @@
-"""Time one DRDM training step (Algorithm 1) and show where the time goes.
-
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step_benchmark.py --size 128 --batch 8 \
-        --threads 2 --runs 5 [--profile]
+"""Time one DRDM training step (Algorithm 1): today's trainer beside the previous one.
 
 A step is: draw + augment a batch, forward process (t, psi_t, phi_{t:1}, I_t), network
-forward (Eq. 12, K recursions), loss (Eq. 14), backward, Adam. Each phase is timed
-separately (wall clock, after ``--warmup`` untimed steps); ``--profile`` adds a
-torch.profiler table of the most expensive operators (forward and backward). The issue's
-target is <= 1 s per step at batch 8, 128 x 128, on 2 CPU cores.
+forward (Eq. 12, K recursions), loss (Eq. 14), backward, Adam. Two variants with the same
+initial weights, data and seeds, timed in turns (one step of each, again and again) so that
+load changes affect both alike:
+
+* ``previous``: the network as it computed before (PyTorch's convolution dispatch,
+  ``nn.InstanceNorm``, default memory layout);
+* ``new``: what ``drdm train`` does now (convolutions through oneDNN, instance norm as
+  ``group_norm``, channels-last weights and inputs on the CPU,
+  :func:`drdm.training.trainer.training_memory_format`).
+
+``--curve N`` then trains both for ``N`` steps from the same start on the same batches and
+writes their loss curves into one figure (``--figure``), to show that the learning is the same.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step_benchmark.py --sizes 64 128 \
+        --threads 1 --runs 5 [--curve 200 --figure docs/figures/train_speed_loss.png]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import statistics
-import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
 
-from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
-from drdm.losses import drdm_loss
-from drdm.nn import NetworkConfig, RecursiveUNet
-from drdm.training import AugmentConfig, augment_batch
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-PHASES = ("data+augment", "forward process", "network forward", "loss", "backward", "adam")
+import torch  # noqa: E402
+
+from _previous import previous_network  # noqa: E402
+from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig  # noqa: E402
+from drdm.losses import drdm_loss  # noqa: E402
+from drdm.nn import NetworkConfig, RecursiveUNet  # noqa: E402
+from drdm.training import AugmentConfig, augment_batch  # noqa: E402
+from drdm.training.trainer import training_memory_format  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class Run:
+    """One training run: network, Adam, its own generators (same seeds for every variant)."""
+
+    def __init__(self, network: RecursiveUNet, layout: torch.memory_format, size: int) -> None:
+        self.net = network.to(memory_format=layout).train()
+        self.layout = layout
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=3e-4)
+        self.process = ForwardDiffusion(ForwardDiffusionConfig(ndim=network.config.ndim))
+        shape = [size] * network.config.ndim
+        self.pool = torch.rand(32, 1, *shape, generator=torch.Generator().manual_seed(0))
+        self.data_gen = torch.Generator().manual_seed(1)
+        self.diff_gen = torch.Generator().manual_seed(2)
+
+    def step(self, batch: int) -> float:
+        index = torch.randint(0, len(self.pool), (batch,), generator=self.data_gen)
+        images = augment_batch(self.pool[index], AugmentConfig(), self.data_gen)
+        t = torch.randint(1, 81, (batch,), generator=self.diff_gen)
+        fwd = self.process.sample(images, t, generator=self.diff_gen, perturb=True)
+        psi_hat = self.net(fwd.images.contiguous(memory_format=self.layout), t)
+        loss = drdm_loss(fwd.step, psi_hat, lambda_reg=0.15)
+        self.opt.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.opt.step()
+        return float(loss.total.detach())
+
+
+def variants(size: int, ndim: int) -> dict[str, Run]:
+    network = RecursiveUNet(NetworkConfig(ndim=ndim), generator=torch.Generator().manual_seed(0))
+    return {
+        "previous": Run(previous_network(network), torch.contiguous_format, size),
+        "new": Run(network, training_memory_format(torch.device("cpu"), ndim), size),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--ndim", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--recursions", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="timed turns")
+    parser.add_argument("--curve", type=int, default=0, help="steps of the loss-curve run")
+    parser.add_argument("--curve-size", type=int, default=64)
+    parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args()
-
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    size = [args.size] * args.ndim
-    net = RecursiveUNet(NetworkConfig(ndim=args.ndim, recursions=args.recursions)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    process = ForwardDiffusion(ForwardDiffusionConfig(ndim=args.ndim))
-    pool = torch.rand(32, 1, *size, generator=torch.Generator().manual_seed(0)).to(device)
-    data_gen = torch.Generator().manual_seed(1)
-    diff_gen = torch.Generator().manual_seed(2)
-    augment = AugmentConfig()
-
-    def step(times: dict[str, list[float]] | None) -> None:
-        marks = [time.perf_counter()]
-
-        def mark() -> None:
-            _sync(device)
-            marks.append(time.perf_counter())
-
-        index = torch.randint(0, len(pool), (args.batch,), generator=data_gen)
-        images = augment_batch(pool[index.to(device)], augment, data_gen)
-        mark()
-        t = torch.randint(1, 81, (args.batch,), generator=diff_gen).to(device)
-        fwd = process.sample(images, t, generator=diff_gen, perturb=True)
-        mark()
-        psi_hat = net(fwd.images, t)
-        mark()
-        loss = drdm_loss(fwd.step, psi_hat)
-        mark()
-        opt.zero_grad(set_to_none=True)
-        loss.total.backward()
-        mark()
-        opt.step()
-        mark()
-        if times is not None:
-            for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True):
-                times[name].append(b - a)
-
-    for _ in range(args.warmup):
-        step(None)
-    times: dict[str, list[float]] = {name: [] for name in PHASES}
-    totals = []
-    for _ in range(args.runs):
-        start = time.perf_counter()
-        step(times)
-        totals.append(time.perf_counter() - start)
-
     print(
-        f"train step, {args.ndim}D {'x'.join(map(str, size))}, batch {args.batch}, "
-        f"K={args.recursions}, device {device}, {torch.get_num_threads()} thread(s), "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible"
+        f"train step, {args.ndim}D, batch {args.batch}, K = 2, {torch.get_num_threads()} "
+        f"thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, torch "
+        f"{torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.runs} turns "
+        "after one warm-up turn"
     )
-    print(f"{args.runs} runs after {args.warmup} warm-up; seconds (median, min, max):")
-    for name in PHASES:
-        v = times[name]
-        print(f"  {name:16s} {statistics.median(v):7.3f} {min(v):7.3f} {max(v):7.3f}")
-    print(f"  {'total':16s} {statistics.median(totals):7.3f} {min(totals):7.3f} {max(totals):7.3f}")
+    print("\n| size | previous s / step | new s / step | new vs previous (median of ratios) |")
+    print("|---|---|---|---|")
+    for size in args.sizes:
+        runs = variants(size, args.ndim)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for turn in range(args.runs + 1):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run.step(args.batch)
+                if turn:
+                    times[name].append(time.perf_counter() - start)
+        ratio = statistics.median(
+            n / p for n, p in zip(times["new"], times["previous"], strict=True)
+        )
+        print(
+            f"| {size} x {size} | {statistics.median(times['previous']):.3f} "
+            f"| {statistics.median(times['new']):.3f} | {ratio:.2f}x |",
+            flush=True,
+        )
+    if args.curve:
+        runs = variants(args.curve_size, args.ndim)
+        losses = {
+            name: [run.step(args.batch) for _ in range(args.curve)] for name, run in runs.items()
+        }
+        tail = max(1, args.curve // 4)
+        for name, values in losses.items():
+            print(
+                f"{name}: mean loss of the last {tail} steps {statistics.mean(values[-tail:]):.4f}"
+            )
+        if args.figure is not None:
+            from drdm.viz import pyplot, save_figure
 
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
-        activities = [ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(ProfilerActivity.CUDA)
-        with profile(activities=activities) as prof:
-            step(None)
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=45))
+            plt = pyplot()
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for name, values in losses.items():
+                ax.plot(range(1, len(values) + 1), values, label=name, alpha=0.8, lw=1)
+            ax.set_xlabel("step")
+            ax.set_ylabel("loss (Eq. 14)")
+            ax.set_title(
+                f"same start, same batches: {args.curve_size}x{args.curve_size}, batch {args.batch}"
+            )
+            ax.legend()
+            save_figure(fig, args.figure)
+            print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":

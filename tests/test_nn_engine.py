@@ -138,3 +138,30 @@ def test_resolve_engine():
         resolve_engine("onnxruntime", cpu, torch.float64)
     with pytest.raises(ValueError, match="engine must be"):
         resolve_engine("tensorrt", cpu, torch.float32)
+
+
+class _Deformations(torch.utils.data.Dataset):
+    def __init__(self, model: DRDM) -> None:
+        self.model = model
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = torch.rand(16, 16, generator=torch.Generator().manual_seed(index))
+        g = torch.Generator().manual_seed(index)
+        return self.model.generate(image, 3, generator=g, engine="onnxruntime").ddf[0]
+
+
+@needs_onnxruntime
+def test_onnxruntime_engine_in_forked_dataloader_workers():
+    # the parent builds its session first; forked workers must build their own (a runtime's
+    # thread pool does not survive fork) and give the parent's numbers
+    model = DRDM(small_network(2), ForwardDiffusion(ForwardDiffusionConfig(ndim=2)), (16, 16))
+    dataset = _Deformations(model)
+    expected = torch.stack([dataset[i] for i in range(len(dataset))])
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, num_workers=2, multiprocessing_context="fork", timeout=120
+    )
+    got = torch.cat(list(loader))
+    assert (got - expected).abs().max() <= LOOP_TOLERANCE

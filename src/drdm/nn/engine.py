@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import warnings
 from typing import Any, Literal
 
@@ -102,9 +103,15 @@ class OnnxRuntimeUNet:
         self.config = network.config
         self.threads = int(threads) if threads is not None else torch.get_num_threads()
         self._sessions: dict[tuple[int, ...], Any] = {}
+        self._pid = os.getpid()
 
     def session(self, spatial: tuple[int, ...]) -> Any:
-        """The ONNX Runtime session for grid ``spatial`` (exported on first use)."""
+        """The ONNX Runtime session for grid ``spatial`` (exported on first use).
+
+        Sessions are not shared across ``fork`` (a ``DataLoader`` worker builds its own: a
+        runtime's thread pool does not survive the fork)."""
+        if os.getpid() != self._pid:
+            self._sessions, self._pid = {}, os.getpid()
         session = self._sessions.get(spatial)
         if session is not None:
             return session

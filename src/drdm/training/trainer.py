@@ -66,6 +66,18 @@ LOSS_TERMS = ("total", "distance", "angle", "regularisation")
 RESUMABLE_CHANGES = ("optim.steps", "output.")
 
 
+def training_memory_format(device: torch.device, ndim: int) -> torch.memory_format:
+    """Memory layout of the network's weights and inputs during training.
+
+    Channels-last on the CPU (oneDNN's convolutions and their gradients run faster on it,
+    ``benchmarks/train_step_benchmark.py``), PyTorch's default elsewhere. Only the layout in
+    memory changes, not the values: checkpoints store plain contiguous tensors.
+    """
+    if torch.device(device).type != "cpu":
+        return torch.contiguous_format
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -429,6 +441,8 @@ def _train(
     model = RecursiveUNet(
         config.network, generator=torch.Generator().manual_seed(derive_seed(config.seed, "init"))
     ).to(ctx.device)
+    layout = training_memory_format(ctx.device, config.network.ndim)
+    model.to(memory_format=layout)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=optim_cfg.lr,
@@ -500,7 +514,7 @@ def _train(
             t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=diff_gen)
             t = t.to(ctx.device)
             fwd = process.sample(batch, t, generator=diff_gen, perturb=True)
-            psi_hat = net(fwd.images, t)
+            psi_hat = net(fwd.images.contiguous(memory_format=layout), t)
             terms = drdm_loss(
                 fwd.step,
                 psi_hat,
