@@ -420,35 +420,53 @@ def test_image_dtypes(tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
-def test_bad_inputs(tmp_path):
-    def fails(path, match, **kwargs):
-        with pytest.raises(InputError, match=match) as error:
-            read_image(path, **kwargs)
-        message = str(error.value)
-        assert str(path) in message and "\n" not in message
-        return message
+def _bad_file(tmp_path, case):
+    """The file of one bad-input case and the message expected for it."""
+    if case == "missing":
+        return tmp_path / "missing.nii.gz", "no such file"
+    if case == "folder-without-dicom":
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "folder" / "notes.txt").write_text("x")
+        return tmp_path / "folder", "no DICOM series"
+    if case == "truncated":
+        good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).random((20, 20, 8)), OBLIQUE)
+        blob = good.read_bytes()
+        (tmp_path / "trunc.nii.gz").write_bytes(blob[: len(blob) // 2])
+        return tmp_path / "trunc.nii.gz", "cannot read"
+    if case == "junk":
+        (tmp_path / "junk.nii").write_bytes(b"not a nifti file at all" * 20)
+        return tmp_path / "junk.nii", "cannot read"
+    if case == "png":
+        (tmp_path / "image.png").write_bytes(b"\x89PNG")
+        return tmp_path / "image.png", "unsupported file type"
+    if case in ("nan", "inf", "huge"):
+        values = np.zeros((6, 6, 6), np.float64 if case == "huge" else np.float32)
+        values[1, 2, 3] = {"nan": np.nan, "inf": np.inf, "huge": 1e300}[case]
+        match = "float32 range" if case == "huge" else "NaN or Inf"
+        return save(tmp_path / f"{case}.nii.gz", values, OBLIQUE), match
+    shapes = {"thin": ((1, 6, 6), "at least 2 voxels"), "line": ((6,), "1D"),
+              "vector": ((5, 5, 5, 2, 3), "5D")}  # fmt: skip
+    shape, match = shapes[case]
+    return save(tmp_path / f"{case}.nii.gz", np.zeros(shape), OBLIQUE), match
 
-    fails(tmp_path / "missing.nii.gz", "no such file")
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "folder" / "notes.txt").write_text("x")
-    fails(tmp_path / "folder", "no DICOM series")
-    good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).random((20, 20, 8)), OBLIQUE)
-    blob = good.read_bytes()
-    (tmp_path / "trunc.nii.gz").write_bytes(blob[: len(blob) // 2])
-    fails(tmp_path / "trunc.nii.gz", "cannot read")
-    (tmp_path / "junk.nii").write_bytes(b"not a nifti file at all" * 20)
-    fails(tmp_path / "junk.nii", "cannot read")
-    (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    fails(tmp_path / "image.png", "unsupported file type")
-    nan = np.zeros((6, 6, 6), np.float32)
-    nan[1, 2, 3] = np.nan
-    fails(save(tmp_path / "nan.nii.gz", nan, OBLIQUE), "NaN or Inf")
-    inf = np.zeros((6, 6, 6), np.float32)
-    inf[0, 0, 0] = np.inf
-    fails(save(tmp_path / "inf.nii.gz", inf, OBLIQUE), "NaN or Inf")
-    fails(save(tmp_path / "thin.nii.gz", np.zeros((1, 6, 6)), OBLIQUE), "at least 2 voxels")
-    fails(save(tmp_path / "line.nii.gz", np.zeros((6,)), OBLIQUE), "1D")
-    fails(save(tmp_path / "vec.nii.gz", np.zeros((5, 5, 5, 2, 3)), OBLIQUE), "5D")
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "folder-without-dicom", "truncated", "junk", "png", "nan", "inf", "huge", "thin",
+     "line", "vector"],
+)  # fmt: skip
+def test_bad_inputs(tmp_path, case):
+    path, match = _bad_file(tmp_path, case)
+    with pytest.raises(InputError, match=match) as error:
+        read_image(path)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_values_near_the_float32_limit_are_accepted_as_images(tmp_path):
+    values = np.zeros((6, 6, 6), np.float64)
+    values[0, 0, 0] = 3e38
+    assert read_image(save(tmp_path / "big.nii.gz", values, OBLIQUE)).array.max() == 3e38
 
 
 def test_time_series_frames(tmp_path):
