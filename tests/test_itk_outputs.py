@@ -167,10 +167,13 @@ def test_demo_outputs_reproduced_by_simpleitk(tmp_path, models):
     out = tmp_path / "demo"
     argv = ["demo", "--out", out, "--size-2d", "32", "--size-3d", "16", "--model", models[2]]
     assert main(list(map(str, argv))) == 0
-    for name, source in (("cardiac2d_t30", "cardiac"), ("thorax3d_t30", "thorax")):
+    for name, source in (("cardiac2d_t30", "cardiac"), ("thorax3d_t30", "thorax"),
+                         ("stack_t30", "stack")):  # fmt: skip
         image = out / "input" / f"{source}.nii.gz"
         assert_reproduces(image, out / f"{name}_ddf.nii.gz", out / f"{name}_image.nii.gz")
         assert_same_grid(out / "input" / f"{source}_gt.nii.gz", out / f"{name}_label.nii.gz", True)
+    field = nib.load(out / "stack_t30_ddf.nii.gz").get_fdata()  # slice by slice
+    assert np.abs(field[..., 2]).max() == 0.0 and np.abs(field[..., :2]).max() > 0
     image = out / "input" / "cardiac.nii.gz"
     for part, columns in (("augment", ("image", "ddf")), ("synth", ("fixed", "ddf"))):
         with open(out / part / "manifest.csv", newline="") as f:

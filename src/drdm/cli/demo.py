@@ -7,8 +7,9 @@
    (``OUT/augment/``) and :func:`drdm.batch.synthesize_files` registration triples
    (``OUT/synth/``): images, labels, fields, manifests, overview figures. Without one, a
    message says so and only step 3 runs.
-3. :func:`drdm.batch.diffuse_file`, the random forward process (no model), on both phantoms at
-   several timesteps, with images, label maps, fields (mm) and figures.
+3. :func:`drdm.batch.diffuse_file`, the random forward process (no model), on the phantoms
+   and on a short-axis stack of 2D phantoms (10 mm slices, deformed slice by slice) at several
+   timesteps, with images, label maps, fields (mm) and figures.
 
 Every file goes through the same reader and writer as ``drdm augment``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from ..pretrained import is_available
 
 TIMESTEPS_2D = (10, 30, 55, 80)
 TIMESTEPS_3D = (30, 80)
+TIMESTEPS_STACK = (30, 80)
+#: slices and slice thickness (mm; at least 4 x the in-plane spacing) of the short-axis stack
+STACK_SLICES, STACK_THICKNESS = 4, 10.0
 #: synth level pairs (T'_aug, T'_syn) as fractions of the model's T ((30, 20), (0, 40) for T = 80)
 PAIR_FRACTIONS = ((30 / 80, 20 / 80), (0.0, 40 / 80))
 
@@ -67,6 +72,21 @@ def _write_phantom(folder: Path, name: str, phantom: object) -> tuple[Path, Path
     write_image(paths[0], image, like)
     write_image(paths[1], label, like.with_array(label), kind="label")
     return paths
+
+
+def _stack_phantom(size: int, seed: int) -> SimpleNamespace:
+    """A short-axis stack: ``STACK_SLICES`` 2D cardiac phantoms, ``STACK_THICKNESS`` mm (at
+    least 4 x the in-plane spacing) apart."""
+    import torch
+
+    from ..data.phantoms import cardiac_phantom_2d
+
+    slices = [cardiac_phantom_2d(size, generator=seed + k) for k in range(STACK_SLICES)]
+    return SimpleNamespace(
+        image=torch.stack([p.image for p in slices], -1),
+        label=torch.stack([p.label for p in slices], -1),
+        spacing=(*slices[0].spacing, max(STACK_THICKNESS, 4.0 * max(slices[0].spacing))),
+    )
 
 
 def _level_pairs(num_steps: int) -> list[tuple[int, int]]:
@@ -113,14 +133,14 @@ def _forward(
     image: Path,
     label: Path,
     timesteps: tuple[int, ...],
-    ndim: int,
+    ndim: int | str,
     figure: str,
 ) -> None:
     """The forward process at ``timesteps`` on one phantom, and one figure for all."""
     from ..batch import diffuse_file
     from ..viz import deformation_figure
 
-    deformed, fields, titles, original = [], [], [], None
+    deformed, fields, titles, original, axis = [], [], [], None, None
     for t in timesteps:
         report = diffuse_file(
             image,
@@ -135,7 +155,7 @@ def _forward(
             prefix=f"{name}_t{t}",
         )
         record = report.samples[0]
-        original = report.original
+        original, axis = report.original, report.slice_axis
         deformed.append(record.deformed)
         fields.append(record.field)
         titles.append(f"t = {t}")
@@ -144,7 +164,14 @@ def _forward(
             f"  {name} t={t:2d}: max |u| {m['max_disp_pct']:5.2f} %  mean |u| "
             f"{m['mean_disp_pct']:5.2f} %  folds {m['fold_pct']:.3f} %"
         )
-    deformation_figure(args.out / figure, [original] * len(timesteps), deformed, fields, titles)
+    deformation_figure(
+        args.out / figure,
+        [original] * len(timesteps),
+        deformed,
+        fields,
+        titles,
+        slice_axis=axis or 0,
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -162,13 +189,22 @@ def run(args: argparse.Namespace) -> None:
     image3, label3 = _write_phantom(
         args.out / "input", "thorax", thorax_phantom_3d(args.size_3d, generator=args.seed)
     )
-    print(f"input: {image2} with labels {label2} (0 bg, 1 RV, 2 myocardium, 3 LV), {image3}")
+    image_s, label_s = _write_phantom(
+        args.out / "input", "stack", _stack_phantom(args.size_2d, args.seed)
+    )
+    print(
+        f"input: {image2} with labels {label2} (0 bg, 1 RV, 2 myocardium, 3 LV), the "
+        f"short-axis stack {image_s} and {image3}"
+    )
     used_model = _with_model(args, image2, label2)
     print("forward process (random deformations, no model):")
     _forward(args, "cardiac2d", image2, label2, TIMESTEPS_2D, 2, "forward_2d.png")
     _forward(args, "thorax3d", image3, label3, TIMESTEPS_3D, 3, "forward_3d.png")
+    # a stack of thick slices: deformed slice by slice, as drdm diffuse does by default
+    _forward(args, "stack", image_s, label_s, TIMESTEPS_STACK, "auto", "forward_stack.png")
     model_part = "augment/ and synth/ (overview.png each), " if used_model else ""
     print(
-        f"wrote {args.out}/: {model_part}forward_2d.png, forward_3d.png and NIfTI images, "
+        f"wrote {args.out}/: {model_part}forward_2d.png, forward_3d.png, forward_stack.png "
+        "and NIfTI images, "
         f"labels and fields ({time.perf_counter() - start:.1f} s)"
     )
