@@ -365,3 +365,37 @@ def test_then_on_a_slicewise_stack_is_one_inplane_field():
     assert np.abs(plain.ddf[:2, :, :, 0] - plain.ddf[:2, :, :, 1]).max() > 0.1  # own fields
     with pytest.raises(InputError, match="stacked"):
         deform_volume(SmoothSampler(3), volume, [], gen(1), then=RotationSampler(2))
+
+
+@pytest.mark.parametrize(
+    "shape, spacing",
+    [
+        ((200, 180, 10), (1.25, 1.25, 8.0)),
+        ((64, 12, 64), (1.0, 1.0, 1.0)),
+        ((40, 40, 40), (3.0, 1.0, 1.0)),
+        ((40, 40, 30), (1.0, 1.0, 1.2)),  # slightly anisotropic: the old training rule differed
+        ((30, 40, 40), (1.0, 1.3, 1.0)),
+        ((32, 32, 1), (1.0, 1.0, 1.0)),
+    ],
+)
+def test_one_slice_axis_rule_for_training_and_augmentation(shape, spacing):
+    from drdm.io import auto_slice_axis
+    from drdm.training.data import auto_slice_axis as training_rule
+
+    axis = resolve_slice_axis(shape, spacing, "auto")
+    assert axis == training_rule(shape, spacing) == auto_slice_axis(shape, spacing)
+
+
+def test_old_import_paths_warn_and_work():
+    import importlib
+    import sys
+
+    for name in ("drdm.jobs", "drdm.io.nifti"):
+        sys.modules.pop(name, None)
+        with pytest.deprecated_call():
+            module = importlib.import_module(name)
+        assert module.__name__ == name
+    from drdm.batch.jobs import derive_seed as new
+    from drdm.jobs import derive_seed
+
+    assert derive_seed is new
