@@ -4,8 +4,8 @@ For every sampler setting (network every ``stride``-th timestep, the rule for th
 steps, recursions ``K`` at sampling), beside the full sampler (stride 1, the network's K) in
 the same run, on the same image and the same seeds:
 
-* **time**: one 256 x 256 deformation at T' = 55 (median of ``--repeats``) and the time per
-  deformation in a batch of 8;
+* **time**: one 256 x 256 deformation at T' = 55 and the time per deformation in a batch of
+  8, medians of ``--repeats`` turns (every setting once per turn, after a warm-up turn);
 * **Table 1** (paper): mean and max ``|phi|`` in % of the image size and the fold ratio, at
   T' = 30, 45, 55, 65, 70, ``--samples`` deformations each; the same generator seeds give
   every setting the same random starting fields, so ``field diff`` (mean ``|phi - phi_full|``
@@ -74,20 +74,15 @@ def parse_setting(text: str, base: SamplerConfig) -> SamplerConfig:
     )
 
 
-def time_one(model: DRDM, image: torch.Tensor, config: SamplerConfig, repeats: int) -> float:
-    times = []
-    for i in range(repeats + 1):
-        g = torch.Generator().manual_seed(i)
-        start = time.perf_counter()
-        model.generate(image, 55, generator=g, sampler=config)
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_one(model: DRDM, image: torch.Tensor, config: SamplerConfig, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    model.generate(image, 55, generator=g, sampler=config)
+    return time.perf_counter() - start
 
 
 def time_batch(model: DRDM, image: torch.Tensor, config: SamplerConfig) -> float:
     g = torch.Generator().manual_seed(0)
-    model.generate(image, 55, num_samples=8, generator=g, sampler=config)  # warm-up
     start = time.perf_counter()
     model.generate(image, 55, num_samples=8, generator=g, sampler=config)
     return (time.perf_counter() - start) / 8
@@ -196,18 +191,27 @@ def main() -> None:
     configs = {name: parse_setting(name, base) for name in args.settings}
     if "1" not in configs:
         configs = {"1": base, **configs}
+    # timing first, in turns (one run of every setting, then again), so that load changes
+    # affect every setting alike
+    singles: dict[str, list[float]] = {name: [] for name in configs}
+    batches: dict[str, list[float]] = {name: [] for name in configs}
+    for turn in range(args.repeats + 1):
+        for name, config in configs.items():
+            one, batch = time_one(model, image, config, turn), time_batch(model, image, config)
+            if turn:
+                singles[name].append(one)
+                batches[name].append(batch)
     full_fields = None
     rows = []
     for name, config in configs.items():
-        one = time_one(model, image, config, args.repeats)
-        batch = time_batch(model, image, config)
+        one, batch = statistics.median(singles[name]), statistics.median(batches[name])
         fields = table1(model, image, config, args.samples, args.seed)
         if full_fields is None:
             full_fields = fields
         u_setting = unrecovered(model, small, config, args.draws, args.seed)
         u_full = unrecovered_full(model, small, config.stride, args.draws, args.seed)
         rows.append((name, config, one, batch, fields, u_setting, u_full))
-        print(f"  measured {name} ({one:.2f} s per deformation)", flush=True)
+        print(f"  measured {name}", flush=True)
     assert full_fields is not None
     t_full = rows[0][2]
     print("\n### Speed (T' = 55, 256 x 256)\n")
