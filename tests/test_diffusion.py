@@ -175,3 +175,28 @@ def test_theoretical_schedule_is_larger():
     )
     assert theory.cumulative.var() > practical.cumulative.var()
     assert dataclasses.asdict(ForwardDiffusionConfig())["num_steps"] == 80
+
+
+def test_span_fields_cover_the_last_steps():
+    process = ForwardDiffusion(ForwardDiffusionConfig(ndim=2))
+    t = torch.tensor([10, 40])
+    # the units of the last s steps, at most the whole cumulative field
+    assert process.span_units(t, 1).tolist() == process.step_units(t).tolist()
+    three = process.step_units(t) + process.step_units(t - 1) + process.step_units(t - 2)
+    assert process.span_units(t, 3).tolist() == three.tolist()
+    assert process.span_units(t, 80).tolist() == process.cumulative_units(t).tolist()
+
+    def draw(span: int):
+        g = torch.Generator().manual_seed(0)
+        return process.sample_fields((24, 24), t, g, span=span)
+
+    one, default = draw(1), process.sample_fields((24, 24), t, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(one.step, default.step)
+    # spanning every step: the step field is the whole (unperturbed) cumulative field
+    everything = draw(80)
+    torch.testing.assert_close(everything.step, everything.cumulative, atol=1e-5, rtol=0)
+    # a longer span is a larger part of the same flow
+    norms = [draw(s).step.norm() for s in (1, 2, 4)]
+    assert norms[0] < norms[1] < norms[2]
+    with pytest.raises(ValueError, match="span"):
+        draw(0)

@@ -211,6 +211,7 @@ class OfficialForwardProcess:
         perturbation: Tensor | None,
         t: Tensor | int,
         size: Sequence[int],
+        span: int = 1,
     ) -> ForwardFields:
         """The deterministic part of a draw: counts, compositions, scaling and cropping.
 
@@ -233,8 +234,10 @@ class OfficialForwardProcess:
             applied = velocity + warp(
                 perturbation, velocity, mode="linear", padding=c.compose_padding
             )
-        cumulative = self._repeat_compose(applied, self.cumulative_counts(t))
-        step = self._repeat_compose(velocity, self.step_counts(t))
+        cumulative_counts = self.cumulative_counts(t)
+        cumulative = self._repeat_compose(applied, cumulative_counts)
+        counts = sum(self.step_counts((t - k).clamp_min(0)) for k in range(span))
+        step = self._repeat_compose(velocity, torch.minimum(counts, cumulative_counts))
         return ForwardFields(
             step=self._to_image(step, size), cumulative=self._to_image(cumulative, size)
         )
@@ -289,10 +292,14 @@ class OfficialForwardProcess:
         batch: int | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        span: int = 1,
     ) -> ForwardFields:
         """Draw the step and cumulative fields for an image grid of ``size`` (``ndim`` ints).
 
         ``t``: one timestep per sample (``(B,)``) or an int shared by ``batch`` samples.
+        ``span = s > 1``: the step field covers the last ``s`` steps ``t, ..., t - s + 1``
+        (``v`` composed ``step_counts(t) + ... + step_counts(t - s + 1)`` times, at most the
+        cumulative field's count), as in :meth:`drdm.diffusion.ForwardDiffusion.sample_fields`.
         The perturbation enters the cumulative field when ``perturb`` or
         ``config.always_perturb``. Returns ``(B, ndim, *size)`` fields in voxels. The same
         ``generator`` state gives the same fields bit for bit on the CPU (a CPU generator gives
@@ -306,11 +313,13 @@ class OfficialForwardProcess:
         if batch is None:
             batch = torch.as_tensor(t).numel()
         t = check_timesteps(t, batch, 0, self.config.num_steps, device)
+        if isinstance(span, bool) or not isinstance(span, int) or span < 1:
+            raise ValueError(f"span must be a positive int, got {span!r}")
         velocity = self.random_velocity(batch, generator, device, dtype)
         noise = None
         if (perturb or c.always_perturb) and c.perturbation > 0:
             noise = self.random_velocity(batch, generator, device, dtype, scale=c.perturbation)
-        return self.fields_from_velocity(velocity, noise, t, size)
+        return self.fields_from_velocity(velocity, noise, t, size, span)
 
     def sample(
         self,
