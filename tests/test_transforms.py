@@ -302,7 +302,7 @@ def test_stacked_rotation_is_in_mm_with_spacing():
         deform.apply_dict({"image": image}, spacing=(1.0, 1.0, 1.0))
 
 
-def test_invert_field_by_fixed_point():
+def test_invert_field():
     u = smooth_field((1, 2, 40, 40), 2.5, gen(9), dtype=torch.float32)[0]
     v = invert_field(u)
     residual = v + warp(u[None], v[None], "linear", "border")[0]
@@ -318,3 +318,8 @@ def test_invert_field_by_fixed_point():
     assert not invert_field(w)[2].any()
     both = invert_field(torch.stack([u, -u]))
     torch.testing.assert_close(both[0], v)
+    # a zoom-out by 0.5 about the centre (grad u = 1: the plain fixed-point iteration
+    # v <- -u(x + v) does not converge) is inverted exactly: v = -(x - c) / 2
+    grid = torch.stack(torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij"))
+    zoom = grid - 16.0  # u(x) = (x - c) (1 / 0.5 - 1)
+    torch.testing.assert_close(invert_field(zoom), -0.5 * zoom, atol=1e-4, rtol=0)

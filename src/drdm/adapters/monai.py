@@ -15,8 +15,8 @@ with the image's affine.
 
 Inversion (``Invertd``, ``Compose.inverse``): the record holds the sampled field ``u``
 (``(ndim, *spatial)`` float32 voxels, pull-back: 1 MB for a 256 x 256 x 2 field); the inverse
-warps with ``v = invert_field(u)`` (fixed-point iteration, :func:`drdm.transforms.invert_field`;
-residual below 1e-3 voxels inside the image for smooth fold-free fields), label keys with their
+warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.transforms.invert_field`;
+residual below 1e-3 voxels wherever the deformed image held content), label keys with their
 label method (``Invertd(nearest_interp=True)`` gives nearest). Round trip on a label:
 ``φ⁻¹(φ(L))`` loses only what two label interpolations lose (Dice ≥ 0.97 on the tests'
 phantoms) and what left the field of view. With ``invertible=False`` no field is stored and

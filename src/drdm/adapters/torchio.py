@@ -18,7 +18,7 @@ Following TorchIO's design, :class:`RandomDRDMDeformation` samples the field and
 deterministic :class:`DRDMFieldDeformation`, which is what the subject's history records (the
 field itself, ``(3, W, H, D)`` float32 voxels): ``subject.get_composed_history()`` replays it
 exactly, and ``get_inverse_transform()`` / ``apply_inverse_transform()`` warp with its inverse
-(fixed-point iteration, :func:`drdm.transforms.invert_field`).
+(Newton's method, :func:`drdm.transforms.invert_field`).
 
 Units: the subject's spacing picks the slice axis and makes the stacked BigAug rotation a
 rotation in mm. A DRDM field is relative to the image's extent (the network sees every image
