@@ -194,13 +194,13 @@ def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-3) -> 
     For ``ddf`` ``u`` (pull-back, voxels) the inverse ``v`` satisfies
     ``r(x) = v(x) + u(x + v(x)) = 0``, so that ``warp(warp(I, u), v) ≈ I`` where the deformation
     is invertible. Starting from ``v = -u``, each step solves ``(I + ∇u(x + v)) δ = r`` per
-    voxel (``∇u`` by central differences, sampled linearly with border padding) and sets
+    voxel (``∇u`` by central differences, sampled linearly) and sets
     ``v <- v - δ``; where ``det(I + ∇u) <= 0.05`` (a fold) it takes the plain fixed-point step
     ``δ = r``; ``∇u`` is zero outside the grid, where ``u`` continues by its edge values.
     Stops after ``iterations`` steps or when ``|r| < tolerance`` voxels everywhere.
     Unlike the plain fixed-point iteration ``v <- -u(x + v)``, which diverges where
-    ``|∇u| > 1`` (BigAug's zoom-out by 0.4 has ``∇u = 1.5``), Newton's method converges for
-    every fold-free field; it is exact in one step for affine fields.
+    ``|∇u| > 1`` (BigAug's zoom-out by 0.4 has ``∇u = 1.5``), Newton's method handles such
+    fields; it is exact in one step for affine fields.
 
     A step that would increase a voxel's residual is damped to a quarter there.
 
