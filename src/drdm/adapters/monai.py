@@ -18,7 +18,7 @@ Inversion (``Invertd``, ``Compose.inverse``): the record holds the sampled field
 warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.transforms.invert_field`;
 residual below 1e-3 voxels wherever the deformed image held content), label keys with their
 label method (``Invertd(nearest_interp=True)`` gives nearest). Round trip on a label:
-``φ⁻¹(φ(L))`` loses only what two label interpolations lose (Dice ≥ 0.97 on the tests'
+``φ⁻¹(φ(L))`` loses only what two label interpolations lose (Dice > 0.96 on the tests'
 phantoms) and what left the field of view. With ``invertible=False`` no field is stored and
 inverting raises a clear ``RuntimeError``.
 
