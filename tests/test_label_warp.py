@@ -70,9 +70,10 @@ def test_cost_does_not_grow_with_the_number_of_labels():
     assert t_many < 3.0 * t_few + 0.05  # warp_labels: 250 chunks of 8 labels, ~100x slower
 
 
-def test_deform_warps_labels_through_it():
+@pytest.mark.parametrize("count", [3, 300])
+def test_deform_warps_labels_through_it(count):
     g = torch.Generator().manual_seed(2)
-    label = torch.randint(0, 300, (17, 17, 9), generator=g)
+    label = torch.randint(0, count, (17, 17, 9), generator=g)
     ddf = quantised_field((1, 3, 17, 17, 9), g)[0]
     _, (warped,) = warp_volume(None, ddf, [label.numpy()])
     expected = warp_labels(label[None, None], ddf[None], "onehot")[0, 0].numpy()

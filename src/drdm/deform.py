@@ -433,12 +433,18 @@ def _sample_field_t(
 
 
 def _warp_labels(labels: Tensor, ddf: Tensor, method: LabelMethod, padding: Padding) -> Tensor:
-    """``(B, 1, *spatial)`` label maps warped by ``(B, ndim, *spatial)``: ``"onehot"`` through
-    :func:`~drdm.spatial.warp_labels_onehot` (the same result as ``warp_labels``' one-hot
-    arg-max at a cost independent of the number of labels), ``"nearest"`` as ``warp_labels``."""
-    if method == "onehot":
+    """``(B, 1, *spatial)`` label maps warped by ``(B, ndim, *spatial)``: ``"onehot"`` is
+    ``warp_labels``' one-hot arg-max, computed by ``warp_labels`` itself for up to
+    :data:`_FEW_LABELS` label values (one interpolation pass, the faster there) and by
+    :func:`~drdm.spatial.warp_labels_onehot` beyond (the same result at a cost independent of
+    the number of labels); ``"nearest"`` as ``warp_labels``."""
+    if method == "onehot" and torch.unique(labels).numel() > _FEW_LABELS:
         return warp_labels_onehot(labels, ddf, padding)
     return warp_labels(labels, ddf, method, padding)
+
+
+#: label values up to which one-hot warping interpolates the indicators directly (one chunk)
+_FEW_LABELS = 8
 
 
 def _warp_t(
