@@ -19,6 +19,7 @@ from drdm.cli.main import main
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.diffusion.official import OfficialForwardProcess, OfficialProcessConfig
 from drdm.errors import InputError
+from drdm.io import read_displacement
 from drdm.nn import NetworkConfig, RecursiveUNet
 from drdm.pretrained import PRETRAINED_NAMES, is_available, pretrained_dir
 from drdm.sampling import SamplerConfig
@@ -251,8 +252,9 @@ def test_cli_generate_writes_images_fields_labels_figure(tmp_path, image2d, chec
     assert lab.shape == (40, 36) and set(np.unique(lab.get_fdata())) <= {0.0, 3.0}
     for img in (deformed, ddf, lab):
         np.testing.assert_allclose(img.affine, source.affine)
-    # the written image is the original warped by the written field
-    field = torch.as_tensor(ddf.get_fdata()[:, :, 0, 0, :]).permute(2, 0, 1)[None]
+    # the written image is the original warped by the written field (mm on disk, voxels here)
+    voxels = read_displacement(out / "img_T5_seed2_1_ddf.nii.gz")
+    field = torch.as_tensor(voxels, dtype=torch.float64)[None]
     original = torch.as_tensor(source.get_fdata())[None, None]
     np.testing.assert_allclose(deformed.get_fdata(), warp(original, field)[0, 0].numpy(), atol=1e-5)
     assert "mean |u|" in capsys.readouterr().out
@@ -315,9 +317,10 @@ def test_cli_generate_bad_files(tmp_path, image2d, checkpoint, capsys):
     base = ["--level", "3", "--out", str(out), "--model", str(checkpoint), "--quiet"]
     assert main(["generate", str(tmp_path / "missing.nii.gz"), *base]) == 2
     assert "missing.nii.gz" in capsys.readouterr().err
-    vol = write_nifti(tmp_path / "vol.nii.gz", np.random.default_rng(0).random((16, 16, 16)))
+    series = np.random.default_rng(0).random((16, 16, 16, 3))
+    vol = write_nifti(tmp_path / "series.nii.gz", series)
     assert main(["generate", str(vol), *base]) == 2
-    assert "image is 3D, model" in capsys.readouterr().err
+    assert "series.nii.gz" in capsys.readouterr().err
     small = write_nifti(tmp_path / "small.nii.gz", np.zeros((20, 20), np.int16))
     assert main(["generate", str(image2d), *base, "--label", str(small)]) == 2
     assert "--label" in capsys.readouterr().err
