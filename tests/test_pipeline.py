@@ -71,7 +71,9 @@ def test_generate_any_size_batch_times_samples(model2d):
 
 def test_field_is_the_model_grid_field_resized(model2d):
     image = torch.rand(1, 1, 40, 52, generator=gen(2))
-    out = model2d.generate(image, 4, num_samples=2, generator=gen(0), return_trajectory=True)
+    out = model2d.generate(
+        image, 4, num_samples=2, generator=gen(0), return_trajectory=True, stride=1
+    )
     assert out.trajectory_images.shape == (5, 2, 1, 32, 32)
     assert out.trajectory_ddfs.shape == (5, 2, 2, 32, 32)
     torch.testing.assert_close(out.ddf, resize_ddf(out.trajectory_ddfs[-1], (40, 52)))

@@ -10,7 +10,7 @@ from torch import nn
 from conftest import smooth_field, smooth_image
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.nn import NetworkConfig, RecursiveUNet
-from drdm.sampling import SamplerConfig, official_sampler_config, recover
+from drdm.sampling import DEFAULT_STRIDE, SamplerConfig, official_sampler_config, recover
 from drdm.spatial import compose, warp
 
 T = 12
@@ -70,7 +70,7 @@ def test_convention_constant_translation_is_composed_after_phi_and_original_is_w
     images = smooth_image(size, gen)
     phi0 = smooth_field((1, 2, *size), 1.5, gen)
     stub = ConstantShift(shift)
-    config = SamplerConfig(compose_padding="border", image_mode="linear")
+    config = SamplerConfig(compose_padding="border", image_mode="linear", stride=1)
     result = recover(stub, process(), images, level, config=config, initial_ddf=phi0)
 
     c = torch.zeros_like(phi0)
@@ -100,7 +100,8 @@ def test_zero_network_returns_the_forward_field():
     images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     stub = ConstantShift((0.0, 0.0))
     proc = process()
-    result = recover(stub, proc, images, 7, torch.Generator().manual_seed(9))
+    literal = SamplerConfig(stride=1)
+    result = recover(stub, proc, images, 7, torch.Generator().manual_seed(9), config=literal)
     drawn = proc.sample_fields((32, 32), 7, torch.Generator().manual_seed(9), batch=2).cumulative
     torch.testing.assert_close(result.initial_ddf, drawn, rtol=0, atol=0)
     torch.testing.assert_close(result.ddf, drawn, rtol=0, atol=1e-4)  # resampled at x
@@ -138,6 +139,7 @@ def test_trajectory():
         images,
         level,
         torch.Generator().manual_seed(1),
+        config=SamplerConfig(stride=1),
         return_trajectory=True,
     )
     assert result.trajectory_images.shape == (level + 1, 2, 1, 32, 32)
@@ -146,7 +148,14 @@ def test_trajectory():
     assert torch.equal(result.trajectory_ddfs[-1], result.ddf)
     assert torch.equal(result.trajectory_images[-1], result.images)
     torch.testing.assert_close(result.trajectory_images[0], warp(images, result.initial_ddf))
-    plain = recover(tiny_network(), process(), images, level, torch.Generator().manual_seed(1))
+    plain = recover(
+        tiny_network(),
+        process(),
+        images,
+        level,
+        torch.Generator().manual_seed(1),
+        config=SamplerConfig(stride=1),
+    )
     assert torch.equal(plain.ddf, result.ddf)
 
 
@@ -295,14 +304,15 @@ def test_sampling_recursions_override_the_networks_own():
     net = tiny_network(std=0.5)
     images = smooth_image((16, 16), g(2), torch.float32)
     start = smooth_field((1, 2, 16, 16), 1.0, g(5), torch.float32)
-    k1 = recover(net, process(), images, 3, initial_ddf=start, config=SamplerConfig(recursions=1))
+    config = SamplerConfig(recursions=1, stride=1)
+    k1 = recover(net, process(), images, 3, initial_ddf=start, config=config)
     # the literal loop with single passes (K = 1)
     phi = start
     for t in (3, 2, 1):
         current = warp(images, phi)
         phi = compose(net.single_pass(current, torch.tensor([t])), phi)
     torch.testing.assert_close(k1.ddf, phi)
-    k2 = recover(net, process(), images, 3, initial_ddf=start)
+    k2 = recover(net, process(), images, 3, initial_ddf=start, config=SamplerConfig(stride=1))
     assert (k2.ddf - k1.ddf).abs().max() > 1e-4
 
 
@@ -327,5 +337,11 @@ def test_sampler_config_round_trip_with_schedule():
     config = SamplerConfig(stride=4, schedule=(30, 20, 10), skip="velocity", recursions=1)
     again = SamplerConfig.from_dict(config.to_dict())
     assert again == config and again.schedule == (30, 20, 10)
-    # configs saved before the schedule options existed load with the full sampler
-    assert SamplerConfig.from_dict({"compose_padding": "zeros"}).stride == 1
+    # configs saved before the schedule options existed load with the default stride
+    assert SamplerConfig.from_dict({"compose_padding": "zeros"}).stride == DEFAULT_STRIDE == 8
+
+
+def test_default_sampler_calls_the_network_every_eighth_timestep():
+    net = ConstantShift((0.0, 0.0))
+    recover(net, process(), torch.rand(1, 1, 16, 16), 12, torch.Generator().manual_seed(0))
+    assert [t[0] for t in net.times] == [12, 4]
