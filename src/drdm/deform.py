@@ -94,7 +94,8 @@ class DRDMSampler:
     normalised for the network only. Images are moved to the model's device and the field
     comes back on the images' device and floating dtype. Multi-channel images are averaged to
     one channel when the network takes one. ``batch_size`` bounds how many images go through
-    the network at once (``None``: all).
+    the network at once (``None``: all). ``stride`` and ``recursions`` override the model's
+    sampler settings (:meth:`drdm.DRDM.generate`; ``None``: the model's, stride 8 by default).
     """
 
     def __init__(
@@ -104,7 +105,14 @@ class DRDMSampler:
         batch_size: int | None = None,
         *,
         normalize: bool = True,
+        stride: int | None = None,
+        recursions: int | None = None,
     ) -> None:
+        for name, value in (("stride", stride), ("recursions", recursions)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+            ):
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
             raise InputError(f"level must be an integer in 1..{model.num_steps}, got {level!r}")
         if not 1 <= int(level) <= model.num_steps:
@@ -115,6 +123,8 @@ class DRDMSampler:
         self.level = int(level)
         self.batch_size = batch_size
         self.normalize = bool(normalize)
+        self.stride = None if stride is None else int(stride)
+        self.recursions = None if recursions is None else int(recursions)
 
     @property
     def ndim(self) -> int:
@@ -141,7 +151,13 @@ class DRDMSampler:
         chunks = [x] if self.batch_size is None else list(x.split(self.batch_size))
         fields = [
             self.model.generate(
-                chunk, self.level, num_samples=1, generator=generator, normalize=self.normalize
+                chunk,
+                self.level,
+                num_samples=1,
+                generator=generator,
+                normalize=self.normalize,
+                stride=self.stride,
+                recursions=self.recursions,
             ).ddf
             for chunk in chunks
         ]

@@ -130,8 +130,12 @@ def load_method(
     options: Mapping[str, Any] | None = None,
     device: Any = None,
     level_option: str = "--levels",
+    engine: str = "auto",
 ) -> Method:
     """Check a method, its options and ``levels`` and load the model; one-line errors.
+
+    ``engine``: how a DRDM model's network runs (:mod:`drdm.nn.engine`; outputs agree within
+    float32 rounding, so it is not part of the run's settings).
 
     ``level_option`` names the option the levels came from in messages (``--level-pairs`` for
     ``drdm synth``, ``--level`` for ``drdm generate``). For ``"drdm"`` the options go to
@@ -149,6 +153,13 @@ def load_method(
     from ..pipeline import DRDM
 
     loaded = DRDM.from_pretrained(model, device=device)
+    from ..nn.engine import resolve_engine
+
+    try:
+        resolve_engine(engine, loaded.device, loaded.dtype)
+    except ValueError as err:
+        raise InputError(f"--engine {engine}: {err}") from None
+    loaded.engine = engine  # type: ignore[assignment]
     bad = [lv for lv in levels if not 1 <= lv <= loaded.num_steps]
     if bad:
         raise InputError(

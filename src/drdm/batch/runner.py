@@ -78,6 +78,9 @@ class BatchOptions:
         keep_going: list failed inputs and go on.
         shards, shard_index: this process's part (default: ``WORLD_SIZE``/``RANK``, else all).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        stride: DRDM's network-call stride (``None``: the model's, 8 by default; 1 is
+            Algorithm 2 literally); recorded in the run's settings.
+        engine: how DRDM's network runs: ``"auto"``, ``"torch"``, ``"onnxruntime"``.
     """
 
     out: Path
@@ -100,6 +103,8 @@ class BatchOptions:
     shards: int | None = None
     shard_index: int | None = None
     device: str = "auto"
+    stride: int | None = None
+    engine: str = "auto"
 
 
 @dataclass
@@ -165,14 +170,20 @@ def _prepare(
         raise InputError(
             f"--method-option: --method drdm takes none, got {sorted(options.method_options)}"
         )
+    method_options = dict(options.method_options)
+    if options.stride is not None:
+        if str(options.method).lower() != "drdm":
+            raise InputError(f"--stride {options.stride}: only --method drdm has a sampler stride")
+        method_options["stride"] = options.stride
     method = load_method(
         options.method,
         levels,
         model=options.model,
         ndim=options.ndim,
-        options=options.method_options,
+        options=method_options,
         device=device,
         level_option=level_option,
+        engine=options.engine,
     )
     return _Setup(items, method, shards, index, slice_axis, device)
 

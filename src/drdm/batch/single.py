@@ -179,8 +179,13 @@ def generate_file(
     device: str = "auto",
     progress: bool = True,
     figure: bool = True,
+    stride: int | None = None,
+    engine: str = "auto",
 ) -> SingleReport:
     """``n`` deformations of one image by a trained model at level ``T'`` (Algorithm 2).
+
+    ``stride``: the sampler's network-call stride (``None``: the model's, 8 by default; 1 is
+    Algorithm 2 literally); ``engine``: how the network runs (:mod:`drdm.nn.engine`).
 
     Writes ``OUT/<stem>_T<level>_seed<seed>_<k>_image<ext>``, ``_ddf.nii.gz`` (mm; ``.npy``
     voxels with ``ddf_format="npy"``), ``_label<ext>`` with ``label``, and
@@ -201,9 +206,12 @@ def generate_file(
         raise InputError(f"--ddf-format {ddf_format}: expected nifti or npy")
     axis_choice = parse_slice_axis(slice_axis)
     dev = resolve_device(device)
+    sampler_options: dict[str, object] = {"normalize": bool(normalize)}
+    if stride is not None:
+        sampler_options["stride"] = stride
     method = load_method(
-        "drdm", [level], model=model, options={"normalize": bool(normalize)}, device=dev,
-        level_option="--level",
+        "drdm", [level], model=model, options=sampler_options, device=dev,
+        level_option="--level", engine=engine,
     )  # fmt: skip
     data = _load(image, label, method, axis_choice)
     stem = file_stem(image)

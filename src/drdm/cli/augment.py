@@ -110,6 +110,26 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sampler_arguments(g: argparse._ActionsContainer) -> None:
+    """``--stride`` and ``--engine``: how DRDM's recovery loop runs (also ``drdm generate``)."""
+    g.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="DRDM sampler: call the network every N-th timestep, each prediction "
+        "composed for the N steps it stands for (default: the model's, 8; 1 runs Algorithm 2 "
+        "literally, about 8x slower; README, Speed)",
+    )
+    g.add_argument(
+        "--engine",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="how the network runs: auto (default: ONNX Runtime on the CPU when installed, "
+        "with pip install 'drdm[fast]'; else PyTorch), torch or onnxruntime; same results "
+        "within float32 rounding",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Method, output, sharding and device options (shared with ``drdm synth``)."""
     p.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
@@ -133,6 +153,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default="default",
         help="for --method drdm: 'default', 'default-3d' or a checkpoint folder",
     )
+    add_sampler_arguments(g)
     g.add_argument(
         "--ndim",
         type=int,
@@ -228,6 +249,8 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         shards=args.shards,
         shard_index=args.shard_index,
         device=args.device,
+        stride=args.stride,
+        engine=args.engine,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .augment import add_sampler_arguments
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -46,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="nifti",
         help="nifti (default): displacement in mm; npy: (ndim, *spatial) float32 voxels",
     )
+    add_sampler_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         ddf_format=args.ddf_format,
         device=args.device,
         progress=not args.quiet,
+        stride=args.stride,
+        engine=args.engine,
     )
     print(
         f"{args.n} deformation(s) of {args.image} at T'={args.level} -> {args.out}/ "
