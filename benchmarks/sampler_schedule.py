@@ -25,8 +25,8 @@ slice from ``../shared`` when present, else a built-in cardiac phantom.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/sampler_schedule.py [--model default]
         [--settings 1 2 4 8 4v 8v 1k1 4k1] [--samples 20] [--threads 1] [--quick]
 
-A setting is ``<stride>[v][k<K>]``: ``4`` is stride 4 with composed skips, ``4v`` the velocity
-rule, ``4k1`` one recursion at sampling.
+A setting is ``<stride>[v|s][k<K>]``: ``4`` is stride 4 with composed skips, ``4v`` the velocity
+rule, ``4s`` the schedule-weighted ("shares") rule, ``4k1`` one recursion at sampling.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 from drdm import DRDM  # noqa: E402
 from drdm.data.phantoms import cardiac_phantom_2d  # noqa: E402
 from drdm.io import read_volume  # noqa: E402
-from drdm.sampling import SamplerConfig, repeat_step  # noqa: E402
+from drdm.sampling import SamplerConfig, repeat_step, schedule_share  # noqa: E402
 from drdm.spatial import compose, fold_ratio, magnitude_stats, warp  # noqa: E402
 
 LEVELS = (30, 45, 55, 65, 70)
@@ -59,17 +59,21 @@ DEFAULT_IMAGE = (
 )
 
 
+SKIPS = {"": "compose", "v": "velocity", "s": "shares"}
+SETTING = r"(\d+)([vs]?)(?:k(\d+))?"
+
+
 def parse_setting(text: str, base: SamplerConfig) -> SamplerConfig:
-    """``"4"``, ``"4v"``, ``"4k1"``, ``"8vk1"`` -> a :class:`SamplerConfig`."""
-    match = re.fullmatch(r"(\d+)(v?)(?:k(\d+))?", text)
+    """``"4"``, ``"4v"``, ``"4s"``, ``"4k1"``, ``"8vk1"`` -> a :class:`SamplerConfig`."""
+    match = re.fullmatch(SETTING, text)
     if match is None:
-        raise SystemExit(f"bad setting {text!r}: expected <stride>[v][k<K>], e.g. 4, 4v, 4k1")
-    stride, velocity, k = match.groups()
+        raise SystemExit(f"bad setting {text!r}: expected <stride>[v|s][k<K>], e.g. 4, 4s, 4k1")
+    stride, skip, k = match.groups()
     return dataclasses.replace(
         base,
         stride=int(stride),
         schedule=None,
-        skip="velocity" if velocity else "compose",
+        skip=SKIPS[skip],
         recursions=int(k) if k else None,
     )
 
@@ -120,7 +124,8 @@ def unrecovered(
             fields = process.sample_fields(x0.shape[2:], t, g, perturb=True, batch=draws, span=span)
             current = warp(x0, fields.cumulative)
             psi = net(current, t, **kwargs)
-            recovered = repeat_step(psi, span, config.skip, config.compose_padding)
+            weight = schedule_share(process, t, span) if config.skip == "shares" else None
+            recovered = repeat_step(psi, span, config.skip, config.compose_padding, weight)
             r = compose(recovered, fields.step)
             ratio = r.norm(dim=1).mean() / fields.step.norm(dim=1).mean()
         out.append(float(ratio))
@@ -261,12 +266,12 @@ def print_recovery(rows: list) -> None:
 
 
 def _label(name: str) -> str:
-    match = re.fullmatch(r"(\d+)(v?)(?:k(\d+))?", name)
+    match = re.fullmatch(SETTING, name)
     assert match is not None
-    stride, velocity, k = match.groups()
+    stride, skip, k = match.groups()
     text = f"stride {stride}"
     if int(stride) > 1:
-        text += ", velocity" if velocity else ", composed"
+        text += {"": ", composed", "v": ", velocity", "s": ", shares"}[skip]
     if k:
         text += f", K = {k}"
     return text

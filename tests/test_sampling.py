@@ -322,7 +322,7 @@ def test_sampling_recursions_override_the_networks_own():
         ({"stride": 0}, "stride"),
         ({"stride": 1.5}, "stride"),
         ({"recursions": 0}, "recursions"),
-        ({"skip": "shares"}, "skip"),
+        ({"skip": "weights"}, "skip"),
         ({"schedule": (5, 5, 1)}, "decreasing"),
         ({"schedule": (5, 0)}, "decreasing"),
         ({"schedule": ()}, "decreasing"),
@@ -345,3 +345,24 @@ def test_default_sampler_calls_the_network_every_eighth_timestep():
     net = ConstantShift((0.0, 0.0))
     recover(net, process(), torch.rand(1, 1, 16, 16), 12, torch.Generator().manual_seed(0))
     assert [t[0] for t in net.times] == [12, 4]
+
+
+def test_shares_rule_weights_a_call_by_the_size_of_the_steps_it_stands_for():
+    from drdm.sampling import network_schedule, schedule_share
+
+    proc = process()
+    n = proc.step_units(torch.arange(1, T + 1))
+    share = schedule_share(proc, 10, 3)
+    assert float(share) == pytest.approx(float((n[9] + n[8] + n[7]) / n[9]))
+    shares = schedule_share(proc, torch.tensor([10, 2]), 3)  # steps below 1 count nothing
+    assert shares[1].item() == pytest.approx(float((n[1] + n[0]) / n[1]))
+    # a constant translation c integrated r times is r c: the total is sum_j r_j c
+    images = smooth_image((16, 16), g(6), torch.float32)
+    net = ConstantShift((0.05, 0.0))
+    config = SamplerConfig(stride=4, skip="shares")
+    out = recover(net, proc, images, 11, initial_ddf=torch.zeros(1, 2, 16, 16), config=config)
+    total = sum(float(schedule_share(proc, t, c)) for t, c in network_schedule(11, 4))
+    torch.testing.assert_close(
+        out.ddf[:, 0], torch.full((1, 16, 16), 0.05 * total), atol=1e-5, rtol=0
+    )
+    assert total < 11  # later steps are smaller than the called ones: less than compose

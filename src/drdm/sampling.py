@@ -32,7 +32,12 @@ them (``skip``):
 * ``"compose"`` (default): ``psi_hat_t`` composed with itself ``n_j`` times (Eq. 5), exactly
   what the full loop would do if the network predicted the same field at each skipped step;
 * ``"velocity"``: ``psi_hat_t`` read as a stationary velocity and ``n_j * psi_hat_t``
-  integrated by scaling and squaring.
+  integrated by scaling and squaring;
+* ``"shares"``: like ``"velocity"``, but weighted by the forward schedule: the skipped steps
+  are smaller than step ``t_j`` (``n_t`` units grows with ``t``, Eq. 9), so the prediction is
+  integrated ``r_j = (n_{t_j} + ... + n_{t_{j+1}+1}) / n_{t_j}`` times. The forward process
+  draws all steps of a sample along one flow (``psi_t = exp(n_t / n_{t:1} V)``), so a network
+  that inverts step ``t`` exactly inverts the ``n_j`` steps exactly under this rule.
 
 ``stride = 1`` is Algorithm 2 literally. The network's internal recursion ``K`` (Eq. 12) can
 be lowered at sampling with ``recursions``. What each choice costs and changes is measured by
@@ -61,9 +66,10 @@ __all__ = [
     "official_sampler_config",
     "recover",
     "repeat_step",
+    "schedule_share",
 ]
 
-SkipRule = Literal["compose", "velocity"]
+SkipRule = Literal["compose", "velocity", "shares"]
 
 #: the default network-call stride: every 8th timestep, each prediction composed for the 8
 #: steps it stands for. Chosen by ``benchmarks/sampler_schedule.py`` (README, *Speed*): 8x
@@ -82,6 +88,10 @@ class ForwardProcess(Protocol):
     preset ``OfficialForwardProcess``)."""
 
     config: _ProcessConfig
+
+    def step_units(self, t: Tensor) -> Tensor:
+        """The size of step ``t`` (``n_t``): used by the ``"shares"`` skip rule."""
+        ...
 
     def sample_fields(
         self,
@@ -131,7 +141,7 @@ class SamplerConfig:
             ("compose_padding", ("zeros", "border")),
             ("image_mode", ("linear", "cubic")),
             ("image_padding", ("zeros", "border")),
-            ("skip", ("compose", "velocity")),
+            ("skip", ("compose", "velocity", "shares")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -233,18 +243,31 @@ def network_schedule(
 
 
 def repeat_step(
-    psi: Tensor, count: int, skip: SkipRule = "compose", padding: str = "border"
+    psi: Tensor,
+    count: int,
+    skip: SkipRule = "compose",
+    padding: str = "border",
+    weight: float | Tensor | None = None,
 ) -> Tensor:
     """The field one network prediction ``psi`` stands for over ``count`` timesteps.
 
     ``psi``: ``(B, ndim, *S)`` voxels. ``skip="compose"``: ``psi o psi o ... o psi``
-    (``count`` times, Eq. 5); ``"velocity"``: ``exp(count * psi)`` by scaling and squaring.
-    ``count = 1`` returns ``psi`` itself.
+    (``count`` times, Eq. 5); ``"velocity"``: ``exp(count * psi)`` by scaling and squaring;
+    ``"shares"``: ``exp(weight * psi)``, ``weight`` (a number or one per sample, ``(B,)``) the
+    skipped steps' size in units of the called step (:func:`schedule_share`; required for this
+    rule). ``count = 1`` returns ``psi``.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if count == 1:
         return psi
+    if skip == "shares":
+        w = None if weight is None else torch.as_tensor(weight, dtype=psi.dtype).to(psi.device)
+        if w is None or not bool((w > 0).all()):
+            raise ValueError(f"the 'shares' rule needs a positive weight, got {weight!r}")
+        if w.dim() == 1:
+            w = w.view(-1, *([1] * (psi.dim() - 1)))
+        return integrate(psi * w, padding=padding)  # type: ignore[arg-type]
     if skip == "velocity":
         return integrate(psi * count, padding=padding)  # type: ignore[arg-type]
     out = psi
@@ -252,6 +275,16 @@ def repeat_step(
         # psi o psi o ... : resample the small step at x + out(x), never the accumulated field
         out = compose(out, psi, padding=padding)  # type: ignore[arg-type]
     return out
+
+
+def schedule_share(process: ForwardProcess, t: Tensor | int, count: int) -> Tensor:
+    """``(n_t + ... + n_{t-count+1}) / n_t``: the size of the ``count`` steps from ``t`` down
+    in units of step ``t`` (the ``"shares"`` rule); ``t`` an int or ``(B,)``, float64 result
+    of the same shape."""
+    t = torch.as_tensor(t)
+    steps = t.unsqueeze(-1) - torch.arange(count)
+    units = process.step_units(steps.clamp_min(1)).to(torch.float64) * (steps >= 1)
+    return units.sum(-1) / units[..., 0].clamp_min(1)
 
 
 def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Any:
@@ -334,7 +367,8 @@ def recover(
         for t, count in _progress(calls, progress, f"recovery T'={level}"):
             tt = torch.full((batch,), t, dtype=torch.long, device=images.device)
             psi = network(current, tt, **kwargs)  # psi_hat_t (line 8, Eq. 12)
-            psi = repeat_step(psi, count, config.skip, config.compose_padding)
+            weight = schedule_share(process, t, count) if config.skip == "shares" else None
+            psi = repeat_step(psi, count, config.skip, config.compose_padding, weight)
             phi = compose(psi, phi, padding=config.compose_padding)  # psi_hat_t o phi (line 9)
             current = warp(images, phi, mode=mode, padding=pad)  # I_hat_{t-1} (line 10)
             if traj_images is not None and traj_ddfs is not None:

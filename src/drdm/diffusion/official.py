@@ -174,6 +174,12 @@ class OfficialForwardProcess:
         tf = torch.as_tensor(t).to(torch.float64)
         return torch.floor(tf**self.config.step_power).long()
 
+    def step_units(self, t: Tensor) -> Tensor:
+        """The size of step ``t`` in compositions of ``v`` (:meth:`step_counts`); the same
+        role as :meth:`drdm.diffusion.ForwardDiffusion.step_units` (the sampler's ``"shares"``
+        rule)."""
+        return self.step_counts(t)
+
     # ----------------------------------------------------------------- random velocity
     def random_velocity(
         self,
