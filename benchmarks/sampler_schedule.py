@@ -107,35 +107,14 @@ def table1(
 def unrecovered(
     model: DRDM,
     image: torch.Tensor,
-    config: SamplerConfig,
+    config: SamplerConfig | None,
+    span: int,
     draws: int,
     seed: int,
 ) -> list[float]:
-    """U per band over the span of one call of ``config`` (see module docstring)."""
-    net, process = model.network, model.process
-    span = config.stride
-    kwargs = {} if config.recursions is None else {"recursions": config.recursions}
-    out = []
-    for lo, hi in BANDS:
-        g = torch.Generator().manual_seed(seed + lo)
-        t = torch.randint(max(lo, span), hi + 1, (draws,), generator=g)
-        x0 = image.expand(draws, *image.shape[1:])
-        with torch.inference_mode():
-            fields = process.sample_fields(x0.shape[2:], t, g, perturb=True, batch=draws, span=span)
-            current = warp(x0, fields.cumulative)
-            psi = net(current, t, **kwargs)
-            weight = schedule_share(process, t, span) if config.skip == "shares" else None
-            recovered = repeat_step(psi, span, config.skip, config.compose_padding, weight)
-            r = compose(recovered, fields.step)
-            ratio = r.norm(dim=1).mean() / fields.step.norm(dim=1).mean()
-        out.append(float(ratio))
-    return out
-
-
-def unrecovered_full(
-    model: DRDM, image: torch.Tensor, span: int, draws: int, seed: int
-) -> list[float]:
-    """U of the full sampler over the same spans and draws as :func:`unrecovered`."""
+    """U per band over a span of ``span`` timesteps (see module docstring): one call of
+    ``config`` repeated by its skip rule, or with ``config=None`` the full sampler (``span``
+    calls). The same seed gives both the same draws."""
     net, process = model.network, model.process
     out = []
     for lo, hi in BANDS:
@@ -146,12 +125,18 @@ def unrecovered_full(
             fields = process.sample_fields(x0.shape[2:], t, g, perturb=True, batch=draws, span=span)
             phi = fields.cumulative
             current = warp(x0, phi)
-            recovered = torch.zeros_like(phi)
-            for k in range(span):
-                psi = net(current, t - k)
-                recovered = compose(psi, recovered)
-                phi = compose(psi, phi)
-                current = warp(x0, phi)
+            if config is not None:
+                kwargs = {} if config.recursions is None else {"recursions": config.recursions}
+                psi = net(current, t, **kwargs)
+                weight = schedule_share(process, t, span) if config.skip == "shares" else None
+                recovered = repeat_step(psi, span, config.skip, config.compose_padding, weight)
+            else:
+                recovered = torch.zeros_like(phi)
+                for k in range(span):
+                    psi = net(current, t - k)
+                    recovered = compose(psi, recovered)
+                    phi = compose(psi, phi)
+                    current = warp(x0, phi)
             r = compose(recovered, fields.step)
             ratio = r.norm(dim=1).mean() / fields.step.norm(dim=1).mean()
         out.append(float(ratio))
@@ -213,8 +198,8 @@ def main() -> None:
     rows = []
     for name, config in configs.items():
         if args.recovery_only:
-            u_setting = unrecovered(model, small, config, args.draws, args.seed)
-            u_full = unrecovered_full(model, small, config.stride, args.draws, args.seed)
+            u_setting = unrecovered(model, small, config, config.stride, args.draws, args.seed)
+            u_full = unrecovered(model, small, None, config.stride, args.draws, args.seed)
             rows.append((name, config, 0.0, 0.0, {}, u_setting, u_full))
             print(f"  measured {name}", flush=True)
             continue
@@ -222,8 +207,8 @@ def main() -> None:
         fields = table1(model, image, config, args.samples, args.seed)
         if full_fields is None:
             full_fields = fields
-        u_setting = unrecovered(model, small, config, args.draws, args.seed)
-        u_full = unrecovered_full(model, small, config.stride, args.draws, args.seed)
+        u_setting = unrecovered(model, small, config, config.stride, args.draws, args.seed)
+        u_full = unrecovered(model, small, None, config.stride, args.draws, args.seed)
         rows.append((name, config, one, batch, fields, u_setting, u_full))
         print(f"  measured {name}", flush=True)
     if not args.recovery_only:
