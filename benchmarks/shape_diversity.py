@@ -320,11 +320,18 @@ def _ms(values: list[float], digits: int = 2) -> str:
 
 
 def groups(rows: list[dict], phantoms: bool) -> dict[tuple[str, str], list[dict]]:
+    """Rows by (method, setting), DRDM first, for the phantoms or the real slice."""
     out: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         if (r["image"] != "mnms") == phantoms:
             out[(r["method"], r["setting"])].append(r)
-    return out
+    order = ["DRDM default", "DRDM authors'", "elastic", "MRBS", "BigAug"]
+
+    def rank(key: tuple[str, str]) -> tuple[int, str, str]:
+        first = next(i for i, m in enumerate(order + [""]) if key[0].startswith(m))
+        return first, key[1].replace("default", ""), key[0]
+
+    return {k: out[k] for k in sorted(out, key=rank)}
 
 
 def tables(rows: list[dict]) -> None:
