@@ -20,11 +20,11 @@ The authors' checkpoint runs on a 256 x 256 grid and is slow on one CPU thread, 
 split in parts written to JSON and merged (each part stays under ~5 minutes on one thread):
 
     export OMP_WAIT_POLICY=PASSIVE
-    python benchmarks/shape_diversity.py --methods fast --json /tmp/sd_fast.json
+    python benchmarks/shape_diversity.py --methods fast --drdm-samples 8 --json /tmp/sd_fast.json
     python benchmarks/shape_diversity.py --methods official --images phantoms \
         --json /tmp/sd_off_ph.json --official /tmp/official_diag
     python benchmarks/shape_diversity.py --methods official --images real \
-        --json /tmp/sd_off_real.json --official /tmp/official_diag
+        --official-samples 3 --json /tmp/sd_off_real.json --official /tmp/official_diag
     python benchmarks/shape_diversity.py --merge /tmp/sd_fast.json /tmp/sd_off_ph.json \
         /tmp/sd_off_real.json --figure docs/figures/shape_diversity.png
 
