@@ -250,7 +250,8 @@ def test_stride_is_exact_for_a_network_predicting_a_constant_translation(stride,
     images = smooth_image((24, 24), g(3), torch.float32).expand(2, 1, 24, 24)
     shift = (0.125, -0.0625)
     start = torch.zeros(2, 2, 24, 24)
-    full = recover(ConstantShift(shift), process(), images, 11, initial_ddf=start)
+    literal = SamplerConfig(stride=1)
+    full = recover(ConstantShift(shift), process(), images, 11, initial_ddf=start, config=literal)
     net = ConstantShift(shift)
     config = SamplerConfig(stride=stride, skip=skip)
     fast = recover(net, process(), images, 11, initial_ddf=start, config=config)
@@ -264,7 +265,7 @@ def test_stride_is_exact_for_a_network_predicting_a_constant_translation(stride,
 def test_explicit_schedule_calls_the_network_at_those_timesteps():
     images = smooth_image((16, 16), g(1), torch.float32)
     net = ConstantShift((0.1, 0.0))
-    config = SamplerConfig(schedule=(40, 9, 5, 2))
+    config = SamplerConfig(schedule=(40, 9, 5, 2), skip="compose")
     result = recover(
         net,
         process(),
@@ -338,13 +339,14 @@ def test_sampler_config_round_trip_with_schedule():
     again = SamplerConfig.from_dict(config.to_dict())
     assert again == config and again.schedule == (30, 20, 10)
     # configs saved before the schedule options existed load with the default stride
-    assert SamplerConfig.from_dict({"compose_padding": "zeros"}).stride == DEFAULT_STRIDE == 8
+    assert SamplerConfig.from_dict({"compose_padding": "zeros"}).stride == DEFAULT_STRIDE == 4
 
 
-def test_default_sampler_calls_the_network_every_eighth_timestep():
+def test_default_sampler_calls_the_network_every_fourth_timestep_with_shares():
     net = ConstantShift((0.0, 0.0))
     recover(net, process(), torch.rand(1, 1, 16, 16), 12, torch.Generator().manual_seed(0))
-    assert [t[0] for t in net.times] == [12, 4]
+    assert [t[0] for t in net.times] == [12, 8, 4]
+    assert SamplerConfig().skip == "shares"
 
 
 def test_shares_rule_weights_a_call_by_the_size_of_the_steps_it_stands_for():

@@ -29,15 +29,16 @@ timesteps only: ``stride = s`` calls it at ``t = T', T' - s, T' - 2s, ...``; an 
 timesteps down to the next call (``t_{J+1} = 0``), and its prediction is used for all of
 them (``skip``):
 
-* ``"compose"`` (default): ``psi_hat_t`` composed with itself ``n_j`` times (Eq. 5), exactly
-  what the full loop would do if the network predicted the same field at each skipped step;
+* ``"compose"``: ``psi_hat_t`` composed with itself ``n_j`` times (Eq. 5), exactly what the
+  full loop would do if the network predicted the same field at each skipped step;
 * ``"velocity"``: ``psi_hat_t`` read as a stationary velocity and ``n_j * psi_hat_t``
   integrated by scaling and squaring;
-* ``"shares"``: like ``"velocity"``, but weighted by the forward schedule: the skipped steps
-  are smaller than step ``t_j`` (``n_t`` units grows with ``t``, Eq. 9), so the prediction is
-  integrated ``r_j = (n_{t_j} + ... + n_{t_{j+1}+1}) / n_{t_j}`` times. The forward process
-  draws all steps of a sample along one flow (``psi_t = exp(n_t / n_{t:1} V)``), so a network
-  that inverts step ``t`` exactly inverts the ``n_j`` steps exactly under this rule.
+* ``"shares"`` (default): like ``"velocity"``, but weighted by the forward schedule: the
+  skipped steps are smaller than step ``t_j`` (``n_t`` grows with ``t``, Eq. 9), so the
+  prediction is integrated ``r_j = (n_{t_j} + ... + n_{t_{j+1}+1}) / n_{t_j}`` times. The
+  forward process draws all steps of a sample along one flow
+  (``psi_t = exp(n_t / n_{t:1} V)``), so a network that inverts step ``t`` exactly inverts
+  the ``n_j`` steps exactly under this rule.
 
 ``stride = 1`` is Algorithm 2 literally. The network's internal recursion ``K`` (Eq. 12) can
 be lowered at sampling with ``recursions``. What each choice costs and changes is measured by
@@ -58,6 +59,7 @@ from .config import from_dict, to_dict
 from .spatial import compose, integrate, warp
 
 __all__ = [
+    "DEFAULT_SKIP",
     "DEFAULT_STRIDE",
     "ForwardProcess",
     "RecoveryResult",
@@ -71,11 +73,15 @@ __all__ = [
 
 SkipRule = Literal["compose", "velocity", "shares"]
 
-#: the default network-call stride: every 8th timestep, each prediction composed for the 8
-#: steps it stands for. Chosen by ``benchmarks/sampler_schedule.py`` (README, *Speed*): 8x
-#: fewer network passes than Algorithm 2 run literally, with Table-1 magnitudes within 6 %,
-#: no folds, and the unrecovered fraction within 3 % of the full sampler's.
-DEFAULT_STRIDE = 8
+#: the default network-call stride and skip rule: the network at every 4th timestep, each
+#: prediction integrated by the schedule's size of the 4 steps it stands for ("shares").
+#: Chosen with ``benchmarks/sampler_schedule.py`` (README, *Speed*): 4x fewer network passes
+#: than Algorithm 2 run literally; against the full sampler, the unrecovered fraction of the
+#: authors' checkpoint (which recovers) stays within about 10 % and the packaged model's
+#: Table-1 magnitudes within 6 %, without folds. Composing the prediction 4 times instead
+#: over-recovers (U up to 20 % worse) because later steps are smaller (Eq. 9).
+DEFAULT_STRIDE = 4
+DEFAULT_SKIP: SkipRule = "shares"
 
 
 class _ProcessConfig(Protocol):
@@ -119,12 +125,12 @@ class SamplerConfig:
             (ours) or ``"cubic"`` (the authors' bicubic).
         image_padding: value outside the image when warping: ``"zeros"`` (both).
         stride: call the network every ``stride``-th timestep (``T', T' - stride, ...``);
-            1 is the literal Algorithm 2; default :data:`DEFAULT_STRIDE` (8). Ignored when
+            1 is the literal Algorithm 2; default :data:`DEFAULT_STRIDE` (4). Ignored when
             ``schedule`` is given.
         schedule: explicit timesteps at which the network is called, strictly decreasing; the
             first must be ``T'`` (levels below it are cut); ``None`` uses ``stride``.
-        skip: how a call's prediction stands for the timesteps it skips: ``"compose"`` or
-            ``"velocity"`` (module docstring).
+        skip: how a call's prediction stands for the timesteps it skips: ``"shares"``
+            (default), ``"compose"`` or ``"velocity"`` (module docstring).
         recursions: ``K`` of Eq. 12 at sampling; ``None`` keeps the network's own.
     """
 
@@ -133,7 +139,7 @@ class SamplerConfig:
     image_padding: Literal["zeros", "border"] = "zeros"
     stride: int = DEFAULT_STRIDE
     schedule: tuple[int, ...] | None = None
-    skip: SkipRule = "compose"
+    skip: SkipRule = DEFAULT_SKIP
     recursions: int | None = None
 
     def __post_init__(self) -> None:
