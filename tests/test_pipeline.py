@@ -17,41 +17,18 @@ from drdm import DRDM
 from drdm.checkpoint import CONFIG_NAME, save_pretrained
 from drdm.cli.main import main
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
-from drdm.diffusion.official import OfficialForwardProcess, OfficialProcessConfig
 from drdm.errors import InputError
 from drdm.io import read_displacement
 from drdm.nn import NetworkConfig, RecursiveUNet
 from drdm.pretrained import PRETRAINED_NAMES, is_available, pretrained_dir
 from drdm.sampling import SamplerConfig
 from drdm.spatial import fold_ratio, resize_ddf, warp
-
-T = 10
-
-
-def tiny_model(ndim: int = 2, size: int = 32, official: bool = False, seed: int = 0) -> DRDM:
-    config = NetworkConfig(
-        ndim=ndim,
-        widths=(4, 8, 8),
-        bottleneck_width=4,
-        num_steps=T,
-        embed_dim=8,
-        output_init_std=1e-3,
-    )
-    network = RecursiveUNet(config, generator=torch.Generator().manual_seed(seed))
-    if official:
-        process = OfficialForwardProcess(OfficialProcessConfig(ndim=ndim, num_steps=T))
-    else:
-        process = ForwardDiffusion(ForwardDiffusionConfig(ndim=ndim, num_steps=T))
-    return DRDM(network, process, [size] * ndim, training={"note": "unit test"})
+from helpers import T, gen, tiny_model
 
 
 @pytest.fixture(scope="module")
 def model2d() -> DRDM:
     return tiny_model()
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_generate_any_size_batch_times_samples(model2d):

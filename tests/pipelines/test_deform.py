@@ -19,7 +19,7 @@ from drdm.deform import (
 )
 from drdm.errors import InputError
 from drdm.spatial import compose, warp, warp_labels
-from test_pipeline import T, tiny_model
+from helpers import T, tiny_model
 
 
 def gen(seed: int = 0) -> torch.Generator:

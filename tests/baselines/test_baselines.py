@@ -392,7 +392,7 @@ def test_make_method_names_and_errors():
 
 def test_make_method_drdm_and_protocols():
     deform = pytest.importorskip("drdm.deform")
-    from test_pipeline import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model()
     sampler, intensity = make_method("drdm", 2, model=model, level=4)

@@ -31,7 +31,7 @@ from drdm.training import (
 from drdm.training.checkpoint import list_checkpoints, load_checkpoint
 from drdm.training.data import auto_slice_axis, fit_to_size, normalise_intensity
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
 
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from drdm.training.checkpoint import list_checkpoints, load_checkpoint
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

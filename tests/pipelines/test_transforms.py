@@ -18,30 +18,7 @@ from drdm.transforms import (
     default_levels,
     invert_field,
 )
-from test_pipeline import tiny_model
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-class RandomSmoothSampler:
-    """Smooth random fields from the generator (a stand-in for any FieldSampler)."""
-
-    def __init__(self, ndim: int = 2, amplitude: float = 2.0):
-        self.ndim = ndim
-        self.amplitude = amplitude
-
-    def sample_ddf(self, images, generator):
-        shape = (images.shape[0], self.ndim, *images.shape[2:])
-        return smooth_field(shape, self.amplitude, generator, dtype=images.dtype)
-
-
-def label_map(size=(24, 24)) -> np.ndarray:
-    lab = np.zeros(size, np.int64)
-    lab[4:14, 5:15] = 2
-    lab[8:11, 8:12] = 5
-    return lab
+from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 
 class Pairs(Dataset):

@@ -13,8 +13,7 @@ from drdm.bank import FieldBank, image_fingerprint
 from drdm.errors import InputError
 from drdm.spatial import warp, warp_labels
 from drdm.transforms import DRDMDeform
-from test_pipeline import tiny_model
-from test_transforms import RandomSmoothSampler, gen, label_map
+from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 
 def images():

@@ -14,7 +14,7 @@ from drdm.cli.main import main
 from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.io.image import read_displacement, read_image
 from drdm.spatial import fold_ratio, magnitude_stats, warp, warp_labels
-from test_pipeline import tiny_model
+from helpers import tiny_model
 
 AFFINE = np.array(
     [[0.0, -1.5, 0.0, 20.0], [1.5, 0.0, 0.0, -10.0], [0.0, 0.0, 8.0, 5.0], [0, 0, 0, 1.0]]

@@ -364,7 +364,7 @@ def test_register_3d_thorax_mrbs(tmp_path):
     ],
 )
 def test_shipped_configs_load(name, cls):
-    path = Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "experiments" / f"{name}.yaml"
     cfg = load_config(cls, path)
     cfg.validate()
     if name.endswith("cpu"):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from drdm.diffusion.official import OfficialForwardProcess, OfficialProcessConfig
 from drdm.spatial import warp
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PTH = SHARED / "data" / "official_drdm" / "cmr_recresacnet_000000.pth"
 SAMPLE = SHARED / "data" / "samples" / "mnms_OpenDataset_162867.nii.gz"
 

@@ -123,7 +123,7 @@ def test_demo_small_without_model(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_small_with_model(tmp_path):
-    from test_pipeline import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model(size=32).save_pretrained(tmp_path / "model")
     out = tmp_path / "demo"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import smooth_image
-from test_transforms import RandomSmoothSampler, gen
+from helpers import RandomSmoothSampler, gen
 
 monai = pytest.importorskip("monai")
 

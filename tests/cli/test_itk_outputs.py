@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from drdm.cli.main import main
 from drdm.data.phantoms import cardiac_phantom_2d
-from test_pipeline import tiny_model
+from helpers import tiny_model
 
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
 

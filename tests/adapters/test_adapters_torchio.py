@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import smooth_image
-from test_transforms import RandomSmoothSampler, gen
+from helpers import RandomSmoothSampler, gen
 
 tio = pytest.importorskip("torchio")
 

@@ -20,7 +20,7 @@ from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.errors import InputError
 from drdm.io import check_output_folder, read_image, remove_stale_temporaries
 from drdm.io.files import atomic_path
-from test_pipeline import tiny_model
+from helpers import tiny_model
 
 AFFINE = np.diag([1.5, 1.5, 8.0, 1.0])
 
