@@ -11,18 +11,17 @@ import torch
 from drdm import metrics
 from drdm.baselines import (
     INTENSITY,
-    METHODS,
     SPATIAL,
     BigAug,
     BigAugConfig,
     ElasticSampler,
     MRBSSampler,
-    make_method,
 )
 from drdm.baselines._common import gaussian_kernel, smooth, smoothing_gain
 from drdm.baselines.bigaug import content_rotation
 from drdm.baselines.mrbs import bspline_matrix
 from drdm.errors import InputError
+from drdm.pipelines.registry import METHODS, make_method
 from drdm.spatial import fold_ratio, identity_grid, magnitude_stats, warp, warp_labels
 
 
@@ -391,7 +390,7 @@ def test_make_method_names_and_errors():
 
 
 def test_make_method_drdm_and_protocols():
-    deform = pytest.importorskip("drdm.deform")
+    deform = pytest.importorskip("drdm.pipelines.core")
     from helpers import tiny_model
 
     model = tiny_model()
@@ -407,7 +406,7 @@ def test_make_method_drdm_and_protocols():
 
 
 def test_end_to_end_with_deform_volume():
-    deform = pytest.importorskip("drdm.deform")
+    deform = pytest.importorskip("drdm.pipelines.core")
     image = np.random.default_rng(0).random((20, 24, 6)).astype(np.float32)
     label = np.zeros((20, 24, 6), dtype=np.uint8)
     label[5:15, 6:18] = 2

@@ -178,7 +178,7 @@ def test_augment_npy_fields_and_stack_slice_by_slice(tmp_path, model_dir, data):
 
 def test_default_levels_are_fractions_of_the_models_t(tmp_path, model_dir, data):
     from drdm import DRDM
-    from drdm.transforms import default_levels
+    from drdm.pipelines.registry import default_levels
 
     out = tmp_path / "out"
     assert augment(model_dir, out, "--image", data / "heart.nii.gz", levels=None) == 0

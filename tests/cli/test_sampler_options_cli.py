@@ -12,10 +12,10 @@ import torch
 from conftest import write_nifti
 from drdm import DRDM
 from drdm.cli.main import main
-from drdm.deform import DRDMSampler
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.errors import InputError
 from drdm.nn import NetworkConfig, RecursiveUNet
+from drdm.pipelines.core import DRDMSampler
 
 
 def tiny_model() -> DRDM:

@@ -10,7 +10,7 @@ import torch
 
 from conftest import smooth_field, smooth_image, write_nifti
 from drdm.cli.main import main
-from drdm.deform import deform_volume, synthesize_pair
+from drdm.pipelines.core import deform_volume, synthesize_pair
 from drdm.viz import OverviewRow, overview_figure, rows_from_manifest
 
 AUGMENT_COLUMNS = [

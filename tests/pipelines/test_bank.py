@@ -1,4 +1,5 @@
-"""Tests of drdm.bank.FieldBank: building, lookup, drawing, files, manifests, DRDMDeform use."""
+"""Tests of drdm.pipelines.bank.FieldBank: building, lookup, drawing, files, manifests and
+DRDMDeform use."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 from conftest import smooth_image, write_nifti
-from drdm.bank import FieldBank, image_fingerprint
 from drdm.errors import InputError
+from drdm.pipelines import DRDMDeform
+from drdm.pipelines.bank import FieldBank, image_fingerprint
 from drdm.spatial import warp, warp_labels
-from drdm.transforms import DRDMDeform
 from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 

@@ -1,4 +1,4 @@
-"""Tests of drdm.deform: samplers, slice-wise handling, single native warps, synthesis."""
+"""Tests of drdm.pipelines.core: samplers, slice-wise handling, single native warps, synthesis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import smooth_field, smooth_image
-from drdm.deform import (
+from drdm.errors import InputError
+from drdm.pipelines.core import (
     DeformResult,
     DRDMSampler,
     FieldSampler,
@@ -17,7 +18,6 @@ from drdm.deform import (
     synthesize_pair,
     warp_volume,
 )
-from drdm.errors import InputError
 from drdm.spatial import compose, warp, warp_labels
 from helpers import T, tiny_model
 

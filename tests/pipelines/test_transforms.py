@@ -1,4 +1,4 @@
-"""Tests of drdm.transforms.DRDMDeform: layouts, consistency, worker-safe seeding."""
+"""Tests of drdm.pipelines.transforms.DRDMDeform: layouts, consistency, worker-safe seeding."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import smooth_field, smooth_image
 from drdm.errors import InputError
-from drdm.spatial import warp, warp_labels
-from drdm.transforms import (
+from drdm.pipelines import (
     DEFAULT_LEVELS,
     DEFAULT_STACK,
     BigAugIntensity,
@@ -18,6 +17,7 @@ from drdm.transforms import (
     default_levels,
     invert_field,
 )
+from drdm.spatial import warp, warp_labels
 from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from drdm.deform import warp_volume
+from drdm.pipelines.core import warp_volume
 from drdm.spatial import warp_labels, warp_labels_onehot
 
 

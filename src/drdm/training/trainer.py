@@ -38,7 +38,7 @@ import yaml
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__
+from .._version import __version__
 from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
