@@ -9,7 +9,7 @@ import torch
 from conftest import smooth_field
 from drdm import DRDM
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
-from drdm.diffusion.official import OfficialForwardProcess, OfficialProcessConfig
+from drdm.diffusion.official_process import OfficialForwardProcess, OfficialProcessConfig
 from drdm.nn import NetworkConfig, RecursiveUNet
 
 #: the tiny model's number of forward steps

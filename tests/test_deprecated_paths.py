@@ -19,6 +19,13 @@ MOVED = [
     ("drdm.transforms", "DEFAULT_LEVELS", "drdm.pipelines.transforms"),
     ("drdm.bank", "FieldBank", "drdm.pipelines.bank"),
     ("drdm.baselines.factory", "make_method", "drdm.pipelines.registry"),
+    ("drdm.pipeline", "DRDM", "drdm.model"),
+    ("drdm.pipeline", "official_extra_config", "drdm.model"),
+    ("drdm.official", "import_official", "drdm.official_weights"),
+    ("drdm.official", "convert_official_state_dict", "drdm.official_weights"),
+    ("drdm.diffusion.official", "OfficialForwardProcess", "drdm.diffusion.official_process"),
+    ("drdm.diffusion.official", "OfficialProcessConfig", "drdm.diffusion.official_process"),
+    ("drdm.training.checkpoint", "save_checkpoint", "drdm.training.state"),
 ]
 
 
@@ -59,3 +66,12 @@ def test_the_new_homes_do_not_warn():
         warnings.simplefilter("error", DeprecationWarning)
         for new in sorted({new for _, _, new in MOVED} | {"drdm.pipelines", "drdm.batch"}):
             importlib.import_module(new)
+
+
+def test_the_documented_names_keep_working():
+    import drdm
+    from drdm.checkpoint import load_pretrained, save_pretrained  # the model format: not moved
+    from drdm.model import DRDM
+
+    assert drdm.DRDM is DRDM
+    assert callable(load_pretrained) and callable(save_pretrained)

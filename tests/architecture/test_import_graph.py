@@ -25,6 +25,10 @@ DEPRECATED = {
     "drdm.transforms",
     "drdm.bank",
     "drdm.baselines.factory",
+    "drdm.pipeline",
+    "drdm.official",
+    "drdm.diffusion.official",
+    "drdm.training.checkpoint",
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of the authors' forward-process preset (drdm.diffusion.official) and of running
+"""Tests of the authors' forward-process preset (drdm.diffusion.official_process) and of running
 their imported checkpoint end to end (skipped when ../shared is absent)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drdm.diffusion.official import OfficialForwardProcess, OfficialProcessConfig
+from drdm.diffusion.official_process import OfficialForwardProcess, OfficialProcessConfig
 from drdm.spatial import warp
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"

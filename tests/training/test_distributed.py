@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from drdm.training.checkpoint import list_checkpoints, load_checkpoint
+from drdm.training.state import list_checkpoints, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

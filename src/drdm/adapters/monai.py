@@ -94,7 +94,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
 
     Args:
         keys: entries to deform; the field is sampled from the first one that is not a label.
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, a
+        model_or_sampler: a :class:`~drdm.DRDM` model, a
             :class:`~drdm.pipelines.FieldBank` or a :class:`~drdm.pipelines.FieldSampler`.
         label_keys: entries warped as label maps (added to ``keys`` if missing there).
         level, levels: a fixed level or levels to choose from per call (DRDM models only;

@@ -136,7 +136,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
     """Deform every image of a ``tio.Subject`` with one sampled field (history records it).
 
     Args:
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, a
+        model_or_sampler: a :class:`~drdm.DRDM` model, a
             :class:`~drdm.pipelines.FieldBank` or a :class:`~drdm.pipelines.FieldSampler`.
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).

@@ -150,7 +150,7 @@ def load_method(
         method = Method(key, ndim, MIN_VOXELS, settings, options=options)
         method.make(0)  # options are checked here, before anything is written
         return method
-    from ..pipeline import DRDM
+    from ..model import DRDM
 
     loaded = DRDM.from_pretrained(model, device=device)
     from ..nn.engine import resolve_engine

@@ -272,7 +272,7 @@ class FieldBank:
         """Generate ``num_fields`` fields for every image (the build cost is paid here once).
 
         Args:
-            model_or_sampler: a :class:`~drdm.pipeline.DRDM` model (fields by
+            model_or_sampler: a :class:`~drdm.DRDM` model (fields by
                 :class:`~drdm.pipelines.DRDMSampler`, i.e. ``DRDM.generate`` with its default
                 sampler) or any :class:`~drdm.pipelines.FieldSampler`.
             images: ``{key: image}`` or a sequence (keys ``0..N-1``); each ``(*spatial)``, or
@@ -297,7 +297,7 @@ class FieldBank:
         Returns:
             The bank, with :attr:`build_seconds` set.
         """
-        from ..pipeline import DRDM
+        from ..model import DRDM
         from .registry import default_levels
 
         if isinstance(num_fields, bool) or not isinstance(num_fields, int) or num_fields < 1:

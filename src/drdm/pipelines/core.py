@@ -11,7 +11,7 @@ displacement fields are ``(ndim, *spatial)`` in VOXELS of the volume's grid, cha
 along array axis ``i``, and warping pulls back: ``warped(x) = volume(x + u(x))``.
 
 * A sampler of the volume's dimensionality gives one field for the whole volume (it resizes
-  internally if it works on a fixed grid, as :class:`~drdm.pipeline.DRDM` does).
+  internally if it works on a fixed grid, as :class:`~drdm.DRDM` does).
 * A 2D sampler on a 3D volume works slice by slice along ``slice_axis``: every slice gets its
   own deformation (all slices go through the sampler as one batch) and the through-plane
   component of the field is exactly zero.
@@ -42,7 +42,7 @@ from ..io.geometry import auto_slice_axis
 from ..spatial import compose, warp, warp_labels, warp_labels_onehot
 
 if TYPE_CHECKING:
-    from ..pipeline import DRDM
+    from ..model import DRDM
 
 __all__ = [
     "DeformResult",

@@ -14,7 +14,7 @@ from ..errors import InputError
 from .core import DRDMSampler
 
 if TYPE_CHECKING:
-    from ..pipeline import DRDM
+    from ..model import DRDM
     from .core import FieldSampler, IntensityTransform
 
 __all__ = [

@@ -14,7 +14,7 @@ BigAug's six intensity transforms are their own transform, :class:`BigAugIntensi
 compose after it (``drdm augment``'s default recipe is ``DRDMDeform`` followed by
 ``BigAugIntensity``).
 
-Sources of the deformation: a :class:`~drdm.pipeline.DRDM` model (a fresh DRDM field per
+Sources of the deformation: a :class:`~drdm.DRDM` model (a fresh DRDM field per
 call: seconds on a CPU), any :class:`~drdm.pipelines.FieldSampler`, or a
 :class:`~drdm.pipelines.FieldBank` of instance-specific DRDM fields generated once per training
 image (a field drawn from the image's bank per call: augmentation speed; see
@@ -321,7 +321,7 @@ class DRDMDeform(_Seeded):
     """Random deformation of an image and its label maps, one deformation per sample.
 
     Args:
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model (a fresh DRDM field per call),
+        model_or_sampler: a :class:`~drdm.DRDM` model (a fresh DRDM field per call),
             a :class:`~drdm.pipelines.FieldBank` (a field drawn from the image's bank per call), or
             any :class:`~drdm.pipelines.FieldSampler` (e.g. a baseline from ``drdm.baselines``).
         level: a fixed deformation level ``T'`` (DRDM models only).
@@ -388,7 +388,7 @@ class DRDMDeform(_Seeded):
         batch_size: int | None = None,
         bank_key: str | None = None,
     ) -> None:
-        from ..pipeline import DRDM
+        from ..model import DRDM
         from .bank import FieldBank
 
         if level is not None and levels is not None:

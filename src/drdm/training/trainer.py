@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from .._version import __version__
+from ..card import ModelCard
 from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
@@ -46,10 +47,10 @@ from ..errors import InputError
 from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from .augment import augment_batch
-from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, config_from_dict, save_train_config
 from .data import TrainingData, build_training_data
 from .distributed import DistContext, derive_seed, setup, teardown
+from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
 __all__ = [
     "LOSS_COLUMNS",
@@ -263,16 +264,14 @@ def plot_losses(
     tmp.replace(path)
 
 
-def _extra_config(
-    config: TrainConfig, data: TrainingData, step: int, world_size: int
-) -> dict[str, Any]:
-    """The metadata stored with exported models and checkpoints (read by
+def _model_card(config: TrainConfig, data: TrainingData, step: int, world_size: int) -> ModelCard:
+    """The model card stored with exported models and checkpoints (read by
     ``drdm.DRDM.from_pretrained``)."""
-    return {
-        "preset": "drdm",
-        "forward": to_dict(config.forward),
-        "image_size": list(config.data.image_size),
-        "training": {
+    return ModelCard(
+        preset="drdm",
+        forward=config.forward,
+        image_size=tuple(config.data.image_size),
+        training={
             "data": data.description,
             "steps": int(step),
             "batch_size": int(config.optim.batch_size),
@@ -281,7 +280,7 @@ def _extra_config(
             "world_size": int(world_size),
             "drdm_version": __version__,
         },
-    }
+    )
 
 
 class _Printer:
@@ -572,7 +571,7 @@ def _train(
                         optimizer,
                         rng,
                         meta,
-                        extra_config=_extra_config(config, data, step, ctx.world_size),
+                        extra_config=_model_card(config, data, step, ctx.world_size).to_dict(),
                     )
                     prune_checkpoints(ckpt_root, config.output.keep_checkpoints)
                 ctx.barrier()
@@ -594,7 +593,9 @@ def _train(
         model_dir = out / "model"
         if ctx.is_main:
             save_pretrained(
-                model, model_dir, extra_config=_extra_config(config, data, total, ctx.world_size)
+                model,
+                model_dir,
+                extra_config=_model_card(config, data, total, ctx.world_size).to_dict(),
             )
             all_rows = _read_history(csv_path)
             if config.output.plot and all_rows:

@@ -28,8 +28,8 @@ from drdm.training import (
     train,
     weights_sha256,
 )
-from drdm.training.checkpoint import list_checkpoints, load_checkpoint
 from drdm.training.data import auto_slice_axis, fit_to_size, normalise_intensity
+from drdm.training.state import list_checkpoints, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"

@@ -15,7 +15,7 @@ import torch
 
 from drdm.checkpoint import CONFIG_NAME, load_pretrained
 from drdm.nn import RecursiveUNet, sinusoidal_table
-from drdm.official import (
+from drdm.official_weights import (
     _rename,
     convert_official_state_dict,
     import_official,
