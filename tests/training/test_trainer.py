@@ -313,3 +313,38 @@ def test_3d_training_step(tmp_path):
     model = load_pretrained(tmp_path / "run3d" / "model")
     assert model.config.ndim == 3
     assert model.checkpoint_info.extra["image_size"] == [16, 16, 16]
+
+
+# --------------------------------------------------------------------------- the parts of _train
+def test_the_parts_of_a_training_step():
+    from drdm.diffusion import ForwardDiffusion
+    from drdm.training import trainer
+    from drdm.training.distributed import setup, teardown
+
+    config = _smoke(optim__steps=2)
+    batch = config.optim.batch_size
+    ctx = setup("cpu")
+    try:
+        assert trainer._local_batch(config, ctx, None) == batch
+        with pytest.raises(InputError, match="--stop-after 0"):
+            trainer._local_batch(config, ctx, 0)
+        a = trainer._initial_state(config, ctx, None)
+        b = trainer._initial_state(config, ctx, None)
+        assert trainer.weights_sha256(a.model) == trainer.weights_sha256(b.model)  # seeded
+        data = trainer.build_training_data(config.data, ".")
+        process = ForwardDiffusion(config.forward)
+        terms, values = trainer._step_losses(
+            a.model, process, data, data.images, config, batch, ctx, a
+        )
+        assert values.shape == (5,) and values.dtype == torch.float64
+        assert 1 <= float(values[4]) <= config.forward.num_steps  # mean timestep
+        trainer._check_finite(values, 1, None)
+        with pytest.raises(trainer.TrainingDivergedError, match="step 3"):
+            trainer._check_finite(values * float("nan"), 3, None)
+        before = trainer.weights_sha256(a.model)
+        trainer._apply_gradients(terms.total, a, None)
+        assert trainer.weights_sha256(a.model) != before
+        row = trainer._loss_row(1, 0.5, values)
+        assert row["step"] == 1.0 and set(trainer.LOSS_TERMS) <= set(row)
+    finally:
+        teardown(ctx)
