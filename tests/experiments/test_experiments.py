@@ -396,3 +396,25 @@ def test_per_seed_means_merges_folders_and_skips_empty_masks(tmp_path):
     assert per_seed_means([tmp_path / "a"], "asd_mm") == {("drdm", 0): 2.0}  # inf left out
     with pytest.raises(ValueError, match="two folders"):
         per_seed_means([tmp_path / "a", tmp_path / "a"])
+
+
+def test_the_parts_of_run_segmentation():
+    from drdm.experiments import segment
+
+    cfg = SegmentationConfig(
+        image_size=16, widths=(4, 8), steps=2, batch_size=4, copies=1, test_subjects=2,
+        methods=("elastic",), seeds=(0,),
+    )  # fmt: skip
+    (spec,) = segment._method_specs(cfg)
+    with pytest.raises(InputError, match="methods repeat"):
+        segment._method_specs(SegmentationConfig(methods=("elastic", "elastic")))
+    data = segment._load_data(cfg)
+    train = segment._train_items(cfg, data, 0)
+    test_images, _ = segment.stack_items(data.test)
+    augmenter = segment.Augmenter(spec, 2)
+    run = segment._run_method(
+        cfg, spec, augmenter, train, 0, data, test_images, torch.device("cpu")
+    )
+    assert len(run.rows) == len(data.test) * len(data.classes)
+    assert {r["method"] for r in run.rows} == {"elastic"} and run.pool_size == 2 * len(train)
+    assert run.examples[0][0].shape == (16, 16) and run.seconds >= run.seconds_augment
