@@ -270,3 +270,49 @@ def test_thorax_intensities(thoraces):
         air = ~_dilate(masks["body"])
         assert img[air].median() < 0.02
         assert img[masks["airways"]].median() < lung_level + 0.1
+
+
+# ------------------------------------------------------------------ the cardiac phantom's parts
+def test_the_cardiac_parts_compose_to_the_phantom():
+    from drdm.data.phantoms import cardiac as c
+    from drdm.data.phantoms._common import _as_generator, _Rng, _Waves
+
+    H, W, s = 64, 72, 4.0
+    rng = _Rng(_as_generator(3))
+    ngen = rng.fork()
+    pl = c._Plane(H, W, s, s, [_Waves(rng, 2, 6, (70.0, 220.0), 2.0) for _ in range(2)])
+    heart = c._draw_heart(rng, s)
+    sur = c._draw_surroundings(rng, heart)
+    con = c._draw_contrast(rng, None, None)
+    dist = c._distances(pl, s, heart, sur)
+    img, papillary = c._draw_anatomy(pl, 0.3 * s, s, heart, sur, con, dist, ngen)
+    img = c._acquire(img, pl, s, con, ngen)
+    label, rv_wall = c._labels(pl, dist)
+    ph = c.cardiac_phantom_2d((H, W), 3, spacing=s)
+    assert torch.equal(img, ph.image) and torch.equal(label, ph.label)
+    assert torch.equal(rv_wall, ph.masks["rv_wall"]) and torch.equal(
+        papillary, ph.masks["papillary"]
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cardiac_heart_geometry_is_in_the_documented_ranges(seed):
+    from drdm.data.phantoms import cardiac as c
+    from drdm.data.phantoms._common import _as_generator, _Rng
+
+    heart = c._draw_heart(_Rng(_as_generator(seed)), 1.0)
+    assert 0.0 <= heart.phase <= 1.0 and 0.0 <= heart.level <= 1.0
+    assert 16.0 <= heart.R <= 33.0  # LV cavity radius (mm)
+    assert 6.0 <= heart.T0 <= 15.2  # myocardial wall (mm)
+    assert heart.R_epi == heart.R + heart.T0
+    assert len(heart.pms) == 2
+
+
+def test_cardiac_labels_are_the_hard_shapes():
+    from drdm.data.phantoms import cardiac as c
+
+    ph = c.cardiac_phantom_2d(48, 1)
+    lv = ph.label == 3
+    # the myocardium (2) surrounds the LV cavity: no LV voxel touches the RV or background
+    ring = torch.nn.functional.max_pool2d(lv[None, None].float(), 3, 1, 1)[0, 0] > 0
+    assert set(ph.label[ring & ~lv].unique().tolist()) <= {2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -71,51 +72,120 @@ class _Plane:
         )
 
 
-def cardiac_phantom_2d(
-    size: int | tuple[int, int] = 256,
-    generator: GeneratorLike = None,
-    *,
-    spacing: float | tuple[float, float] | None = None,
-    noise: float | None = None,
-    bias: float | None = None,
-) -> Phantom:
-    """A short-axis cardiac cine-MRI-like slice (bright-blood SSFP contrast) with ACDC labels.
+@dataclass(frozen=True)
+class _Heart:
+    """The heart of one cardiac phantom (mm, radians): LV, myocardium, RV crescent,
+    papillary muscles and epicardial fat, at a random cardiac phase and slice level."""
 
-    Args:
-        size: ``H`` (square) or ``(H, W)`` in pixels.
-        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
-        spacing: pixel size in mm (float or ``(dy, dx)``); default ``256 / W`` mm, i.e. a
-            256 mm wide field of view, so the LV cavity spans roughly 12-26 % of the image width
-            (like a cropped, preprocessed slice).  The anatomy is in mm: a larger spacing
-            zooms out.
-        noise: Rician noise std relative to the blood-pool intensity; ``None`` draws it from
-            [0.01, 0.035]; 0 disables noise.
-        bias: std of the log of the smooth multiplicative bias field; ``None`` draws it from
-            [0.08, 0.25]; 0 disables the random part (a mild coil-proximity gradient remains).
+    phase: float
+    level: float
+    lcx: float
+    lcy: float
+    R: float
+    lv_ax: tuple[float, float, float]
+    endo_coef: Tensor
+    T0: float
+    thick_coef: Tensor
+    R_epi: float
+    psi: float
+    ext: float
+    dist: float
+    b_rv: float
+    a_rv: float
+    tang: float
+    rcx: float
+    rcy: float
+    rv_ang: float
+    rv_coef: Tensor
+    t_rv: float
+    pms: list[tuple[tuple[float, float], float, float, float]]
+    pm_coef: Tensor
+    present_pm: bool
+    fat_off: float
+    fat_coef: Tensor
 
-    Returns:
-        :class:`Phantom` with ``image`` float32 ``(H, W)`` in [0, 1] and ``label`` int64
-        ``(H, W)``: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity (papillary muscles
-        included).  Row 0 is anterior, column 0 the patient's right.  ``masks``: ``body``,
-        ``lungs``, ``rv_wall``, ``papillary``.
 
-    Anatomy varies with a cardiac phase (end-diastole to end-systole) and a slice level (base
-    towards apex): LV cavity radius 16-33 mm, myocardial wall 6-15 mm (about 0.2-0.8 of the
-    cavity radius, thicker in systole, smoothly varying around the ring and never thinner than
-    ~2 pixels), an RV crescent 8-32 mm wide wrapped around the septal side, papillary muscles,
-    patchy epicardial fat, chest wall with ribs, lungs, liver/stomach, aorta and spine.
-    """
-    H, W = _size(size, 2, "cardiac_phantom_2d")
-    sy, sx = _spacing(spacing, 256.0 / W, 2)
-    rng = _Rng(_as_generator(generator))
-    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
-    px = max(sy, sx)
-    w = 0.3 * min(sy, sx)  # partial-volume edge width (mm)
-    # A gentle smooth warp of space, so that no contour is a perfect conic section.
-    pl = _Plane(H, W, sy, sx, [_Waves(rng, 2, 6, (70.0, 220.0), 2.0) for _ in range(2)])
-    Y, X = pl.Y, pl.X
+@dataclass(frozen=True)
+class _Surroundings:
+    """Body wall, lungs, liver, stomach, aorta, spine, lung vessels and ribs (mm)."""
 
-    # ------------------------------------------------------------------ heart geometry
+    a_b: float
+    b_b: float
+    bang: float
+    bcx: float
+    bcy: float
+    body_coef: Tensor
+    fsc0: float
+    fsc_coef: Tensor
+    m0: float
+    m_coef: Tensor
+    gap: float
+    lungs: list[tuple[tuple[float, float], tuple[float, float], float, Tensor]]
+    lung_inset: float
+    has_liver: bool
+    has_stomach: bool
+    liver: tuple[tuple[float, float], tuple[float, float], float, Tensor]
+    stomach: tuple[tuple[float, float], tuple[float, float], float, Tensor]
+    r_ao: float
+    ao_c: tuple[float, float]
+    ao_q: float
+    ao_ang: float
+    sp_c: tuple[float, float]
+    vb: tuple[float, float]
+    vb_coef: Tensor
+    r_can: float
+    dots: list[tuple[tuple[float, float], float, float, float]]
+    dot_val: list[float]
+    ribs: list[tuple[tuple[float, float], tuple[float, float], float]]
+
+
+@dataclass(frozen=True)
+class _Contrast:
+    """SSFP intensities relative to the image maximum, and the acquisition settings
+    (texture, coil, bias field, noise, point-spread function)."""
+
+    blood: float
+    rv_blood: float
+    myo: float
+    fat: float
+    muscle: float
+    inner: float
+    lung_i: float
+    liver_i: float
+    stomach_i: float
+    marrow: float
+    csf: float
+    aorta_i: float
+    tex_amp: float
+    inner_var: float
+    coil: float
+    coil_ang: float
+    bias_amp: float
+    noise_rel: float
+    psf: float
+
+
+@dataclass(frozen=True)
+class _Distances:
+    """Signed distance maps (mm, negative inside) of the structures on the grid; the
+    heart's only inside the box ``hb``."""
+
+    d_body: Tensor
+    d_musc: Tensor
+    d_in: Tensor
+    d_lungs: Tensor
+    d_liver: Tensor
+    d_stom: Tensor
+    hb: tuple[slice, slice]
+    d_endo: Tensor
+    d_epi: Tensor
+    d_rv: Tensor
+    d_rvw: Tensor
+    d_fat: Tensor
+
+
+def _draw_heart(rng: _Rng, px: float) -> _Heart:
+    """Draw the heart's shape parameters (the first draws of a phantom)."""
     phase = rng.uniform(0.0, 1.0)  # 0 end-diastole ... 1 end-systole
     level = rng.uniform(0.0, 1.0)  # 0 base ... 1 towards the apex
     rot = rng.uniform(-0.25, 0.25)
@@ -154,7 +224,40 @@ def cardiac_phantom_2d(
     present_pm = rng.chance(0.85)
     fat_off, fat_coef = rng.uniform(-3.0, 1.5), rng.coef(4, 0.8)
 
-    # ------------------------------------------------------------------ body and surroundings
+    return _Heart(
+        phase=phase,
+        level=level,
+        lcx=lcx,
+        lcy=lcy,
+        R=R,
+        lv_ax=lv_ax,
+        endo_coef=endo_coef,
+        T0=T0,
+        thick_coef=thick_coef,
+        R_epi=R_epi,
+        psi=psi,
+        ext=ext,
+        dist=dist,
+        b_rv=b_rv,
+        a_rv=a_rv,
+        tang=tang,
+        rcx=rcx,
+        rcy=rcy,
+        rv_ang=rv_ang,
+        rv_coef=rv_coef,
+        t_rv=t_rv,
+        pms=pms,
+        pm_coef=pm_coef,
+        present_pm=present_pm,
+        fat_off=fat_off,
+        fat_coef=fat_coef,
+    )
+
+
+def _draw_surroundings(rng: _Rng, heart: _Heart) -> _Surroundings:
+    """Draw the body and the organs around the heart."""
+    lcx, lcy, R_epi, ext = heart.lcx, heart.lcy, heart.R_epi, heart.ext
+    (t_rv,) = (heart.t_rv,)
     h_ext = R_epi + ext + t_rv + 6.0
     fsc0, m0 = rng.uniform(5.0, 18.0), rng.uniform(8.0, 16.0)
     depth = h_ext + 1.3 * (fsc0 + m0) + rng.uniform(0.0, 20.0)
@@ -215,7 +318,41 @@ def cardiac_phantom_2d(
         if rng.chance(0.7):
             ribs.append(((bcy + ry_, bcx + rx_), size_, math.atan2(ry_, rx_) + math.pi / 2))
 
-    # ------------------------------------------------------------------ intensities (SSFP)
+    return _Surroundings(
+        a_b=a_b,
+        b_b=b_b,
+        bang=bang,
+        bcx=bcx,
+        bcy=bcy,
+        body_coef=body_coef,
+        fsc0=fsc0,
+        fsc_coef=fsc_coef,
+        m0=m0,
+        m_coef=m_coef,
+        gap=gap,
+        lungs=lungs,
+        lung_inset=lung_inset,
+        has_liver=has_liver,
+        has_stomach=has_stomach,
+        liver=liver,
+        stomach=stomach,
+        r_ao=r_ao,
+        ao_c=ao_c,
+        ao_q=ao_q,
+        ao_ang=ao_ang,
+        sp_c=sp_c,
+        vb=vb,
+        vb_coef=vb_coef,
+        r_can=r_can,
+        dots=dots,
+        dot_val=dot_val,
+        ribs=ribs,
+    )
+
+
+def _draw_contrast(rng: _Rng, noise: float | None, bias: float | None) -> _Contrast:
+    """Draw the SSFP intensities and the acquisition settings (``noise`` and ``bias``
+    override theirs)."""
     blood = rng.uniform(0.8, 1.0)
     rv_blood = blood * rng.uniform(0.88, 1.05)
     myo = rng.uniform(0.16, 0.28)
@@ -235,7 +372,41 @@ def cardiac_phantom_2d(
     noise_rel = rng.uniform(0.01, 0.035) if noise is None else float(noise)
     psf = rng.uniform(0.4, 0.8)
 
-    # ------------------------------------------------------------------ shapes on the grid
+    return _Contrast(
+        blood=blood,
+        rv_blood=rv_blood,
+        myo=myo,
+        fat=fat,
+        muscle=muscle,
+        inner=inner,
+        lung_i=lung_i,
+        liver_i=liver_i,
+        stomach_i=stomach_i,
+        marrow=marrow,
+        csf=csf,
+        aorta_i=aorta_i,
+        tex_amp=tex_amp,
+        inner_var=inner_var,
+        coil=coil,
+        coil_ang=coil_ang,
+        bias_amp=bias_amp,
+        noise_rel=noise_rel,
+        psf=psf,
+    )
+
+
+def _distances(pl: _Plane, px: float, heart: _Heart, sur: _Surroundings) -> _Distances:
+    """The signed distance maps of the large shapes and of the heart on the grid."""
+    Y, X = pl.Y, pl.X
+    lcx, lcy, R, lv_ax = heart.lcx, heart.lcy, heart.R, heart.lv_ax
+    endo_coef, T0, thick_coef, dist = heart.endo_coef, heart.T0, heart.thick_coef, heart.dist
+    b_rv, a_rv, tang, rcx = heart.b_rv, heart.a_rv, heart.tang, heart.rcx
+    rcy, rv_ang, rv_coef, t_rv = heart.rcy, heart.rv_ang, heart.rv_coef, heart.t_rv
+    fat_off, fat_coef = heart.fat_off, heart.fat_coef
+    a_b, b_b, bang, bcx = sur.a_b, sur.b_b, sur.bang, sur.bcx
+    bcy, body_coef, fsc0, fsc_coef = sur.bcy, sur.body_coef, sur.fsc0, sur.fsc_coef
+    m0, m_coef, gap, lungs = sur.m0, sur.m_coef, sur.gap, sur.lungs
+    lung_inset, liver, stomach = sur.lung_inset, sur.liver, sur.stomach
     # Large smooth shapes are evaluated on the coarse sub-grid and upsampled (their distance
     # functions are smooth near their boundaries); intersections are taken at full resolution.
     Yc, Xc = pl.Yc, pl.Xc
@@ -268,7 +439,49 @@ def cardiac_phantom_2d(
     for d in (d_lungs, d_liver, d_stom):
         d[hb] = torch.maximum(d[hb], gap - d_fat)
 
-    # ------------------------------------------------------------------ compose
+    return _Distances(
+        d_body=d_body,
+        d_musc=d_musc,
+        d_in=d_in,
+        d_lungs=d_lungs,
+        d_liver=d_liver,
+        d_stom=d_stom,
+        hb=hb,
+        d_endo=d_endo,
+        d_epi=d_epi,
+        d_rv=d_rv,
+        d_rvw=d_rvw,
+        d_fat=d_fat,
+    )
+
+
+def _draw_anatomy(
+    pl: _Plane,
+    w: float,
+    px: float,
+    heart: _Heart,
+    sur: _Surroundings,
+    con: _Contrast,
+    dist: _Distances,
+    ngen: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Draw the anatomy in painter's order with partial-volume edges: the noise-free
+    image and the papillary-muscle mask."""
+    H, W = pl.H, pl.W
+    Y, X = pl.Y, pl.X
+    lcx, lcy, lv_ax, endo_coef = heart.lcx, heart.lcy, heart.lv_ax, heart.endo_coef
+    pms, pm_coef, present_pm = heart.pms, heart.pm_coef, heart.present_pm
+    bang, has_liver, has_stomach, r_ao = sur.bang, sur.has_liver, sur.has_stomach, sur.r_ao
+    ao_c, ao_q, ao_ang, sp_c = sur.ao_c, sur.ao_q, sur.ao_ang, sur.sp_c
+    vb, vb_coef, r_can, dots = sur.vb, sur.vb_coef, sur.r_can, sur.dots
+    dot_val, ribs = sur.dot_val, sur.ribs
+    blood, rv_blood, myo, fat = con.blood, con.rv_blood, con.myo, con.fat
+    muscle, inner, lung_i, liver_i = con.muscle, con.inner, con.lung_i, con.liver_i
+    stomach_i, marrow, csf, aorta_i = con.stomach_i, con.marrow, con.csf, con.aorta_i
+    (inner_var,) = (con.inner_var,)
+    d_body, d_musc, d_in, d_lungs = dist.d_body, dist.d_musc, dist.d_in, dist.d_lungs
+    d_liver, d_stom, hb, d_endo = dist.d_liver, dist.d_stom, dist.hb, dist.d_endo
+    d_epi, d_rv, d_rvw, d_fat = dist.d_epi, dist.d_rv, dist.d_rvw, dist.d_fat
     img = torch.zeros(H, W, dtype=_F32)
     _paint(img, _soft(d_body, w), fat)
     _paint(img, _soft(d_musc, w), muscle)
@@ -321,7 +534,15 @@ def cardiac_phantom_2d(
             d = torch.maximum(d, _blob2(Y[b], X[b], lcy, lcx, *lv_ax, endo_coef)[0])
             _paint(img[b], _soft(d, w), myo * 1.1)
             pm_mask[b] |= d < 0
+    return img, pm_mask
 
+
+def _acquire(img: Tensor, pl: _Plane, px: float, con: _Contrast, ngen: torch.Generator) -> Tensor:
+    """The scanner: texture, point-spread blur, coil and bias field, Rician noise, robust
+    normalisation to [0, 1]."""
+    H, W, sy, sx = pl.H, pl.W, pl.sy, pl.sx
+    blood, tex_amp, coil, coil_ang = con.blood, con.tex_amp, con.coil, con.coil_ang
+    bias_amp, noise_rel, psf = con.bias_amp, con.noise_rel, con.psf
     tex = 1.0 + tex_amp * _noise_field(ngen, (H, W), 1.5 / px)
     img = _blur(img * tex, (psf * px / sy, psf * px / sx))
     cth, sth = math.cos(coil_ang), math.sin(coil_ang)
@@ -334,8 +555,14 @@ def cardiac_phantom_2d(
     if sigma > 0:
         img = torch.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)
     img = _robust_normalise(img, 0.998)
+    return img
 
-    # ------------------------------------------------------------------ labels
+
+def _labels(pl: _Plane, dist: _Distances) -> tuple[Tensor, Tensor]:
+    """The ACDC label map and the RV free-wall mask (hard versions of the shapes)."""
+    H, W = pl.H, pl.W
+    hb, d_endo, d_epi, d_rv = dist.hb, dist.d_endo, dist.d_epi, dist.d_rv
+    (d_rvw,) = (dist.d_rvw,)
     lab = torch.zeros(H, W, dtype=torch.int64)
     lh = lab[hb]
     lh[d_rv < 0] = 1
@@ -347,7 +574,64 @@ def cardiac_phantom_2d(
     lh[ring & ~lv & (lh != 2)] = 2
     rv_wall = torch.zeros(H, W, dtype=torch.bool)
     rv_wall[hb] = (d_rvw < 0) & (d_rv >= 0) & (d_epi >= 0)
-    masks = {"body": d_body < 0, "lungs": d_lungs < 0, "rv_wall": rv_wall, "papillary": pm_mask}
+    return lab, rv_wall
+
+
+def cardiac_phantom_2d(
+    size: int | tuple[int, int] = 256,
+    generator: GeneratorLike = None,
+    *,
+    spacing: float | tuple[float, float] | None = None,
+    noise: float | None = None,
+    bias: float | None = None,
+) -> Phantom:
+    """A short-axis cardiac cine-MRI-like slice (bright-blood SSFP contrast) with ACDC labels.
+
+    Args:
+        size: ``H`` (square) or ``(H, W)`` in pixels.
+        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
+        spacing: pixel size in mm (float or ``(dy, dx)``); default ``256 / W`` mm, i.e. a
+            256 mm wide field of view, so the LV cavity spans roughly 12-26 % of the image width
+            (like a cropped, preprocessed slice).  The anatomy is in mm: a larger spacing
+            zooms out.
+        noise: Rician noise std relative to the blood-pool intensity; ``None`` draws it from
+            [0.01, 0.035]; 0 disables noise.
+        bias: std of the log of the smooth multiplicative bias field; ``None`` draws it from
+            [0.08, 0.25]; 0 disables the random part (a mild coil-proximity gradient remains).
+
+    Returns:
+        :class:`Phantom` with ``image`` float32 ``(H, W)`` in [0, 1] and ``label`` int64
+        ``(H, W)``: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity (papillary muscles
+        included).  Row 0 is anterior, column 0 the patient's right.  ``masks``: ``body``,
+        ``lungs``, ``rv_wall``, ``papillary``.
+
+    Anatomy varies with a cardiac phase (end-diastole to end-systole) and a slice level (base
+    towards apex): LV cavity radius 16-33 mm, myocardial wall 6-15 mm (about 0.2-0.8 of the
+    cavity radius, thicker in systole, smoothly varying around the ring and never thinner than
+    ~2 pixels), an RV crescent 8-32 mm wide wrapped around the septal side, papillary muscles,
+    patchy epicardial fat, chest wall with ribs, lungs, liver/stomach, aorta and spine.
+    """
+    H, W = _size(size, 2, "cardiac_phantom_2d")
+    sy, sx = _spacing(spacing, 256.0 / W, 2)
+    rng = _Rng(_as_generator(generator))
+    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
+    px = max(sy, sx)
+    w = 0.3 * min(sy, sx)  # partial-volume edge width (mm)
+    # A gentle smooth warp of space, so that no contour is a perfect conic section.
+    pl = _Plane(H, W, sy, sx, [_Waves(rng, 2, 6, (70.0, 220.0), 2.0) for _ in range(2)])
+    heart = _draw_heart(rng, px)
+    sur = _draw_surroundings(rng, heart)
+    con = _draw_contrast(rng, noise, bias)
+    dist = _distances(pl, px, heart, sur)
+    img, pm_mask = _draw_anatomy(pl, w, px, heart, sur, con, dist, ngen)
+    img = _acquire(img, pl, px, con, ngen)
+    lab, rv_wall = _labels(pl, dist)
+    masks = {
+        "body": dist.d_body < 0,
+        "lungs": dist.d_lungs < 0,
+        "rv_wall": rv_wall,
+        "papillary": pm_mask,
+    }
     return Phantom(img.contiguous(), lab, dict(CARDIAC_LABELS), (sy, sx), masks)
 
 
