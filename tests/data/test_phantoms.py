@@ -316,3 +316,49 @@ def test_cardiac_labels_are_the_hard_shapes():
     # the myocardium (2) surrounds the LV cavity: no LV voxel touches the RV or background
     ring = torch.nn.functional.max_pool2d(lv[None, None].float(), 3, 1, 1)[0, 0] > 0
     assert set(ph.label[ring & ~lv].unique().tolist()) <= {2}
+
+
+# ------------------------------------------------------------------ the thorax phantom's parts
+def test_the_thorax_parts_compose_to_the_phantom():
+    from drdm.data.phantoms import thorax as t
+    from drdm.data.phantoms._common import _as_generator, _Rng, _Waves
+
+    D, H, W, s = 20, 24, 28, 14.0
+    rng = _Rng(_as_generator(2))
+    ngen = rng.fork()
+    w = 0.3 * s
+    grid = t._Grid3((D, H, W), s, [_Waves(rng, 3, 5, (90.0, 300.0), 3.0) for _ in range(3)])
+    Z, Y, X = grid.Z, grid.Y, grid.X
+    frame = t._draw_frame(rng)
+    heart = t._draw_heart(rng, frame)
+    tubes = t._draw_tubes(rng, frame, heart)
+    lungs = t._draw_lungs_and_abdomen(rng, frame, tubes)
+    trees = t._draw_vessel_trees(rng, heart, tubes, lungs)
+    hu = t._draw_intensities(rng, None)
+    wall = t._wall_shapes(Z, Y, X, grid, w, frame, lungs)
+    spine = t._spine_shapes(grid, frame)
+    organs = t._organ_shapes(X, grid, s, frame, heart, tubes, lungs, trees, wall, spine)
+    window = (-1000.0, 900.0)
+    img = t._compose(D, H, W, Y, X, grid, ngen, w, window, frame, lungs, hu, wall, spine, organs)
+    ph = t._assemble(img, D, H, W, s, wall, spine, organs)
+    ref = t.thorax_phantom_3d((D, H, W), 2, spacing=s)
+    assert torch.equal(ph.image, ref.image) and torch.equal(ph.label, ref.label)
+    assert all(torch.equal(ph.masks[k], ref.masks[k]) for k in ref.masks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_thorax_heart_sits_on_the_diaphragm(seed):
+    from drdm.data.phantoms import thorax as t
+    from drdm.data.phantoms._common import _as_generator, _Rng, _Waves
+
+    rng = _Rng(_as_generator(seed))
+    rng.fork()
+    [_Waves(rng, 3, 5, (90.0, 300.0), 3.0) for _ in range(3)]
+    frame = t._draw_frame(rng)
+    heart = t._draw_heart(rng, frame)
+    assert 55.0 <= heart.ha[0] <= 68.0 and 42.0 <= heart.ha[1] <= 52.0
+    dz, hy, hx = heart.hc
+    dome = max(frame.dome(frame.zl, 1.0, hx, hy), frame.dome(frame.zr, -1.0, hx, hy))
+    assert 25.0 <= dz - dome <= 40.0  # centre 25-40 mm above the higher diaphragm dome
+    e = torch.tensor(heart.frame)
+    torch.testing.assert_close(e @ e.T, torch.eye(3), atol=1e-5, rtol=0)  # orthonormal axes

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -245,42 +246,191 @@ def _vessel_tree(
     return torch.cat(A), torch.cat(B), torch.cat(Rr)
 
 
-def thorax_phantom_3d(
-    size: int | tuple[int, int, int] = 64,
-    generator: GeneratorLike = None,
-    *,
-    spacing: float | None = None,
-    noise: float | None = None,
-    hu_window: tuple[float, float] = (-1000.0, 900.0),
-) -> Phantom:
-    """A contrast-enhanced thorax-CT-like volume with left/right lung labels.
+@dataclass(frozen=True)
+class _Frame:
+    """What :func:`_draw_frame` returns."""
 
-    Args:
-        size: ``N`` (cube) or ``(D, H, W)`` in voxels.
-        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
-        spacing: isotropic voxel size in mm; default ``380 / max(H, W)`` (a 380 mm field of
-            view: 64^3 -> 5.9 mm, 128^3 -> 3.0 mm).  The anatomy is in mm.
-        noise: CT noise std in HU; ``None`` draws it from [8, 25]; 0 disables noise.
-        hu_window: the HU range mapped linearly onto [0, 1] (then clipped).  With the default,
-            air -> 0, lung ~0.1-0.2, fat ~0.47, soft tissue ~0.55, contrast blood ~0.6-0.7,
-            bone ~0.75-0.9.
+    a0: float
+    b0: float
+    bcx: float
+    bcy: float
+    body_coef: Tensor
+    body_coef_z: Tensor
+    diaph_f: _Waves
+    dome: Callable[..., Any]
+    fsc0: float
+    fsc_coef: Tensor
+    ga: float
+    ga2: float
+    gb: float
+    gb2: float
+    kyph: float
+    m0: float
+    m_back: float
+    m_coef: Tensor
+    m_top: float
+    period: float
+    protr: float
+    r_can: float
+    rc_a: float
+    rc_b: float
+    rc_nb: float
+    rc_shift: float
+    rc_top: float
+    rc_z0: float
+    spin_len: float
+    spx: float
+    tab_off: float
+    vb_rx: float
+    vb_ry: float
+    vphase: float
+    y_back: float
+    y_cavb: float
+    y_vb: Callable[..., Any]
+    z_sh: float
+    zl: float
+    zr: float
 
-    Returns:
-        :class:`Phantom` with ``image`` float32 ``(D, H, W)`` in [0, 1] and ``label`` int64
-        ``(D, H, W)``: 0 everything else, 1 left lung, 2 right lung (intrapulmonary vessels
-        included).  Axis 0 runs superior -> inferior, axis 1 anterior -> posterior, axis 2 from
-        the patient's right to left (radiological axial slices), spacing isotropic.
-        ``masks``: ``body``, ``heart``, ``vessels`` (intrapulmonary), ``airways``, ``bone``.
-    """
-    D, H, W = _size(size, 3, "thorax_phantom_3d")
-    (s,) = _spacing(spacing, 380.0 / max(H, W), 1)
-    rng = _Rng(_as_generator(generator))
-    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
-    w = 0.3 * s
-    grid = _Grid3((D, H, W), s, [_Waves(rng, 3, 5, (90.0, 300.0), 3.0) for _ in range(3)])
-    Z, Y, X = grid.Z, grid.Y, grid.X
 
-    # ------------------------------------------------------------------ draw the anatomy
+@dataclass(frozen=True)
+class _Heart:
+    """What :func:`_draw_heart` returns."""
+
+    frame: list[list[float]]
+    ha: tuple[float, float, float]
+    hc: tuple[float, float, float]
+    hpt: Callable[..., Any]
+    peri_f: _Waves
+    peri_off: float
+
+
+@dataclass(frozen=True)
+class _Tubes:
+    """What :func:`_draw_tubes` returns."""
+
+    airways: tuple[Tensor, Tensor, Tensor]
+    aorta: tuple[Tensor, Tensor, Tensor]
+    hil: dict[float, tuple[float, float, float]]
+    oesophagus: tuple[Tensor, Tensor, Tensor]
+    pulm: tuple[Tensor, Tensor, Tensor]
+    side: float
+    svc: tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class _LungsAbdomen:
+    """What :func:`_draw_lungs_and_abdomen` returns."""
+
+    cos_phi_max: float
+    drop: float
+    la: tuple[float, float, float]
+    lc: tuple[float, float, float]
+    liver_a: tuple[float, float, float]
+    liver_c: tuple[float, float, float]
+    lung_par: dict[
+        float, tuple[tuple[float, float, float], tuple[float, float, float], _Waves, float]
+    ]
+    rib_h: float
+    rib_jit: Tensor
+    rib_p: float
+    rib_t: float
+    side: float
+    spl_a: tuple[float, float, float]
+    spl_c: tuple[float, float, float]
+    st_hi: float
+    st_level: float
+    st_lo: float
+    st_w: float
+    stom_a: tuple[float, float, float]
+    stom_c: tuple[float, float, float]
+    z1: float
+
+
+@dataclass(frozen=True)
+class _VesselTrees:
+    """What :func:`_draw_vessel_trees` returns."""
+
+    la_c: tuple[float, float, float]
+    side: float
+    trees: tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class _Intensities:
+    """What :func:`_draw_intensities` returns."""
+
+    hu_abd: float
+    hu_blood_l: float
+    hu_blood_r: float
+    hu_bone: float
+    hu_cart: float
+    hu_disc: float
+    hu_fat: float
+    hu_liver: float
+    hu_lung: float
+    hu_med: float
+    hu_muscle: float
+    hu_myo: float
+    hu_noise: float
+    hu_spleen: float
+    hu_stom: float
+    hu_svc: float
+    hu_vb: float
+    lung_grad: float
+
+
+@dataclass(frozen=True)
+class _WallShapes:
+    """What :func:`_wall_shapes` returns."""
+
+    cart: Tensor
+    d_abd: Tensor
+    d_body: Tensor
+    d_cav: Tensor
+    d_musc: Tensor
+    d_st: Tensor
+    rib_occ: Tensor
+    stb: tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class _SpineShapes:
+    """What :func:`_spine_shapes` returns."""
+
+    arch_on: Tensor
+    d_can: Tensor
+    d_post: Tensor
+    d_vb: Tensor
+    disc: Tensor
+    spb: tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class _OrganShapes:
+    """What :func:`_organ_shapes` returns."""
+
+    air_box: tuple[slice, slice, slice]
+    art_box: tuple[slice, slice, slice]
+    d_atria: Tensor
+    d_heart: Tensor
+    d_lung: dict[float, Tensor]
+    d_lvc: Tensor
+    d_pfat: Tensor
+    d_rvc: Tensor
+    hb: tuple[slice, slice, slice]
+    occ_v: Tensor
+    oe_box: tuple[slice, slice, slice]
+    sdf_air: Tensor
+    sdf_art: Tensor
+    sdf_oe: Tensor
+    sdf_svc: Tensor
+    svc_box: tuple[slice, slice, slice]
+
+
+def _draw_frame(
+    rng: _Rng,
+) -> _Frame:
+    """Draw the chest frame: body wall, rib cage, spine and diaphragm (mm, radians)."""
     # body wall: elliptic cross-section varying along z, flat back, fat and muscle layers
     bcx, bcy = rng.uniform(-8.0, 8.0), rng.uniform(-5.0, 10.0)
     a0, b0 = rng.uniform(140.0, 170.0), rng.uniform(105.0, 130.0)
@@ -330,7 +480,56 @@ def thorax_phantom_3d(
         return z_pk - cxd * (x - side * xs_d) ** 2 - cyp * pos**2 - cya * neg**2
 
     diaph_f = _Waves(rng, 3, 4, (80.0, 200.0), 3.0)
+    return _Frame(
+        a0=a0,
+        b0=b0,
+        bcx=bcx,
+        bcy=bcy,
+        body_coef=body_coef,
+        body_coef_z=body_coef_z,
+        diaph_f=diaph_f,
+        dome=dome,
+        fsc0=fsc0,
+        fsc_coef=fsc_coef,
+        ga=ga,
+        ga2=ga2,
+        gb=gb,
+        gb2=gb2,
+        kyph=kyph,
+        m0=m0,
+        m_back=m_back,
+        m_coef=m_coef,
+        m_top=m_top,
+        period=period,
+        protr=protr,
+        r_can=r_can,
+        rc_a=rc_a,
+        rc_b=rc_b,
+        rc_nb=rc_nb,
+        rc_shift=rc_shift,
+        rc_top=rc_top,
+        rc_z0=rc_z0,
+        spin_len=spin_len,
+        spx=spx,
+        tab_off=tab_off,
+        vb_rx=vb_rx,
+        vb_ry=vb_ry,
+        vphase=vphase,
+        y_back=y_back,
+        y_cavb=y_cavb,
+        y_vb=y_vb,
+        z_sh=z_sh,
+        zl=zl,
+        zr=zr,
+    )
 
+
+def _draw_heart(
+    rng: _Rng,
+    p_frame: _Frame,
+) -> _Heart:
+    """Draw the heart: a tilted ellipsoid on the diaphragm, and its pericardial fat."""
+    dome, zl, zr = p_frame.dome, p_frame.zl, p_frame.zr
     # heart: tilted ellipsoid on the diaphragm, long axis to the left, anterior and inferior
     hx, hy = rng.uniform(15.0, 35.0), rng.uniform(-45.0, -25.0)
     ha = (rng.uniform(55.0, 68.0), rng.uniform(42.0, 52.0), rng.uniform(42.0, 52.0))
@@ -351,7 +550,26 @@ def thorax_phantom_3d(
 
     peri_f = _Waves(rng, 3, 6, (40.0, 120.0), 3.0)
     peri_off = rng.uniform(2.0, 6.0)
+    return _Heart(
+        frame=frame,
+        ha=ha,
+        hc=hc,
+        hpt=hpt,
+        peri_f=peri_f,
+        peri_off=peri_off,
+    )
 
+
+def _draw_tubes(
+    rng: _Rng,
+    p_frame: _Frame,
+    p_heart: _Heart,
+) -> _Tubes:
+    """Draw the mediastinal tubes: aorta, pulmonary trunk and arteries, SVC, trachea and
+    bronchi, oesophagus (centre lines with radii)."""
+    rc_top, spx, vb_ry, y_vb = p_frame.rc_top, p_frame.spx, p_frame.vb_ry, p_frame.y_vb
+    zl = p_frame.zl
+    hc, hpt = p_heart.hc, p_heart.hpt
     # mediastinal tubes: aorta, pulmonary trunk and arteries, SVC, trachea/bronchi, oesophagus
     root = hpt(-0.55, 0.05, -0.15)
     car_z = rc_top - rng.uniform(70.0, 95.0)  # carina, about a third down the thorax
@@ -431,7 +649,25 @@ def thorax_phantom_3d(
         [8.0, 8.0, 9.0],
         2,
     )
+    return _Tubes(
+        airways=airways,
+        aorta=aorta,
+        hil=hil,
+        oesophagus=oesophagus,
+        pulm=pulm,
+        side=side,
+        svc=svc,
+    )
 
+
+def _draw_lungs_and_abdomen(
+    rng: _Rng,
+    p_frame: _Frame,
+    p_tubes: _Tubes,
+) -> _LungsAbdomen:
+    """Draw the lungs, ribs and sternum and the abdomen below the diaphragm."""
+    rc_top, zl, zr = p_frame.rc_top, p_frame.zl, p_frame.zr
+    side = p_tubes.side
     # lungs: large perturbed ellipsoids clipped by the chest wall, mediastinum and diaphragm
     lung_par = {}
     lc0 = (rng.uniform(-35.0, -15.0), rng.uniform(0.0, 20.0), rng.uniform(55.0, 75.0))
@@ -463,7 +699,42 @@ def thorax_phantom_3d(
     st_level = stom_c[0] + rng.uniform(0.0, 0.6) * stom_a[0]
     spl_c = (zl - rng.uniform(40.0, 70.0), rng.uniform(30.0, 60.0), rng.uniform(70.0, 95.0))
     spl_a = (rng.uniform(45.0, 60.0), rng.uniform(35.0, 50.0), rng.uniform(25.0, 35.0))
+    return _LungsAbdomen(
+        cos_phi_max=cos_phi_max,
+        drop=drop,
+        la=la,
+        lc=lc,
+        liver_a=liver_a,
+        liver_c=liver_c,
+        lung_par=lung_par,
+        rib_h=rib_h,
+        rib_jit=rib_jit,
+        rib_p=rib_p,
+        rib_t=rib_t,
+        side=side,
+        spl_a=spl_a,
+        spl_c=spl_c,
+        st_hi=st_hi,
+        st_level=st_level,
+        st_lo=st_lo,
+        st_w=st_w,
+        stom_a=stom_a,
+        stom_c=stom_c,
+        z1=z1,
+    )
 
+
+def _draw_vessel_trees(
+    rng: _Rng,
+    p_heart: _Heart,
+    p_tubes: _Tubes,
+    p_lungsabdomen: _LungsAbdomen,
+) -> _VesselTrees:
+    """Draw the intrapulmonary vessel trees: arteries from the hila, veins towards the left
+    atrium."""
+    hpt = p_heart.hpt
+    hil = p_tubes.hil
+    side = p_lungsabdomen.side
     # intrapulmonary vessel trees: arteries from the hila, veins towards the left atrium
     la_c = hpt(-0.72, -0.25, 0.1)
     roots, dirs, r0, l0, pull = [], [], [], [], []
@@ -507,7 +778,18 @@ def thorax_phantom_3d(
         torch.tensor(pull, dtype=_F32),
         7,
     )
+    return _VesselTrees(
+        la_c=la_c,
+        side=side,
+        trees=trees,
+    )
 
+
+def _draw_intensities(
+    rng: _Rng,
+    noise: float | None,
+) -> _Intensities:
+    """Draw the tissue intensities (HU) and the CT noise level."""
     # intensities (HU)
     hu_fat = rng.uniform(-115.0, -85.0)
     hu_muscle = rng.uniform(40.0, 60.0)
@@ -527,8 +809,52 @@ def thorax_phantom_3d(
     hu_disc = rng.uniform(70.0, 100.0)
     hu_cart = rng.uniform(100.0, 200.0)
     hu_noise = rng.uniform(8.0, 25.0) if noise is None else float(noise)
+    return _Intensities(
+        hu_abd=hu_abd,
+        hu_blood_l=hu_blood_l,
+        hu_blood_r=hu_blood_r,
+        hu_bone=hu_bone,
+        hu_cart=hu_cart,
+        hu_disc=hu_disc,
+        hu_fat=hu_fat,
+        hu_liver=hu_liver,
+        hu_lung=hu_lung,
+        hu_med=hu_med,
+        hu_muscle=hu_muscle,
+        hu_myo=hu_myo,
+        hu_noise=hu_noise,
+        hu_spleen=hu_spleen,
+        hu_stom=hu_stom,
+        hu_svc=hu_svc,
+        hu_vb=hu_vb,
+        lung_grad=lung_grad,
+    )
 
-    # ------------------------------------------------------------------ shapes on the grid
+
+def _wall_shapes(
+    Z: Tensor,
+    Y: Tensor,
+    X: Tensor,
+    grid: _Grid3,
+    w: float,
+    p_frame: _Frame,
+    p_lungsabdomen: _LungsAbdomen,
+) -> _WallShapes:
+    """The chest wall on the grid: body layers and ribs as signed distances (mm, negative
+    inside) and occupancies."""
+    a0, b0, bcx, bcy = p_frame.a0, p_frame.b0, p_frame.bcx, p_frame.bcy
+    body_coef, body_coef_z, diaph_f = p_frame.body_coef, p_frame.body_coef_z, p_frame.diaph_f
+    dome, fsc0, fsc_coef, ga = p_frame.dome, p_frame.fsc0, p_frame.fsc_coef, p_frame.ga
+    ga2, gb, gb2, m0, m_back = p_frame.ga2, p_frame.gb, p_frame.gb2, p_frame.m0, p_frame.m_back
+    m_coef, m_top, rc_a, rc_b = p_frame.m_coef, p_frame.m_top, p_frame.rc_a, p_frame.rc_b
+    rc_nb, rc_shift, rc_top = p_frame.rc_nb, p_frame.rc_shift, p_frame.rc_top
+    rc_z0, y_back, z_sh, zl = p_frame.rc_z0, p_frame.y_back, p_frame.z_sh, p_frame.zl
+    zr = p_frame.zr
+    cos_phi_max, drop = p_lungsabdomen.cos_phi_max, p_lungsabdomen.drop
+    rib_h, rib_jit, rib_p = p_lungsabdomen.rib_h, p_lungsabdomen.rib_jit, p_lungsabdomen.rib_p
+    rib_t, st_hi, st_lo = p_lungsabdomen.rib_t, p_lungsabdomen.st_hi, p_lungsabdomen.st_lo
+    st_w, z1 = p_lungsabdomen.st_w, p_lungsabdomen.z1
+
     def body_angle(Zq: Tensor, Yq: Tensor, Xq: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         tz = Zq / 190.0
         un = (Xq - bcx) / (a0 * (1.0 + ga * tz + ga2 * tz * tz))
@@ -568,7 +894,27 @@ def thorax_phantom_3d(
     d_st = torch.maximum((X[stb] - bcx).abs() - st_w, (d_cav[stb] - 5.0).abs() - 6.0)
     d_st = torch.maximum(torch.maximum(d_st, Z[stb] - st_hi), st_lo - Z[stb])
     d_st = torch.maximum(d_st, Y[stb] - bcy)
+    return _WallShapes(
+        cart=cart,
+        d_abd=d_abd,
+        d_body=d_body,
+        d_cav=d_cav,
+        d_musc=d_musc,
+        d_st=d_st,
+        rib_occ=rib_occ,
+        stb=stb,
+    )
 
+
+def _spine_shapes(
+    grid: _Grid3,
+    p_frame: _Frame,
+) -> _SpineShapes:
+    """The spine on the grid (in a box around the column): vertebral bodies, discs, canal
+    and posterior arches."""
+    kyph, period, protr, r_can = p_frame.kyph, p_frame.period, p_frame.protr, p_frame.r_can
+    spin_len, spx, vb_rx, vb_ry = p_frame.spin_len, p_frame.spx, p_frame.vb_rx, p_frame.vb_ry
+    vphase, y_cavb, y_vb = p_frame.vphase, p_frame.y_cavb, p_frame.y_vb
     # spine (box around the column)
     yv_lo = y_cavb - vb_ry * (protr + 1.3)
     yv_hi = y_cavb - vb_ry * (protr - 1.3) + kyph + 2.0 * r_can + spin_len + 12.0
@@ -589,7 +935,39 @@ def thorax_phantom_3d(
     d_post = torch.minimum(torch.minimum(rcan - r_can - 6.0, d_spin), d_trans)
     d_post = torch.maximum(d_post, -d_can)
     arch_on = (vfrac > 0.25) & (vfrac < 0.85)
+    return _SpineShapes(
+        arch_on=arch_on,
+        d_can=d_can,
+        d_post=d_post,
+        d_vb=d_vb,
+        disc=disc,
+        spb=spb,
+    )
 
+
+def _organ_shapes(
+    X: Tensor,
+    grid: _Grid3,
+    s: float,
+    p_frame: _Frame,
+    p_heart: _Heart,
+    p_tubes: _Tubes,
+    p_lungsabdomen: _LungsAbdomen,
+    p_vesseltrees: _VesselTrees,
+    p_wallshapes: _WallShapes,
+    p_spineshapes: _SpineShapes,
+) -> _OrganShapes:
+    """The heart, the tubes and the lungs on the grid: signed distances (mm, negative
+    inside), boxes and occupancies."""
+    spx = p_frame.spx
+    frame, ha, hc, hpt = p_heart.frame, p_heart.ha, p_heart.hc, p_heart.hpt
+    peri_f, peri_off = p_heart.peri_f, p_heart.peri_off
+    airways, aorta, oesophagus = p_tubes.airways, p_tubes.aorta, p_tubes.oesophagus
+    pulm, svc = p_tubes.pulm, p_tubes.svc
+    la, lc, lung_par = p_lungsabdomen.la, p_lungsabdomen.lc, p_lungsabdomen.lung_par
+    la_c, side, trees = p_vesseltrees.la_c, p_vesseltrees.side, p_vesseltrees.trees
+    d_abd, d_cav = p_wallshapes.d_abd, p_wallshapes.d_cav
+    d_vb, spb = p_spineshapes.d_vb, p_spineshapes.spb
     # heart (box)
     hb = grid.around(hc, max(ha) + 12.0 + peri_f.bound)
     Ph = grid.at(hb)
@@ -628,8 +1006,70 @@ def thorax_phantom_3d(
         dl = torch.maximum(dl, mw - side * (X - spx))
         dl = torch.maximum(dl, -d_carve)
         d_lung[side] = torch.maximum(dl, 2.0 - d_abd)
+    return _OrganShapes(
+        air_box=air_box,
+        art_box=art_box,
+        d_atria=d_atria,
+        d_heart=d_heart,
+        d_lung=d_lung,
+        d_lvc=d_lvc,
+        d_pfat=d_pfat,
+        d_rvc=d_rvc,
+        hb=hb,
+        occ_v=occ_v,
+        oe_box=oe_box,
+        sdf_air=sdf_air,
+        sdf_art=sdf_art,
+        sdf_oe=sdf_oe,
+        sdf_svc=sdf_svc,
+        svc_box=svc_box,
+    )
 
-    # ------------------------------------------------------------------ compose (HU)
+
+def _compose(
+    D: int,
+    H: int,
+    W: int,
+    Y: Tensor,
+    X: Tensor,
+    grid: _Grid3,
+    ngen: torch.Generator,
+    w: float,
+    hu_window: tuple[float, float],
+    p_frame: _Frame,
+    p_lungsabdomen: _LungsAbdomen,
+    p_intensities: _Intensities,
+    p_wallshapes: _WallShapes,
+    p_spineshapes: _SpineShapes,
+    p_organshapes: _OrganShapes,
+) -> Tensor:
+    """Paint the CT (HU) in painter's order with partial-volume edges, add texture, blur and
+    noise, and window it to [0, 1]."""
+    tab_off, y_back = p_frame.tab_off, p_frame.y_back
+    liver_a, liver_c = p_lungsabdomen.liver_a, p_lungsabdomen.liver_c
+    spl_a, spl_c, st_level = p_lungsabdomen.spl_a, p_lungsabdomen.spl_c, p_lungsabdomen.st_level
+    stom_a, stom_c = p_lungsabdomen.stom_a, p_lungsabdomen.stom_c
+    hu_abd, hu_blood_l = p_intensities.hu_abd, p_intensities.hu_blood_l
+    hu_blood_r, hu_bone = p_intensities.hu_blood_r, p_intensities.hu_bone
+    hu_cart, hu_disc = p_intensities.hu_cart, p_intensities.hu_disc
+    hu_fat, hu_liver = p_intensities.hu_fat, p_intensities.hu_liver
+    hu_lung, hu_med = p_intensities.hu_lung, p_intensities.hu_med
+    hu_muscle, hu_myo = p_intensities.hu_muscle, p_intensities.hu_myo
+    hu_noise, hu_spleen = p_intensities.hu_noise, p_intensities.hu_spleen
+    hu_stom, hu_svc, hu_vb = p_intensities.hu_stom, p_intensities.hu_svc, p_intensities.hu_vb
+    lung_grad = p_intensities.lung_grad
+    cart, d_abd, d_body = p_wallshapes.cart, p_wallshapes.d_abd, p_wallshapes.d_body
+    d_cav, d_musc, d_st = p_wallshapes.d_cav, p_wallshapes.d_musc, p_wallshapes.d_st
+    rib_occ, stb = p_wallshapes.rib_occ, p_wallshapes.stb
+    arch_on, d_can, d_post = p_spineshapes.arch_on, p_spineshapes.d_can, p_spineshapes.d_post
+    d_vb, disc, spb = p_spineshapes.d_vb, p_spineshapes.disc, p_spineshapes.spb
+    air_box, art_box = p_organshapes.air_box, p_organshapes.art_box
+    d_atria, d_heart = p_organshapes.d_atria, p_organshapes.d_heart
+    d_lung, d_lvc, d_pfat = p_organshapes.d_lung, p_organshapes.d_lvc, p_organshapes.d_pfat
+    d_rvc, hb, occ_v = p_organshapes.d_rvc, p_organshapes.hb, p_organshapes.occ_v
+    oe_box, sdf_air = p_organshapes.oe_box, p_organshapes.sdf_air
+    sdf_art, sdf_oe = p_organshapes.sdf_art, p_organshapes.sdf_oe
+    sdf_svc, svc_box = p_organshapes.sdf_svc, p_organshapes.svc_box
     hu = torch.full((D, H, W), -1000.0, dtype=_F32)
     tab_y = y_back + tab_off + X * X / 900.0
     _paint(hu, _soft(torch.maximum((Y - tab_y - 3.0).abs() - 3.0, X.abs() - 230.0), w), 100.0)
@@ -684,8 +1124,26 @@ def thorax_phantom_3d(
     hu = _blur(hu, 0.5)
     lo, hi = hu_window
     img = ((hu - lo) / (hi - lo)).clamp_(0.0, 1.0)
+    return img
 
-    # ------------------------------------------------------------------ labels
+
+def _assemble(
+    img: Tensor,
+    D: int,
+    H: int,
+    W: int,
+    s: float,
+    p_wallshapes: _WallShapes,
+    p_spineshapes: _SpineShapes,
+    p_organshapes: _OrganShapes,
+) -> Phantom:
+    """The label map (left and right lungs), the masks and the :class:`Phantom`."""
+    d_body, d_st, rib_occ = p_wallshapes.d_body, p_wallshapes.d_st, p_wallshapes.rib_occ
+    stb = p_wallshapes.stb
+    arch_on, d_post, d_vb = p_spineshapes.arch_on, p_spineshapes.d_post, p_spineshapes.d_vb
+    spb = p_spineshapes.spb
+    d_heart, d_lung, hb = p_organshapes.d_heart, p_organshapes.d_lung, p_organshapes.hb
+    occ_v, sdf_air = p_organshapes.occ_v, p_organshapes.sdf_air
     lab = torch.zeros(D, H, W, dtype=torch.int64)
     lab[d_lung[1.0] < 0] = 1
     lab[d_lung[-1.0] < 0] = 2
@@ -702,6 +1160,80 @@ def thorax_phantom_3d(
         "bone": bone,
     }
     return Phantom(img.contiguous(), lab, dict(THORAX_LABELS), (s, s, s), masks)
+
+
+def thorax_phantom_3d(
+    size: int | tuple[int, int, int] = 64,
+    generator: GeneratorLike = None,
+    *,
+    spacing: float | None = None,
+    noise: float | None = None,
+    hu_window: tuple[float, float] = (-1000.0, 900.0),
+) -> Phantom:
+    """A contrast-enhanced thorax-CT-like volume with left/right lung labels.
+
+    Args:
+        size: ``N`` (cube) or ``(D, H, W)`` in voxels.
+        generator: ``torch.Generator``, int seed, or ``None`` (seed 0).
+        spacing: isotropic voxel size in mm; default ``380 / max(H, W)`` (a 380 mm field of
+            view: 64^3 -> 5.9 mm, 128^3 -> 3.0 mm).  The anatomy is in mm.
+        noise: CT noise std in HU; ``None`` draws it from [8, 25]; 0 disables noise.
+        hu_window: the HU range mapped linearly onto [0, 1] (then clipped).  With the default,
+            air -> 0, lung ~0.1-0.2, fat ~0.47, soft tissue ~0.55, contrast blood ~0.6-0.7,
+            bone ~0.75-0.9.
+
+    Returns:
+        :class:`Phantom` with ``image`` float32 ``(D, H, W)`` in [0, 1] and ``label`` int64
+        ``(D, H, W)``: 0 everything else, 1 left lung, 2 right lung (intrapulmonary vessels
+        included).  Axis 0 runs superior -> inferior, axis 1 anterior -> posterior, axis 2 from
+        the patient's right to left (radiological axial slices), spacing isotropic.
+        ``masks``: ``body``, ``heart``, ``vessels`` (intrapulmonary), ``airways``, ``bone``.
+    """
+    D, H, W = _size(size, 3, "thorax_phantom_3d")
+    (s,) = _spacing(spacing, 380.0 / max(H, W), 1)
+    rng = _Rng(_as_generator(generator))
+    ngen = rng.fork()  # voxel-level noise; the anatomy below does not depend on the grid size
+    w = 0.3 * s
+    grid = _Grid3((D, H, W), s, [_Waves(rng, 3, 5, (90.0, 300.0), 3.0) for _ in range(3)])
+    Z, Y, X = grid.Z, grid.Y, grid.X
+    p_frame = _draw_frame(rng)
+    p_heart = _draw_heart(rng, p_frame)
+    p_tubes = _draw_tubes(rng, p_frame, p_heart)
+    p_lungsabdomen = _draw_lungs_and_abdomen(rng, p_frame, p_tubes)
+    p_vesseltrees = _draw_vessel_trees(rng, p_heart, p_tubes, p_lungsabdomen)
+    p_intensities = _draw_intensities(rng, noise)
+    p_wallshapes = _wall_shapes(Z, Y, X, grid, w, p_frame, p_lungsabdomen)
+    p_spineshapes = _spine_shapes(grid, p_frame)
+    p_organshapes = _organ_shapes(
+        X,
+        grid,
+        s,
+        p_frame,
+        p_heart,
+        p_tubes,
+        p_lungsabdomen,
+        p_vesseltrees,
+        p_wallshapes,
+        p_spineshapes,
+    )
+    img = _compose(
+        D,
+        H,
+        W,
+        Y,
+        X,
+        grid,
+        ngen,
+        w,
+        hu_window,
+        p_frame,
+        p_lungsabdomen,
+        p_intensities,
+        p_wallshapes,
+        p_spineshapes,
+        p_organshapes,
+    )
+    return _assemble(img, D, H, W, s, p_wallshapes, p_spineshapes, p_organshapes)
 
 
 def thorax_batch(
