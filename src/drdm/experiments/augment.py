@@ -36,10 +36,11 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..pipelines.registry import METHODS
 
 __all__ = ["AugmentationSpec", "Augmenter", "derived_generator", "parse_method"]
 
-BASES = ("none", "elastic", "bigaug", "mrbs", "drdm")
+BASES = METHODS  # the registry's method names
 MODIFIERS = ("flip", "intensity", "affine", "bigaug")
 
 
