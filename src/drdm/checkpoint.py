@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from . import __version__
+from ._version import __version__
 from .nn import NetworkConfig, RecursiveUNet
 
 __all__ = [

@@ -133,7 +133,7 @@ class OverviewRow:
         spacing: voxel spacing (mm per axis) for the pixel aspect ratio and the slice axis.
         slice_axis: the axis 3D volumes are cut across (their central slice is shown);
             ``None``: the axis with an all-zero displacement component (slice-wise fields),
-            else :func:`drdm.deform.resolve_slice_axis` on the shape and spacing.
+            else :func:`drdm.pipelines.resolve_slice_axis` on the shape and spacing.
         max_disp_pct, mean_disp_pct, fold_pct: field statistics (computed when ``None``).
     """
 
@@ -383,8 +383,8 @@ def rows_from_manifest(
     may be empty (the first of several ``;``-separated label maps is drawn). With ``max_rows``
     only that many rows, evenly spread over the manifest, are read.
     """
-    from .batch.jobs import read_manifest
     from .errors import InputError
+    from .io.manifest import read_manifest
 
     entries: list[tuple[Path, dict[str, str]]] = []
     for manifest in find_manifests(manifest_or_dir):

@@ -8,7 +8,7 @@
   (``pip install drdm[torchio]``).
 
 Both apply one sampled deformation (geometry only) to all images and label maps of a sample
-through :class:`drdm.transforms.DRDMDeform`, from a DRDM model, a
-:class:`drdm.bank.FieldBank` or any field sampler. Importing this package imports neither
+through :class:`drdm.pipelines.DRDMDeform`, from a DRDM model, a
+:class:`drdm.pipelines.FieldBank` or any field sampler. Importing this package imports neither
 framework.
 """

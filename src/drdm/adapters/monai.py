@@ -15,7 +15,7 @@ with the image's affine.
 
 Inversion (``Invertd``, ``Compose.inverse``): the record holds the sampled field ``u``
 (``(ndim, *spatial)`` float32 voxels, pull-back: 1 MB for a 256 x 256 x 2 field); the inverse
-warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.transforms.invert_field`;
+warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.pipelines.invert_field`;
 residual below 1e-3 voxels wherever the deformed image held content), label keys with their
 label method (``Invertd(nearest_interp=True)`` gives nearest). Round trip on a label:
 ``φ⁻¹(φ(L))`` loses only what two label interpolations lose (Dice > 0.96 on the tests'
@@ -52,8 +52,14 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "drdm.adapters.monai needs MONAI; install it with: pip install drdm[monai]"
     ) from err
 
-from ..deform import IntensityTransform
-from ..transforms import BigAugIntensity, DRDMDeform, check_mode, invert_field, warp_channels
+from ..pipelines.core import IntensityTransform
+from ..pipelines.transforms import (
+    BigAugIntensity,
+    DRDMDeform,
+    check_mode,
+    invert_field,
+    warp_channels,
+)
 
 __all__ = ["BigAugIntensityd", "DRDMDeformd"]
 
@@ -88,8 +94,8 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
 
     Args:
         keys: entries to deform; the field is sampled from the first one that is not a label.
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, a
-            :class:`~drdm.bank.FieldBank` or a :class:`~drdm.deform.FieldSampler`.
+        model_or_sampler: a :class:`~drdm.DRDM` model, a
+            :class:`~drdm.pipelines.FieldBank` or a :class:`~drdm.pipelines.FieldSampler`.
         label_keys: entries warped as label maps (added to ``keys`` if missing there).
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).
@@ -103,7 +109,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
             spatial axis) overrides the ``MetaTensor``'s.
         stack: geometric stack after the deformation (``"auto"``: BigAug's rotation, scaling
             and elastic field for DRDM models and banks); see
-            :class:`~drdm.transforms.DRDMDeform`. Geometry only: compose
+            :class:`~drdm.pipelines.DRDMDeform`. Geometry only: compose
             :class:`BigAugIntensityd` for BigAug's intensity part.
         intensity: optional intensity transform after the warp (default none).
         ddf_key: if set, the field ``(ndim, *spatial)`` in voxels (pull-back) is stored there

@@ -12,13 +12,13 @@ from the first ``ScalarImage``: ``ScalarImage``s are warped linearly (or cubical
 TorchIO stores images as ``(C, W, H, D)`` in nibabel's array order; a 2D image is
 ``(C, W, H, 1)``. A 2D model therefore works slice by slice, along the one-voxel axis for 2D
 images and along the axis chosen from the reference image's spacing for 3D stacks (see
-:func:`drdm.deform.resolve_slice_axis`). Affines are unchanged.
+:func:`drdm.pipelines.resolve_slice_axis`). Affines are unchanged.
 
 Following TorchIO's design, :class:`RandomDRDMDeformation` samples the field and applies the
 deterministic :class:`DRDMFieldDeformation`, which is what the subject's history records (the
 field itself, ``(3, W, H, D)`` float32 voxels): ``subject.get_composed_history()`` replays it
 exactly, and ``get_inverse_transform()`` / ``apply_inverse_transform()`` warp with its inverse
-(Newton's method, :func:`drdm.transforms.invert_field`).
+(Newton's method, :func:`drdm.pipelines.invert_field`).
 
 Units: the subject's spacing picks the slice axis and makes the stacked BigAug rotation a
 rotation in mm. A DRDM field is relative to the image's extent (the network sees every image
@@ -27,7 +27,7 @@ field, by design.
 
 Randomness follows TorchIO: without ``seed`` every call draws its seed from torch's global
 generator (``torch.manual_seed`` reproduces a run; PyTorch seeds it per DataLoader worker);
-with ``seed`` a per-process generator as in :class:`drdm.transforms.DRDMDeform`.
+with ``seed`` a per-process generator as in :class:`drdm.pipelines.DRDMDeform`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,13 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "drdm.adapters.torchio needs TorchIO; install it with: pip install drdm[torchio]"
     ) from err
 
-from ..transforms import BigAugIntensity, DRDMDeform, check_mode, invert_field, warp_channels
+from ..pipelines.transforms import (
+    BigAugIntensity,
+    DRDMDeform,
+    check_mode,
+    invert_field,
+    warp_channels,
+)
 
 __all__ = [
     "BigAugIntensityTransform",
@@ -130,18 +136,18 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
     """Deform every image of a ``tio.Subject`` with one sampled field (history records it).
 
     Args:
-        model_or_sampler: a :class:`~drdm.pipeline.DRDM` model, a
-            :class:`~drdm.bank.FieldBank` or a :class:`~drdm.deform.FieldSampler`.
+        model_or_sampler: a :class:`~drdm.DRDM` model, a
+            :class:`~drdm.pipelines.FieldBank` or a :class:`~drdm.pipelines.FieldSampler`.
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
         image_interpolation: ``"linear"`` or ``"bspline"`` (cubic).
         label_method: ``"onehot"`` or ``"nearest"``; ``padding``: ``"zeros"`` or ``"border"``.
         stack: geometric stack (``"auto"``: BigAug's rotation, scaling and elastic field for
-            DRDM models and banks), see :class:`~drdm.transforms.DRDMDeform`. Geometry only:
+            DRDM models and banks), see :class:`~drdm.pipelines.DRDMDeform`. Geometry only:
             add :class:`RandomBigAugIntensity` for BigAug's intensity part.
         seed: ``None`` (default): seeds from torch's global generator; an int: per-process
-            generators as in :class:`~drdm.transforms.DRDMDeform`.
+            generators as in :class:`~drdm.pipelines.DRDMDeform`.
         batch_size: slices per network call for DRDM models.
         bank_key: for a bank: the subject attribute holding the key (default: the reference
             image's file path, else lookup by content).

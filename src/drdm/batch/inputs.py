@@ -2,7 +2,7 @@
 field statistics and writing.
 
 * :class:`Method` / :func:`load_method`: a deformation method by name, through the one
-  registry :func:`drdm.baselines.make_method` (names: :data:`drdm.baselines.METHODS`).
+  registry :func:`drdm.pipelines.make_method` (names: :data:`drdm.pipelines.METHODS`).
 * :func:`load_input`: an image and its label maps read through :func:`drdm.io.read_image` and
   checked against the method (grid, labels, size, slice axis).
 * Output names (:func:`output_suffix`, :func:`label_names`, :func:`ddf_suffix`) and writing
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines.factory import METHODS
 from ..errors import InputError
 from ..io import MedicalImage
+from ..pipelines.registry import METHODS
 
 __all__ = [
     "BATCH_METHODS",
@@ -66,7 +66,7 @@ _SUFFIXES = {
 @dataclass
 class Method:
     """A deformation method ready to sample: :meth:`make` ``(level) -> (FieldSampler,
-    intensity transform or None)``, built by :func:`drdm.baselines.make_method`.
+    intensity transform or None)``, built by :func:`drdm.pipelines.make_method`.
 
     Attributes:
         name: a name of :data:`BATCH_METHODS`.
@@ -88,7 +88,7 @@ class Method:
     def make(self, level: int) -> tuple[Any, Any]:
         """The field sampler and intensity transform (or ``None``) of ``level`` (the level
         plays no part in a baseline)."""
-        from ..baselines import make_method
+        from ..pipelines.registry import make_method
 
         key = level if self.name == "drdm" else 0
         if key not in self._cache:
@@ -139,7 +139,7 @@ def load_method(
 
     ``level_option`` names the option the levels came from in messages (``--level-pairs`` for
     ``drdm synth``, ``--level`` for ``drdm generate``). For ``"drdm"`` the options go to
-    :class:`drdm.deform.DRDMSampler` (e.g. ``normalize``).
+    :class:`drdm.pipelines.DRDMSampler` (e.g. ``normalize``).
     """
     key = str(name).lower()
     if key not in BATCH_METHODS:
@@ -150,7 +150,7 @@ def load_method(
         method = Method(key, ndim, MIN_VOXELS, settings, options=options)
         method.make(0)  # options are checked here, before anything is written
         return method
-    from ..pipeline import DRDM
+    from ..model import DRDM
 
     loaded = DRDM.from_pretrained(model, device=device)
     from ..nn.engine import resolve_engine
@@ -224,8 +224,8 @@ def load_input(
     3D method on a 2D image, and an image with fewer than ``method.min_voxels`` voxels along an
     axis the method deforms.
     """
-    from ..deform import resolve_slice_axis
     from ..io.image import check_same_grid, read_image, resample_label_to
+    from ..pipelines.core import resolve_slice_axis
 
     image = read_image(image_path, kind="image", frame=frame)  # 2D/3D, finite voxels
     array = image.array

@@ -54,6 +54,7 @@ import torch
 from ..errors import InputError
 from ..io import atomic_path, file_stem
 from ..io.files import default_file_mode, scratch_path
+from ..io.manifest import read_manifest
 
 __all__ = [
     "AUGMENT_COLUMNS",
@@ -312,23 +313,6 @@ def manifest_name(shards: int, index: int, stem: str = "manifest") -> str:
 # ----------------------------------------------------------------------------------------------
 # Manifests
 # ----------------------------------------------------------------------------------------------
-
-
-def read_manifest(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """``(columns, rows)`` of a manifest CSV (values as strings)."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read the manifest ({exc})") from None
-    if not columns:
-        raise InputError(f"{path}: empty manifest (no header)")
-    if any(None in row or None in row.values() for row in rows):
-        raise InputError(f"{path}: malformed manifest (rows and header differ in length)")
-    return columns, rows
 
 
 def _sorted_rows(rows: Iterable[Mapping[str, str]], key_column: str) -> list[dict[str, str]]:

@@ -290,7 +290,7 @@ def augment_files(
     Args:
         options: inputs, method and output (:class:`BatchOptions`).
         levels: levels T' (``None``: for ``"drdm"`` the model's default levels,
-            :func:`drdm.transforms.default_levels`; for a baseline ``[0]``, which only names
+            :func:`drdm.pipelines.registry.default_levels`; for a baseline ``[0]``, which only names
             the outputs).
         per_level: samples per level.
         stack: transforms stacked after the deformation in the same field: ``"auto"``
@@ -299,9 +299,8 @@ def augment_files(
     Raises :class:`~drdm.errors.InputError` (one line) for bad options or inputs before
     anything is written (with ``keep_going`` failed inputs are listed in the report instead).
     """
-    from ..baselines import make_stack
-    from ..deform import deform_volume
-    from ..transforms import default_levels, resolve_stack
+    from ..pipelines.core import deform_volume
+    from ..pipelines.registry import default_levels, make_stack, resolve_stack
 
     drdm = str(options.method).lower() == "drdm"
     if levels is None and not drdm:
@@ -412,9 +411,9 @@ def synthesize_files(
     For every level pair ``(T'_aug, T'_syn)`` (``T'_aug = 0``: no augmentation) and sample:
     ``moving = phi_aug(I0)``, ``fixed`` = ONE warp of ``I0`` by ``compose(phi_syn, phi_aug)``
     and the field ``phi_syn`` with ``fixed(x) ~ moving(x + phi_syn(x))`` on the fixed grid
-    (:class:`drdm.deform.SynthesisResult`), with the label maps carried along.
+    (:class:`drdm.pipelines.SynthesisResult`), with the label maps carried along.
     """
-    from ..deform import synthesize_pair
+    from ..pipelines.core import synthesize_pair
 
     pairs = [(int(a), int(s)) for a, s in level_pairs]
     if not pairs or any(a < 0 or s < 1 for a, s in pairs):

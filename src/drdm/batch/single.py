@@ -94,7 +94,7 @@ def _run_samples(
     progress: bool,
     unit: str,
 ) -> list[SampleRecord]:
-    from ..deform import deform_volume
+    from ..pipelines.core import deform_volume
 
     suffix = output_suffix(data.image.path or "x.nii.gz")
     records = []
@@ -287,7 +287,7 @@ def diffuse_file(
     method = Method("forward", dims, MIN_VOXELS, {})
     data = _load(image, label, method, axis_choice)
     process = ForwardDiffusion(dataclasses.replace(defaults, ndim=dims))
-    from ..deform import ForwardProcessSampler
+    from ..pipelines.core import ForwardProcessSampler
 
     stem = file_stem(image)
     name = prefix or f"{stem}_t{t}_seed{seed}"

@@ -33,6 +33,7 @@ from ..batch.inputs import (  # noqa: F401 - the old import paths of these names
 from ..batch.jobs import AUGMENT_COLUMNS, MANIFEST_SCHEMAS
 from ..batch.runner import BatchOptions, RunReport
 from ..errors import InputError
+from ..pipelines.registry import STACKS
 
 #: columns of the augment manifest, in order (:data:`drdm.batch.jobs.AUGMENT_COLUMNS`)
 COLUMNS = list(AUGMENT_COLUMNS)
@@ -72,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stack",
         default="auto",
-        choices=("auto", "bigaug", "affine", "none"),
+        choices=("auto", *STACKS),
         help="transforms stacked after the deformation, in the same field (one warp): "
         "bigaug = BigAug's rotation, scaling and elastic deformation, then its six intensity "
         "transforms; affine = its rotation and scaling only; none. Default auto: bigaug for "

@@ -98,7 +98,7 @@ def _level_pairs(num_steps: int) -> list[tuple[int, int]]:
 def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     """Augment and synthesise on the written phantom; False without a model."""
     from ..batch import BatchOptions, augment_files, synthesize_files
-    from ..pipeline import DRDM
+    from ..model import DRDM
 
     if args.model == "default" and not is_available("default"):
         print(

@@ -30,8 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..official import convert_official_state_dict, import_official, load_official_state_dict
-    from ..pipeline import official_extra_config
+    from ..card import ModelCard
+    from ..official_weights import (
+        convert_official_state_dict,
+        import_official,
+        load_official_state_dict,
+    )
 
     pth: Path = args.pth
     if not pth.exists():
@@ -49,8 +53,8 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(
             f"--image-size {args.image_size}: must be a positive multiple of {config.size_multiple}"
         )
-    extra = official_extra_config(config.ndim, config.num_steps, [args.image_size] * config.ndim)
-    out = import_official(pth, args.out_dir, extra_config=extra)
+    card = ModelCard.official(config.ndim, config.num_steps, [args.image_size] * config.ndim)
+    out = import_official(pth, args.out_dir, card=card)
     print(
         f"{out}: {config.ndim}D DRDM network, T = {config.num_steps}, image size "
         f"{args.image_size}, preset 'official' (the authors' forward process and sampler)"

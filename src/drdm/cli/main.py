@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deformation-Recovery Diffusion Model: random and learned deformations "
         "of medical images.",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"drdm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -12,7 +12,7 @@ For every input, level pair ``T'_aug:T'_syn`` and sample it writes, under
 ``phi_syn`` is defined on the fixed image's grid (which is the input's grid) and tells where
 each fixed voxel lies in the moving image: the displacement a registration network predicts
 for the pair (moving, fixed) when it warps the moving image onto the fixed one
-(:class:`drdm.deform.SynthesisResult`).  ``T'_aug = 0`` means no augmentation (``I_mv = I0``).
+(:class:`drdm.pipelines.SynthesisResult`).  ``T'_aug = 0`` means no augmentation (``I_mv = I0``).
 Batches, seeds, shards, resuming and the input options are those of ``drdm augment``; the
 work is :func:`drdm.batch.synthesize_files`.
 """

@@ -5,7 +5,7 @@ A method is written as a short spec string::
     base[@L1/L2/...][+flip][+intensity][+affine][+bigaug]
 
 * ``base``: ``none``, ``elastic``, ``bigaug``, ``mrbs`` or ``drdm`` (the samplers of
-  :func:`drdm.baselines.make_method`);
+  :func:`drdm.pipelines.make_method`);
 * ``@L1/L2``: DRDM deformation levels ``T'``; copy ``k`` of an image uses level
   ``L[k mod n]`` (Algorithm 3 loops over a set of levels);
 * ``+flip``: a random flip along every in-plane axis (probability 1/2 each) of image and labels;
@@ -36,10 +36,11 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..pipelines.registry import METHODS
 
 __all__ = ["AugmentationSpec", "Augmenter", "derived_generator", "parse_method"]
 
-BASES = ("none", "elastic", "bigaug", "mrbs", "drdm")
+BASES = METHODS  # the registry's method names
 MODIFIERS = ("flip", "intensity", "affine", "bigaug")
 
 
@@ -119,7 +120,7 @@ class Augmenter:
         model: the DRDM model (needed by ``drdm`` specs).
         field_cache: optional dict shared between augmenters of one run; fields are stored
             under ``(seed, image index, copy, base, level)``.
-        options: extra keyword options for :func:`drdm.baselines.make_method`.
+        options: extra keyword options for :func:`drdm.pipelines.make_method`.
     """
 
     def __init__(
@@ -130,7 +131,7 @@ class Augmenter:
         field_cache: dict | None = None,
         options: dict | None = None,
     ) -> None:
-        from ..baselines import make_method, make_stack
+        from ..pipelines.registry import make_method, make_stack
 
         self.spec = spec
         self.ndim = ndim
@@ -161,7 +162,7 @@ class Augmenter:
         """The displacement ``(ndim, *spatial)`` (voxels) of copy ``copy`` of image ``index``."""
         if self.spec.base == "none":
             return None
-        from ..deform import sample_field
+        from ..pipelines.core import sample_field
 
         level = self.level_of(copy)
         key = (seed, index, copy, self.spec.base, level)
@@ -175,7 +176,7 @@ class Augmenter:
         self, image: Tensor, label: Tensor, seed: int, index: int, copy: int
     ) -> tuple[Tensor, Tensor]:
         """Augmented copy ``copy`` of ``(image (*spatial) float, label (*spatial) int64)``."""
-        from ..deform import _stack_t, warp_volume
+        from ..pipelines.core import _stack_t, warp_volume
 
         spec = self.spec
         key: tuple = ("extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity)

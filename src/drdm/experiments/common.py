@@ -40,7 +40,7 @@ def machine_line(device: torch.device) -> str:
 
 def load_model(name: str, device: torch.device) -> Any:
     """``DRDM.from_pretrained(name)`` on ``device`` (a packaged name or a checkpoint folder)."""
-    from ..pipeline import DRDM
+    from ..model import DRDM
 
     return DRDM.from_pretrained(name, device=device)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..transforms import DEFAULT_LEVELS
+from ..pipelines.registry import DEFAULT_LEVELS
 
 __all__ = ["RegistrationConfig", "SegmentationConfig"]
 

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..io.nifti import file_stem, read_volume
+from ..io.files import file_stem
+from ..io.image import read_volume
 
 __all__ = [
     "CARDIAC_CLASSES",

@@ -2,7 +2,7 @@
 
 For every seed and synthetic method (``drdm``, ``mrbs``, ...): make ``copies`` synthetic
 triples ``(moving, fixed, ddf_syn)`` per training image (Algorithm 4,
-:func:`drdm.deform.synthesize_pair`), pre-train a VoxelMorph-style U-Net on them with the loss of
+:func:`drdm.pipelines.synthesize_pair`), pre-train a VoxelMorph-style U-Net on them with the loss of
 Eq. 20, evaluate it, then fine-tune it without supervision on real inter-subject pairs of the
 training images (image similarity + smoothness, as VoxelMorph) and evaluate again. The method
 ``none`` is the identity transform before fine-tuning (the initial alignment) and training on
@@ -125,7 +125,7 @@ def _train_items(cfg: RegistrationConfig, data: _Data, seed: int) -> list[Labell
 
 
 def _samplers(method: str, ndim: int, model: Any, levels: tuple[int, int]) -> tuple[Any, Any]:
-    from ..baselines import make_method
+    from ..pipelines.registry import make_method
 
     if method == "drdm":
         aug = make_method("drdm", ndim, model=model, level=levels[0])[0]
@@ -154,7 +154,7 @@ def make_triples(
     copy ``k`` of image ``i`` comes from a generator seeded by ``(seed, i, k, method)`` (and
     the level pair for DRDM).
     """
-    from ..deform import synthesize_pair
+    from ..pipelines.core import synthesize_pair
 
     pairs = level_pairs or [(0, 0)]
     ndim = items[0].ndim

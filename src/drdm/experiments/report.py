@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.nifti import atomic_path
+from ..io.files import atomic_path
 
 __all__ = [
     "box_plots",

@@ -345,6 +345,70 @@ def _table(
 
 
 # ------------------------------------------------------------------------------ main
+def _method_specs(cfg: SegmentationConfig) -> list[AugmentationSpec]:
+    """The augmentation methods of ``cfg`` (a one-line error when one repeats)."""
+    specs: list[AugmentationSpec] = [parse_method(m, cfg.drdm_levels) for m in cfg.methods]
+    names = [s.text for s in specs]
+    if len(set(names)) != len(names):
+        raise InputError(f"methods repeat: {', '.join(names)}")
+    return specs
+
+
+@dataclass
+class _MethodRun:
+    """One method trained and tested on one seed's training images."""
+
+    rows: list[dict[str, Any]]
+    pool_size: int
+    seconds_augment: float
+    seconds: float
+    final_loss: float
+    examples: list[tuple[np.ndarray, np.ndarray]]
+
+
+def _run_method(
+    cfg: SegmentationConfig,
+    spec: AugmentationSpec,
+    augmenter: Augmenter | None,
+    train: list[LabelledImage],
+    seed: int,
+    data: _Data,
+    test_images: torch.Tensor,
+    device: torch.device,
+) -> _MethodRun:
+    """Augment the training images with one method, train a segmenter on the pool and
+    evaluate it on the test images (rows per test image and class)."""
+    classes = data.classes
+    t0 = time.perf_counter()
+    images, labels = _augmented_pool(augmenter, train, cfg.copies, seed)
+    t_aug = time.perf_counter() - t0
+    n = len(train)
+    shown = [0, *range(n, min(n + 5, images.shape[0]))]  # the first image and its first copies
+    examples = [(images[i, 0].numpy(), labels[i, 0].numpy()) for i in shown]
+    net, losses = train_segmenter(
+        images,
+        _onehot(labels, list(classes)),
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.lr_decay,
+        cfg.widths,
+        derived_generator("segmentation-init", seed),
+        derived_generator("segmentation-batches", seed),
+        device,
+    )
+    masks = predict_masks(net, test_images, cfg.threshold)
+    rows = [{"seed": seed, "method": spec.text, **r} for r in _evaluate(masks, data.test, classes)]
+    return _MethodRun(
+        rows=rows,
+        pool_size=int(images.shape[0]),
+        seconds_augment=t_aug,
+        seconds=time.perf_counter() - t0,
+        final_loss=float(np.mean(losses[-20:])),
+        examples=examples,
+    )
+
+
 def run_segmentation(
     cfg: SegmentationConfig,
     out_dir: str | Path,
@@ -363,10 +427,8 @@ def run_segmentation(
     out = check_out_dir(out_dir)
     device = resolve_device(cfg.device)
     threads = set_threads(cfg.threads)
-    specs: list[AugmentationSpec] = [parse_method(m, cfg.drdm_levels) for m in cfg.methods]
+    specs = _method_specs(cfg)
     names = [s.text for s in specs]
-    if len(set(names)) != len(names):
-        raise InputError(f"methods repeat: {', '.join(names)}")
     data = _load_data(cfg)
     if any(s.base == "drdm" for s in specs) and model is None:
         model = load_model(cfg.model, device)
@@ -384,7 +446,7 @@ def run_segmentation(
     rows: list[dict[str, Any]] = []
     timings: dict[str, list[float]] = {s.text: [] for s in specs}
     test_images, _ = stack_items(data.test)
-    n_train_images = []
+    n_train_images: list[int] = []
     examples: dict[str, list] = {}
 
     def write_outputs(final: bool) -> str:
@@ -409,37 +471,18 @@ def run_segmentation(
         train = _train_items(cfg, data, seed)
         n_train_images.append(len(train))
         for spec in specs:
-            t0 = time.perf_counter()
-            images, labels = _augmented_pool(augmenters[spec.text], train, cfg.copies, seed)
-            t_aug = time.perf_counter() - t0
-            if seed == cfg.seeds[0]:  # the first image and its first copies, for a figure
-                n = len(train)
-                shown = [0, *range(n, min(n + 5, images.shape[0]))]
-                examples[spec.text] = [(images[i, 0].numpy(), labels[i, 0].numpy()) for i in shown]
-            net, losses = train_segmenter(
-                images,
-                _onehot(labels, list(classes)),
-                cfg.steps,
-                cfg.batch_size,
-                cfg.lr,
-                cfg.lr_decay,
-                cfg.widths,
-                derived_generator("segmentation-init", seed),
-                derived_generator("segmentation-batches", seed),
-                device,
+            run = _run_method(
+                cfg, spec, augmenters[spec.text], train, seed, data, test_images, device
             )
-            masks = predict_masks(net, test_images, cfg.threshold)
-            for r in _evaluate(masks, data.test, classes):
-                rows.append({"seed": seed, "method": spec.text, **r})
-            dt = time.perf_counter() - t0
-            timings[spec.text].append(dt)
-            dsc = np.mean(
-                [r["dsc"] for r in rows if r["seed"] == seed and r["method"] == spec.text]
-            )
+            if seed == cfg.seeds[0]:  # for a figure
+                examples[spec.text] = run.examples
+            rows += run.rows
+            timings[spec.text].append(run.seconds)
+            dsc = np.mean([r["dsc"] for r in run.rows])
             info.say(
-                f"seed {seed} {spec.text}: pool {images.shape[0]} images (augmentation "
-                f"{t_aug:.0f} s), final loss {np.mean(losses[-20:]):.4f}, "
-                f"mean DSC {100 * dsc:.1f} %, {dt:.0f} s"
+                f"seed {seed} {spec.text}: pool {run.pool_size} images (augmentation "
+                f"{run.seconds_augment:.0f} s), final loss {run.final_loss:.4f}, "
+                f"mean DSC {100 * dsc:.1f} %, {run.seconds:.0f} s"
             )
             write_outputs(final=False)
     table = write_outputs(final=True)

@@ -1,7 +1,7 @@
 """Grid geometry shared by every layer: voxel spacing from an affine, and THE slice-axis rule.
 
 Pure numpy, no file access: training (:mod:`drdm.training.data`), augmentation
-(:func:`drdm.deform.resolve_slice_axis`), the commands and the figures all cut a 3D stack into
+(:func:`drdm.pipelines.resolve_slice_axis`), the commands and the figures all cut a 3D stack into
 2D slices along the axis :func:`auto_slice_axis` picks, so they never disagree.
 """
 

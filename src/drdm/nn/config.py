@@ -21,7 +21,7 @@ class NetworkConfig:
     """Architecture of the DRDM network ``D_theta`` (Eq. 12, Appendix A).
 
     The defaults follow Appendix A of the paper; the authors' published checkpoint differs in
-    a few documented fields (see :func:`drdm.official.official_network_config`).
+    a few documented fields (see :func:`drdm.official_weights.official_network_config`).
 
     Attributes:
         ndim: spatial dimensionality, 2 or 3 (``Conv2d``/``Conv3d`` etc. are chosen from it).

@@ -38,18 +38,19 @@ import yaml
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__
+from .._version import __version__
+from ..card import ModelCard
 from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
 from ..errors import InputError
-from ..losses import drdm_loss
+from ..losses import LossTerms, drdm_loss
 from ..nn import RecursiveUNet
 from .augment import augment_batch
-from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, config_from_dict, save_train_config
 from .data import TrainingData, build_training_data
 from .distributed import DistContext, derive_seed, setup, teardown
+from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
 __all__ = [
     "LOSS_COLUMNS",
@@ -263,16 +264,14 @@ def plot_losses(
     tmp.replace(path)
 
 
-def _extra_config(
-    config: TrainConfig, data: TrainingData, step: int, world_size: int
-) -> dict[str, Any]:
-    """The metadata stored with exported models and checkpoints (read by
+def _model_card(config: TrainConfig, data: TrainingData, step: int, world_size: int) -> ModelCard:
+    """The model card stored with exported models and checkpoints (read by
     ``drdm.DRDM.from_pretrained``)."""
-    return {
-        "preset": "drdm",
-        "forward": to_dict(config.forward),
-        "image_size": list(config.data.image_size),
-        "training": {
+    return ModelCard(
+        preset="drdm",
+        forward=config.forward,
+        image_size=tuple(config.data.image_size),
+        training={
             "data": data.description,
             "steps": int(step),
             "batch_size": int(config.optim.batch_size),
@@ -281,7 +280,7 @@ def _extra_config(
             "world_size": int(world_size),
             "drdm_version": __version__,
         },
-    }
+    )
 
 
 class _Printer:
@@ -411,6 +410,224 @@ def _prepare_output(config: TrainConfig, out: Path, ctx: DistContext, resume: bo
     return checkpoints[-1]
 
 
+@dataclass
+class _RunState:
+    """What one training run carries from step to step (every process holds its own)."""
+
+    model: RecursiveUNet
+    optimizer: torch.optim.Optimizer
+    data_gen: torch.Generator
+    diff_gen: torch.Generator
+    start: int = 0
+
+
+def _local_batch(config: TrainConfig, ctx: DistContext, stop_after: int | None) -> int:
+    """The batch of one process; a one-line error for settings that cannot run."""
+    optim_cfg = config.optim
+    if optim_cfg.batch_size % ctx.world_size:
+        raise InputError(
+            f"optim.batch_size {optim_cfg.batch_size} is not divisible by the "
+            f"{ctx.world_size} processes"
+        )
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"--stop-after {stop_after}: must be >= 1")
+    return optim_cfg.batch_size // ctx.world_size
+
+
+def _initial_state(config: TrainConfig, ctx: DistContext, resume_from: Path | None) -> _RunState:
+    """The network (seeded initialisation), the optimiser and the two random streams, or the
+    state stored in the checkpoint ``resume_from``."""
+    optim_cfg = config.optim
+    model = RecursiveUNet(
+        config.network, generator=torch.Generator().manual_seed(derive_seed(config.seed, "init"))
+    ).to(ctx.device)
+    model.to(memory_format=training_memory_format(ctx.device, config.network.ndim))
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=optim_cfg.lr,
+        betas=(optim_cfg.betas[0], optim_cfg.betas[1]),
+        eps=optim_cfg.eps,
+        weight_decay=optim_cfg.weight_decay,
+    )
+    state = _RunState(
+        model=model,
+        optimizer=optimizer,
+        data_gen=torch.Generator().manual_seed(derive_seed(config.seed, "data", ctx.rank)),
+        diff_gen=torch.Generator().manual_seed(derive_seed(config.seed, "diffusion", ctx.rank)),
+    )
+    if resume_from is None:
+        return state
+    try:
+        ckpt = load_checkpoint(resume_from)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise InputError(f"{resume_from}: cannot load checkpoint ({err})") from None
+    if ckpt.world_size != ctx.world_size:
+        raise InputError(
+            f"{resume_from}: written by {ckpt.world_size} process(es), now "
+            f"{ctx.world_size}; resume with the same number of processes"
+        )
+    model.load_state_dict(ckpt.model_state)
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    _restore_generators(ctx, ckpt.rng, state.data_gen, state.diff_gen)
+    state.start = ckpt.step
+    return state
+
+
+def _step_losses(
+    net: torch.nn.Module,
+    process: ForwardDiffusion,
+    data: TrainingData,
+    images: Tensor,
+    config: TrainConfig,
+    local_batch: int,
+    ctx: DistContext,
+    state: _RunState,
+) -> tuple[LossTerms, Tensor]:
+    """The forward half of one step of Algorithm 1: draw a batch and timesteps, run the
+    forward process and the network; returns the loss terms and their values averaged over
+    the processes, ``(total, distance, angle, regularisation, mean t)`` in float64."""
+    optim_cfg = config.optim
+    layout = training_memory_format(ctx.device, config.network.ndim)
+    index = _draw_indices(data, local_batch, config.data.file_fraction, state.data_gen)
+    batch = images[index.to(ctx.device)]
+    batch = augment_batch(batch, config.data.augment, state.data_gen)
+    t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=state.diff_gen)
+    t = t.to(ctx.device)
+    fwd = process.sample(batch, t, generator=state.diff_gen, perturb=True)
+    psi_hat = net(fwd.images.contiguous(memory_format=layout), t)
+    terms = drdm_loss(
+        fwd.step,
+        psi_hat,
+        lambda_dist=optim_cfg.lambda_dist,
+        lambda_angle=optim_cfg.lambda_angle,
+        lambda_reg=optim_cfg.lambda_reg,
+    )
+    values = ctx.mean(
+        torch.stack(
+            [
+                terms.total,
+                terms.distance,
+                terms.angle,
+                terms.regularisation,
+                t.double().mean(),
+            ]
+        ).double()
+    )
+    return terms, values
+
+
+def _check_finite(values: Tensor, step: int, last_ckpt: Path | None) -> None:
+    """:class:`TrainingDivergedError` when a loss value is NaN or infinite."""
+    if not bool(torch.isfinite(values).all()):
+        hint = f"; the last checkpoint is {last_ckpt}" if last_ckpt else ""
+        raise TrainingDivergedError(
+            f"loss is not finite at step {step} ({values[:4].tolist()}){hint}; "
+            "lower optim.lr or set optim.grad_clip"
+        )
+
+
+def _apply_gradients(total: Tensor, state: _RunState, grad_clip: float | None) -> None:
+    """The backward half of one step: gradients, optional clipping, the optimiser step."""
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    state.optimizer.step()
+
+
+def _loss_row(step: int, seconds: float, values: Tensor) -> dict[str, float]:
+    """One row of ``loss.csv``."""
+    row = {"step": float(step), "seconds": seconds, "t_mean": float(values[4])}
+    row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:4].tolist(), strict=True)})
+    return row
+
+
+def _save_state(
+    config: TrainConfig,
+    data: TrainingData,
+    ctx: DistContext,
+    state: _RunState,
+    ckpt_root: Path,
+    step: int,
+) -> Path:
+    """Write the resumable training state of ``step`` (the main process writes, every
+    process takes part) and return its folder."""
+    rng = _generator_states(ctx, state.data_gen, state.diff_gen)
+    if ctx.is_main:
+        meta = {
+            "world_size": ctx.world_size,
+            "seed": config.seed,
+            "drdm_version": __version__,
+        }
+        save_checkpoint(
+            ckpt_root,
+            step,
+            state.model,
+            state.optimizer,
+            rng,
+            meta,
+            extra_config=_model_card(config, data, step, ctx.world_size).to_dict(),
+        )
+        prune_checkpoints(ckpt_root, config.output.keep_checkpoints)
+    ctx.barrier()
+    return ckpt_root / f"step-{step:08d}"
+
+
+def _export_model(
+    config: TrainConfig,
+    data: TrainingData,
+    ctx: DistContext,
+    model: RecursiveUNet,
+    out: Path,
+    digests: list[str],
+    seconds_per_step: float | None,
+    printer: _Printer,
+) -> Path:
+    """The finished run: the model folder, the loss plot and ``summary.json`` (main process);
+    returns the model folder."""
+    model_dir = out / "model"
+    total = config.optim.steps
+    if ctx.is_main:
+        save_pretrained(
+            model,
+            model_dir,
+            extra_config=_model_card(config, data, total, ctx.world_size).to_dict(),
+        )
+        all_rows = _read_history(out / "loss.csv")
+        if config.output.plot and all_rows:
+            plot_losses(all_rows, out / "loss.png", title=f"DRDM training: {out.name}")
+        tail = all_rows[-max(1, min(len(all_rows), 50)) :]
+        summary = {
+            "steps": total,
+            "world_size": ctx.world_size,
+            "device": str(ctx.device),
+            "threads": torch.get_num_threads(),
+            "batch_size": config.optim.batch_size,
+            "images": len(data),
+            "data": data.description,
+            "final_loss_mean_last_50": {k: sum(r[k] for r in tail) / len(tail) for k in LOSS_TERMS}
+            if tail
+            else None,
+            "seconds_per_step_this_run": seconds_per_step,
+            "weights_sha256_per_rank": digests,
+            "model": str(model_dir),
+        }
+        text = json.dumps(summary, indent=2) + "\n"
+        (out / "summary.json").write_text(text, encoding="utf-8")
+        printer.message(f"drdm train: model written to {model_dir}")
+    ctx.barrier()
+    return model_dir
+
+
+def _weights_digests(model: RecursiveUNet, ctx: DistContext) -> list[str]:
+    """The SHA-256 of the weights on every process (they must agree)."""
+    digest = weights_sha256(model)
+    return [
+        bytes(t.tolist()).hex()
+        for t in ctx.gather_bytes(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
+    ]
+
+
 def _train(
     config: TrainConfig,
     base_dir: Path,
@@ -421,15 +638,7 @@ def _train(
     stop_after: int | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
 ) -> TrainResult:
-    optim_cfg = config.optim
-    if optim_cfg.batch_size % ctx.world_size:
-        raise InputError(
-            f"optim.batch_size {optim_cfg.batch_size} is not divisible by the "
-            f"{ctx.world_size} processes"
-        )
-    if stop_after is not None and stop_after < 1:
-        raise InputError(f"--stop-after {stop_after}: must be >= 1")
-    local_batch = optim_cfg.batch_size // ctx.world_size
+    local_batch = _local_batch(config, ctx, stop_after)
     resume_from = _prepare_output(config, out, ctx, resume)
     ckpt_root = out / "checkpoints"
     csv_path = out / "loss.csv"
@@ -437,37 +646,8 @@ def _train(
 
     data = build_training_data(config.data, base_dir)
     images_all = data.images.to(ctx.device)
-
-    model = RecursiveUNet(
-        config.network, generator=torch.Generator().manual_seed(derive_seed(config.seed, "init"))
-    ).to(ctx.device)
-    layout = training_memory_format(ctx.device, config.network.ndim)
-    model.to(memory_format=layout)
-    optimizer = torch.optim.Adam(
-        model.parameters(),
-        lr=optim_cfg.lr,
-        betas=(optim_cfg.betas[0], optim_cfg.betas[1]),
-        eps=optim_cfg.eps,
-        weight_decay=optim_cfg.weight_decay,
-    )
-    data_gen = torch.Generator().manual_seed(derive_seed(config.seed, "data", ctx.rank))
-    diff_gen = torch.Generator().manual_seed(derive_seed(config.seed, "diffusion", ctx.rank))
-
-    start = 0
-    if resume_from is not None:
-        try:
-            ckpt = load_checkpoint(resume_from)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise InputError(f"{resume_from}: cannot load checkpoint ({err})") from None
-        if ckpt.world_size != ctx.world_size:
-            raise InputError(
-                f"{resume_from}: written by {ckpt.world_size} process(es), now "
-                f"{ctx.world_size}; resume with the same number of processes"
-            )
-        model.load_state_dict(ckpt.model_state)
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        _restore_generators(ctx, ckpt.rng, data_gen, diff_gen)
-        start = ckpt.step
+    state = _initial_state(config, ctx, resume_from)
+    model, start = state.model, state.start
 
     net: torch.nn.Module = model
     if ctx.distributed:
@@ -475,21 +655,19 @@ def _train(
         net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     process = ForwardDiffusion(config.forward)
 
-    history: list[dict[str, float]] = []
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_train_config(config, out / "config.yaml")
-        history = _read_history(csv_path, up_to=start)
-        _write_history(csv_path, history)
+        _write_history(csv_path, _read_history(csv_path, up_to=start))
 
-    total = optim_cfg.steps
+    total = config.optim.steps
     end = total if stop_after is None else min(total, start + stop_after)
     printer = _Printer(ctx.is_main and not quiet, total, start, config.output.log_every)
     n_params = sum(p.numel() for p in model.parameters())
     printer.message(
         f"drdm train: {len(data)} images ({data.description}); {n_params} parameters; "
         f"{ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s) "
-        f"each; batch {optim_cfg.batch_size}; "
+        f"each; batch {config.optim.batch_size}; "
         + (
             f"steps {start + 1}..{end} of {total}"
             if end > start
@@ -508,46 +686,14 @@ def _train(
         net.train()
         for step in range(start + 1, end + 1):
             t0 = time.perf_counter()
-            index = _draw_indices(data, local_batch, config.data.file_fraction, data_gen)
-            batch = images_all[index.to(ctx.device)]
-            batch = augment_batch(batch, config.data.augment, data_gen)
-            t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=diff_gen)
-            t = t.to(ctx.device)
-            fwd = process.sample(batch, t, generator=diff_gen, perturb=True)
-            psi_hat = net(fwd.images.contiguous(memory_format=layout), t)
-            terms = drdm_loss(
-                fwd.step,
-                psi_hat,
-                lambda_dist=optim_cfg.lambda_dist,
-                lambda_angle=optim_cfg.lambda_angle,
-                lambda_reg=optim_cfg.lambda_reg,
+            terms, values = _step_losses(
+                net, process, data, images_all, config, local_batch, ctx, state
             )
-            values = ctx.mean(
-                torch.stack(
-                    [
-                        terms.total,
-                        terms.distance,
-                        terms.angle,
-                        terms.regularisation,
-                        t.double().mean(),
-                    ]
-                ).double()
-            )
-            if not bool(torch.isfinite(values).all()):
-                hint = f"; the last checkpoint is {last_ckpt}" if last_ckpt else ""
-                raise TrainingDivergedError(
-                    f"loss is not finite at step {step} ({values[:4].tolist()}){hint}; "
-                    "lower optim.lr or set optim.grad_clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            if optim_cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
-            optimizer.step()
+            _check_finite(values, step, last_ckpt)
+            _apply_gradients(terms.total, state, config.optim.grad_clip)
             seconds = time.perf_counter() - t0
             seconds_total += seconds
-            row = {"step": float(step), "seconds": seconds, "t_mean": float(values[4])}
-            row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:4].tolist(), strict=True)})
+            row = _loss_row(step, seconds, values)
             rows.append(row)
             for k in LOSS_TERMS:
                 ema[k] = row[k] if k not in ema else 0.95 * ema[k] + 0.05 * row[k]
@@ -558,69 +704,19 @@ def _train(
             if on_step is not None:
                 on_step(step, row)
             if step % config.output.checkpoint_every == 0 or step == end:
-                rng = _generator_states(ctx, data_gen, diff_gen)
-                if ctx.is_main:
-                    meta = {
-                        "world_size": ctx.world_size,
-                        "seed": config.seed,
-                        "drdm_version": __version__,
-                    }
-                    last_ckpt = save_checkpoint(
-                        ckpt_root,
-                        step,
-                        model,
-                        optimizer,
-                        rng,
-                        meta,
-                        extra_config=_extra_config(config, data, step, ctx.world_size),
-                    )
-                    prune_checkpoints(ckpt_root, config.output.keep_checkpoints)
-                ctx.barrier()
-                last_ckpt = ckpt_root / f"step-{step:08d}"
+                last_ckpt = _save_state(config, data, ctx, state, ckpt_root, step)
     finally:
         printer.close()
         if csv_file is not None:
             csv_file.close()
 
     step_done = max(start, end)
-    digest = weights_sha256(model)
-    digests = [
-        bytes(t.tolist()).hex()
-        for t in ctx.gather_bytes(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
-    ]
+    digests = _weights_digests(model, ctx)
     finished = step_done >= total
     model_dir = None
     if finished:
-        model_dir = out / "model"
-        if ctx.is_main:
-            save_pretrained(
-                model, model_dir, extra_config=_extra_config(config, data, total, ctx.world_size)
-            )
-            all_rows = _read_history(csv_path)
-            if config.output.plot and all_rows:
-                plot_losses(all_rows, out / "loss.png", title=f"DRDM training: {out.name}")
-            tail = all_rows[-max(1, min(len(all_rows), 50)) :]
-            summary = {
-                "steps": total,
-                "world_size": ctx.world_size,
-                "device": str(ctx.device),
-                "threads": torch.get_num_threads(),
-                "batch_size": optim_cfg.batch_size,
-                "images": len(data),
-                "data": data.description,
-                "final_loss_mean_last_50": {
-                    k: sum(r[k] for r in tail) / len(tail) for k in LOSS_TERMS
-                }
-                if tail
-                else None,
-                "seconds_per_step_this_run": seconds_total / len(rows) if rows else None,
-                "weights_sha256_per_rank": digests,
-                "model": str(model_dir),
-            }
-            text = json.dumps(summary, indent=2) + "\n"
-            (out / "summary.json").write_text(text, encoding="utf-8")
-            printer.message(f"drdm train: model written to {model_dir}")
-        ctx.barrier()
+        seconds_per_step = seconds_total / len(rows) if rows else None
+        model_dir = _export_model(config, data, ctx, model, out, digests, seconds_per_step, printer)
     elif ctx.is_main and last_ckpt is not None:
         printer.message(f"drdm train: stopped at step {step_done}; checkpoint {last_ckpt}")
     return TrainResult(

@@ -1,0 +1,185 @@
+"""MONAI adapter: records, Invertd, names, MetaTensor field, one-hot labels, lazy, seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_image
+from helpers import RandomSmoothSampler, gen
+
+monai = pytest.importorskip("monai")
+
+from monai.data import DataLoader, Dataset, MetaTensor  # noqa: E402
+from monai.transforms import (  # noqa: E402
+    AsDiscreted,
+    Compose,
+    Invertd,
+    RandFlipd,
+    Rotate90d,
+)
+from monai.utils import set_determinism  # noqa: E402
+
+from drdm.adapters.monai import BigAugIntensityd, DRDMDeformd  # noqa: E402
+from drdm.errors import InputError  # noqa: E402
+from drdm.spatial import warp  # noqa: E402
+
+
+def disc(size=40):
+    """(1, size, size) image and a two-label disc label map."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    r2 = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 - 1.5) ** 2
+    label = (r2 < (size / 3.2) ** 2).long() + (r2 < (size / 6) ** 2).long()
+    image = label.float() + 0.1 * smooth_image((size, size), gen(3)).float()[0, 0]
+    return image[None], label[None]
+
+
+def sample(size=40, affine=None):
+    image, label = disc(size)
+    affine = torch.eye(4) if affine is None else affine
+    return {
+        "image": MetaTensor(image, affine=affine),
+        "label": MetaTensor(label, affine=affine),
+        "name": "case",
+    }
+
+
+def dice(a, b):
+    a, b = torch.as_tensor(a) > 0, torch.as_tensor(b) > 0
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def deformd(**kwargs):
+    options = {"label_keys": ["label"], "seed": 3}
+    options.update(kwargs)
+    return DRDMDeformd(["image", "label"], RandomSmoothSampler(amplitude=2.5), **options)
+
+
+def test_records_are_kept_and_invertd_round_trips_with_flips_around():
+    pipeline = Compose(
+        [
+            RandFlipd(["image", "label"], prob=1.0, spatial_axis=0),
+            deformd(mode=("bilinear", "nearest")),
+            RandFlipd(["image", "label"], prob=1.0, spatial_axis=1),
+        ]
+    )
+    pipeline.set_random_state(0)  # Compose reseeds its transforms
+    data = sample(64)
+    out = pipeline(data)
+    names = [op["class"] for op in out["label"].applied_operations]
+    assert names == ["RandFlipd", "DRDMDeformd", "RandFlipd"]
+    original = data["label"].as_tensor()
+    deformed = torch.flip(torch.flip(out["label"].as_tensor(), [2]), [1])
+    assert dice(deformed == 2, original == 2) < 0.95  # the deformation is visible
+    out["pred"] = out["label"].clone()
+    inverter = Invertd("pred", transform=pipeline, orig_keys="label", nearest_interp=True)
+    back = inverter(out)["pred"]
+    assert back.shape == original.shape
+    for value in (1, 2):
+        assert dice(back == value, original == value) > 0.96
+    assert not torch.equal(back.as_tensor(), out["label"].as_tensor())
+    # Compose.inverse on the image: far closer to the original than the deformed image is
+    restored = pipeline.inverse(out)["image"].as_tensor()
+    unflipped = torch.flip(torch.flip(out["image"].as_tensor(), [2]), [1])
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    error = (restored - data["image"].as_tensor())[inner].abs().mean()
+    assert error < 0.4 * (unflipped - data["image"].as_tensor())[inner].abs().mean()
+
+
+def test_names_field_metatensor_and_label_key_errors():
+    affine = torch.diag(torch.tensor([2.0, 1.5, 1.0, 1.0]))
+    t = deformd(mode=("bilinear", "onehot"), padding_mode="border", ddf_key="ddf")
+    out = t(sample(affine=affine))
+    assert isinstance(out["ddf"], MetaTensor) and out["ddf"].shape == (2, 40, 40)
+    torch.testing.assert_close(out["ddf"].affine, affine.double())
+    expected = warp(
+        sample()["image"].as_tensor()[None], out["ddf"].as_tensor()[None], "linear", "border"
+    )[0]
+    torch.testing.assert_close(out["image"].as_tensor(), expected, atol=1e-5, rtol=0)
+    with pytest.warns(DeprecationWarning, match="mode"):
+        old = DRDMDeformd(
+            ["image"], RandomSmoothSampler(), label_method="nearest", label_keys=["label"]
+        )
+    assert old.mode == {"image": "bilinear", "label": "nearest"}
+    with pytest.warns(DeprecationWarning, match="padding_mode"):
+        assert DRDMDeformd(["image"], RandomSmoothSampler(), padding="border").padding_mode == (
+            "border"
+        )
+    with pytest.raises(ValueError, match="'label'"):
+        deformd(mode=("bilinear", "bicubic"))
+    bad = sample()
+    bad["label"] = MetaTensor(torch.zeros(1, 30, 40, dtype=torch.int64))
+    with pytest.raises(InputError, match="label 'label' has shape"):
+        deformd()(bad)
+
+
+def test_onehot_label_keeps_one_class_per_voxel():
+    pipeline = Compose(
+        [AsDiscreted("label", to_onehot=3), deformd(mode=("bilinear", "nearest"), ddf_key="ddf")]
+    )
+    for seed in range(3):
+        pipeline.set_random_state(seed)
+        out = pipeline(sample())
+        onehot = out["label"].as_tensor()
+        assert onehot.shape == (3, 40, 40)
+        assert torch.equal(onehot.sum(0), torch.ones(40, 40))
+
+
+def test_prob_zero_pushes_a_record_and_invertible_false_fails_loudly():
+    off = deformd(prob=0.0, ddf_key="ddf")
+    data = sample()
+    out = off(data)
+    assert torch.equal(out["image"].as_tensor(), data["image"].as_tensor())
+    assert [op["class"] for op in out["label"].applied_operations] == ["DRDMDeformd"]
+    assert not out["ddf"].any()
+    assert torch.equal(off.inverse(out)["label"].as_tensor(), data["label"].as_tensor())
+    closed = deformd(invertible=False)
+    with pytest.raises(RuntimeError, match="invertible=False"):
+        closed.inverse(closed(sample()))
+
+
+def test_lazy_compose_equals_eager_and_pending_operations_are_refused():
+    def pipeline(lazy):
+        return Compose([Rotate90d(["image", "label"], k=1), deformd(ddf_key="ddf")], lazy=lazy)
+
+    eager_pipeline, lazy_pipeline = pipeline(False), pipeline(True)
+    eager_pipeline.set_random_state(5)
+    lazy_pipeline.set_random_state(5)
+    eager, lazy = eager_pipeline(sample()), lazy_pipeline(sample())
+    torch.testing.assert_close(lazy["image"].as_tensor(), eager["image"].as_tensor())
+    assert torch.equal(lazy["label"].as_tensor(), eager["label"].as_tensor())
+    pending = Rotate90d(["image", "label"], k=1, lazy=True)(sample())
+    assert pending["image"].pending_operations
+    with pytest.raises(RuntimeError, match="pending lazy operations"):
+        deformd()(pending)
+
+
+def _epoch(num_workers):
+    set_determinism(seed=0)
+    transform = Compose([deformd(seed=None, ddf_key="ddf")])
+    data = [{"image": disc()[0], "label": disc()[1], "index": i} for i in range(4)]
+    loader = DataLoader(Dataset(data, transform), batch_size=1, num_workers=num_workers)
+    fields = torch.cat([torch.as_tensor(batch["ddf"]) for batch in loader])
+    set_determinism(seed=None)
+    return fields
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_set_determinism_reproduces_with_workers(num_workers):
+    first, second = _epoch(num_workers), _epoch(num_workers)
+    assert first.shape == (4, 2, 40, 40)
+    assert torch.equal(first, second)
+    assert len({tuple(f.flatten()[:4].tolist()) for f in first}) == 4  # samples differ
+
+
+def test_bigaug_intensityd_changes_images_only():
+    t = BigAugIntensityd("image", seed=0, probability=1.0)
+    data = sample()
+    out = t(data)
+    assert isinstance(out["image"], MetaTensor)
+    assert not torch.allclose(out["image"].as_tensor(), data["image"].as_tensor())
+    assert out["label"] is data["label"]
+    again = BigAugIntensityd("image", seed=0, probability=1.0)(data)
+    torch.testing.assert_close(again["image"].as_tensor(), out["image"].as_tensor())
+    assert np.isfinite(out["image"].numpy()).all()
