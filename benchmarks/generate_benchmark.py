@@ -15,7 +15,7 @@ Cases:
 * ``2d-batch``: 8 deformations of one 256 x 256 image in one call, time per deformation
   (target <= 0.15 s);
 * ``stack``: one 216 x 256 x 10 short-axis stack (1.56 x 1.56 x 10 mm) deformed slice by slice
-  by the 2D model (``drdm.deform.deform_volume``, DRDM alone), per volume (target <= 1 s);
+  by the 2D model (``drdm.pipelines.deform_volume``, DRDM alone), per volume (target <= 1 s);
 * ``3d``: one 128^3 volume with a 3D model on a coarse grid (``--grid``, random weights: the
   time does not depend on them; the previous path is extrapolated from ``--steps`` steps),
   run in a subprocess for its peak memory (targets <= 30 s and <= 4 GB).
@@ -147,7 +147,7 @@ def case_2d(args: argparse.Namespace, samples: int) -> None:
 
 
 def case_stack(args: argparse.Namespace) -> None:
-    from drdm.deform import DRDMSampler, deform_volume
+    from drdm.pipelines import DRDMSampler, deform_volume
 
     model = default_2d()
     prev = previous_model(model)

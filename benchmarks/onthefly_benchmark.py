@@ -94,8 +94,7 @@ def main() -> None:
     from monai.transforms import Rand2DElasticd, Rand3DElasticd
 
     from drdm import DRDM
-    from drdm.bank import FieldBank
-    from drdm.transforms import DRDMDeform
+    from drdm.pipelines import DRDMDeform, FieldBank
 
     print(f"machine: {machine()}")
     print(

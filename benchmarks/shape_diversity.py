@@ -50,11 +50,11 @@ import torch
 
 from drdm import DRDM
 from drdm.baselines import ElasticSampler
-from drdm.baselines.factory import make_method
 from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.diffusion import ForwardDiffusionConfig
 from drdm.io import read_volume
 from drdm.metrics import displacement_magnitude, fold_ratio, nonrigid_residual
+from drdm.pipelines import make_method
 from drdm.spatial import smooth, warp_labels
 
 DEFAULT_IMAGE = (
