@@ -165,3 +165,14 @@ def test_onnxruntime_engine_in_forked_dataloader_workers():
     )
     got = torch.cat(list(loader))
     assert (got - expected).abs().max() <= LOOP_TOLERANCE
+
+
+def test_torch_compile_traces_the_network():
+    # torch.compile cannot trace the direct oneDNN call; the convolutions fall back to
+    # PyTorch's own op while compiling, with the same result
+    net = small_network(2)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    emb = net.embed(torch.tensor([7]), 1)
+    compiled = torch.compile(net.unet_pass, backend="eager", fullgraph=False)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, emb), net.unet_pass(x, emb), atol=1e-5, rtol=1e-5)

@@ -4,11 +4,12 @@
 channels, every dilated one below its size threshold) to slow reference kernels; in 3D a
 32^3 pass runs several times slower than the same convolutions in oneDNN. The convolutions
 here therefore call oneDNN (``torch.mkldnn_convolution``) directly on CPU float32 tensors
-when PyTorch was built with it (:data:`CONV_ENGINE` ``"onednn"``), which computes the same
-convolution (differences at float32 rounding, tested against ``"native"``, PyTorch's own
-dispatch, in ``tests/test_nn.py``). Everything else (CUDA, float64, no oneDNN) takes
-PyTorch's dispatch. Instance normalisation is computed as ``group_norm`` with one group per
-channel: the same maths, one fused kernel instead of a batch-norm over a reshaped tensor.
+when PyTorch was built with it (engine ``"onednn"``, :data:`CONV_ENGINES`), which computes
+the same convolution (differences at float32 rounding, tested against ``"native"``,
+PyTorch's own dispatch, in ``tests/nn/test_nn_engine.py``). Everything else (CUDA, float64,
+no oneDNN) takes PyTorch's dispatch, and so does code traced by ``torch.compile``. Instance
+normalisation is computed as ``group_norm`` with one group per channel: the same maths, one
+fused kernel instead of a batch-norm over a reshaped tensor.
 The engine can be set per network with :meth:`drdm.nn.RecursiveUNet.set_engine`.
 """
 
@@ -45,6 +46,7 @@ class EngineConv:
     def _use_onednn(self, x: Tensor) -> bool:
         return (
             self.engine == "onednn"
+            and not torch.compiler.is_compiling()  # the compiler traces PyTorch's own op
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
