@@ -43,9 +43,12 @@ from drdm.training.trainer import training_memory_format  # noqa: E402
 class Run:
     """One training run: network, Adam, its own generators (same seeds for every variant)."""
 
-    def __init__(self, network: RecursiveUNet, layout: torch.memory_format, size: int) -> None:
+    def __init__(
+        self, network: RecursiveUNet, layout: torch.memory_format, size: int, bf16: bool = False
+    ) -> None:
         self.net = network.to(memory_format=layout).train()
         self.layout = layout
+        self.bf16 = bf16
         self.opt = torch.optim.Adam(self.net.parameters(), lr=3e-4)
         self.process = ForwardDiffusion(ForwardDiffusionConfig(ndim=network.config.ndim))
         shape = [size] * network.config.ndim
@@ -58,20 +61,25 @@ class Run:
         images = augment_batch(self.pool[index], AugmentConfig(), self.data_gen)
         t = torch.randint(1, 81, (batch,), generator=self.diff_gen)
         fwd = self.process.sample(images, t, generator=self.diff_gen, perturb=True)
-        psi_hat = self.net(fwd.images.contiguous(memory_format=self.layout), t)
-        loss = drdm_loss(fwd.step, psi_hat, lambda_reg=0.15)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            psi_hat = self.net(fwd.images.contiguous(memory_format=self.layout), t)
+        loss = drdm_loss(fwd.step, psi_hat.float(), lambda_reg=0.15)
         self.opt.zero_grad(set_to_none=True)
         loss.total.backward()
         self.opt.step()
         return float(loss.total.detach())
 
 
-def variants(size: int, ndim: int) -> dict[str, Run]:
+def variants(size: int, ndim: int, bf16: bool = False) -> dict[str, Run]:
     network = RecursiveUNet(NetworkConfig(ndim=ndim), generator=torch.Generator().manual_seed(0))
-    return {
-        "previous": Run(previous_network(network), torch.contiguous_format, size),
-        "new": Run(network, training_memory_format(torch.device("cpu"), ndim), size),
-    }
+    layout = training_memory_format(torch.device("cpu"), ndim)
+    runs = {"previous": Run(previous_network(network), torch.contiguous_format, size)}
+    if bf16:  # measured, not adopted: the previous network under bfloat16 autocast
+        runs["previous, bfloat16 autocast"] = Run(
+            previous_network(network), torch.contiguous_format, size, bf16=True
+        )
+    runs["new"] = Run(network, layout, size)
+    return runs
 
 
 def main() -> None:
@@ -84,6 +92,7 @@ def main() -> None:
     parser.add_argument("--curve", type=int, default=0, help="steps of the loss-curve run")
     parser.add_argument("--curve-size", type=int, default=64)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -93,10 +102,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.runs} turns "
         "after one warm-up turn"
     )
-    print("\n| size | previous s / step | new s / step | new vs previous (median of ratios) |")
+    print("\n| size | variant | s / step | vs previous (median of ratios) |")
     print("|---|---|---|---|")
     for size in args.sizes:
-        runs = variants(size, args.ndim)
+        runs = variants(size, args.ndim, args.bf16)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for turn in range(args.runs + 1):
             for name, run in runs.items():
@@ -104,14 +113,12 @@ def main() -> None:
                 run.step(args.batch)
                 if turn:
                     times[name].append(time.perf_counter() - start)
-        ratio = statistics.median(
-            n / p for n, p in zip(times["new"], times["previous"], strict=True)
-        )
-        print(
-            f"| {size} x {size} | {statistics.median(times['previous']):.3f} "
-            f"| {statistics.median(times['new']):.3f} | {ratio:.2f}x |",
-            flush=True,
-        )
+        for name, values in times.items():
+            ratio = statistics.median(n / p for n, p in zip(values, times["previous"], strict=True))
+            print(
+                f"| {size} x {size} | {name} | {statistics.median(values):.3f} | {ratio:.2f}x |",
+                flush=True,
+            )
     if args.curve:
         runs = variants(args.curve_size, args.ndim)
         losses = {
