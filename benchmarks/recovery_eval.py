@@ -4,8 +4,12 @@ For a DRDM checkpoint, draws forward-process samples ``(I_t, psi_t)`` of one ima
 model's own forward process (its training distribution, 5 % perturbation included) and
 reports, per band of timesteps, the network's distance and angle terms of Eq. 14 beside those
 of the zero field (the trivial solution: distance 1, angle 0). A network that recovers the
-step has distance < 1 and angle < 0 (-1 is a perfect inverse). The image is the real M&Ms
-sample when ``../shared`` is present (``--image``), else a built-in cardiac phantom.
+step has distance < 1 and angle < 0 (-1 is a perfect inverse). Also the unrecovered fraction
+``U = E|r| / E|psi_t|`` with ``r = compose(psi_hat, psi_t)`` (``r[x] = psi_t[x + psi_hat[x]] +
+psi_hat[x]``; the zero field gives 1, a perfect inverse 0) and the mean per-voxel cosine
+between ``psi_t`` and ``-psi_hat`` (1: every voxel's recovery points straight back). The
+image is the real M&Ms sample when ``../shared`` is present (``--image``), else a built-in
+cardiac phantom.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/recovery_eval.py --model runs/default-2d/final
     OMP_WAIT_POLICY=PASSIVE python benchmarks/recovery_eval.py --model /tmp/official
@@ -25,6 +29,7 @@ from drdm import DRDM
 from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.io import read_volume
 from drdm.losses import drdm_loss
+from drdm.spatial import compose
 
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared/data/samples/mnms_OpenDataset_162867.nii.gz"
@@ -44,7 +49,7 @@ def evaluate(
     net = model.network.eval()
     rows = []
     for lo, hi in bands:
-        sums = torch.zeros(5, dtype=torch.float64)
+        sums = torch.zeros(7, dtype=torch.float64)
         for _ in range(draws):
             t = torch.randint(lo, hi + 1, (batch,), generator=generator)
             with torch.inference_mode():
@@ -54,6 +59,9 @@ def evaluate(
                 psi_hat = net(fwd.images, t)
                 ours = drdm_loss(fwd.step, psi_hat)
                 zero = drdm_loss(fwd.step, torch.zeros_like(psi_hat))
+                residual = compose(psi_hat, fwd.step)
+                unrecovered = residual.norm(dim=1).mean() / fwd.step.norm(dim=1).mean()
+                cosine = F.cosine_similarity(fwd.step, -psi_hat, dim=1, eps=1e-8).mean()
             sums += torch.tensor(
                 [
                     ours.distance.item(),
@@ -61,11 +69,21 @@ def evaluate(
                     ours.regularisation.item(),
                     zero.distance.item(),
                     zero.angle.item(),
+                    unrecovered.item(),
+                    cosine.item(),
                 ],
                 dtype=torch.float64,
             )
         mean = (sums / draws).tolist()
-        keys = ("distance", "angle", "regularisation", "zero_distance", "zero_angle")
+        keys = (
+            "distance",
+            "angle",
+            "regularisation",
+            "zero_distance",
+            "zero_angle",
+            "unrecovered",
+            "cosine",
+        )
         rows.append({"lo": lo, "hi": hi, **dict(zip(keys, mean, strict=True))})
     return rows
 
@@ -100,11 +118,15 @@ def main() -> None:
         f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
-    print("\n| t | distance | angle | regularisation | zero field: distance | angle |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| t | U (unrecovered) | cosine | distance | angle | regularisation "
+        "| zero field: distance | angle |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in evaluate(model, image, bands, args.draws, args.batch, args.seed):
         print(
-            f"| {row['lo']}-{row['hi']} | {row['distance']:.3f} | {row['angle']:.3f} "
+            f"| {row['lo']}-{row['hi']} | {row['unrecovered']:.3f} | {row['cosine']:.3f} "
+            f"| {row['distance']:.3f} | {row['angle']:.3f} "
             f"| {row['regularisation']:.4f} | {row['zero_distance']:.3f} "
             f"| {row['zero_angle']:.3f} |"
         )
