@@ -150,3 +150,19 @@ def test_from_manifest_errors_and_stack_warning(tmp_path):
     assert bank.levels("/a.nii.gz") == [3]
     with pytest.raises(InputError, match="no such manifest"):
         FieldBank.from_manifest(tmp_path / "missing.csv")
+
+
+def test_a_2d_bank_serves_images_held_with_a_singleton_axis():
+    # TorchIO holds a 2D image as (C, W, H, 1): the bank finds it by content and lifts its 2D
+    # fields to that grid with zero displacement along the singleton axis
+    imgs = images()
+    bank = FieldBank.build(RandomSmoothSampler(), imgs[:2], num_fields=3)
+    held = imgs[1][None, :, :, None]  # (1, 24, 24, 1)
+    assert torch.equal(bank.lookup(image=held), bank.fields(1))
+    lifted = bank.draw(gen(4), image=held)
+    flat = bank.draw(gen(4), image=imgs[1][None])
+    assert lifted.shape == (3, 24, 24, 1) and flat.shape == (2, 24, 24)
+    torch.testing.assert_close(lifted[:2, :, :, 0], flat)
+    assert lifted[2].abs().max() == 0
+    with pytest.raises(InputError, match="grid"):
+        bank.draw(gen(4), key=1, image=torch.zeros(1, 24, 12, 1))

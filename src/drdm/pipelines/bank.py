@@ -71,11 +71,33 @@ __all__ = ["FieldBank", "image_fingerprint"]
 def image_fingerprint(image: Tensor) -> str:
     """A content key of an image: SHA-1 of its shape and its voxels as contiguous float32 on the
     CPU (``(C, *spatial)`` or ``(*spatial)``; the same values in another floating dtype give
-    the same key when float32 represents them exactly)."""
+    the same key when float32 represents them exactly). Axes of length 1 are left out of the
+    shape, so a 2D image held as ``(C, W, H, 1)`` (TorchIO) finds its ``(W, H)`` entry."""
     x = image.detach().to("cpu", torch.float32).contiguous()
+    x = x.reshape([n for n in x.shape if n != 1])
     h = hashlib.sha1(str(tuple(x.shape)).encode())
     h.update(x.numpy().tobytes())
     return h.hexdigest()
+
+
+def _lift_to_grid(field: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """A ``(d, *spatial)`` field on a grid that has extra axes of length 1 (a 2D field for a
+    ``(W, H, 1)`` image): those axes are inserted with zero displacement along them. Any other
+    grid is returned unchanged (the caller reports the mismatch)."""
+    spatial = tuple(field.shape[1:])
+    squeezed = tuple(n for n in grid if n != 1)
+    if len(grid) <= len(spatial) or squeezed != spatial:
+        return field
+    out = field.new_zeros(len(grid), *grid)
+    kept = [i for i, n in enumerate(grid) if n != 1]
+    view = [slice(None)] * (len(grid) + 1)
+    for i in range(len(grid)):
+        if i not in kept:
+            view[i + 1] = 0
+    for component, axis in enumerate(kept):
+        target = out[axis]
+        target[tuple(view[1:])] = field[component]
+    return out
 
 
 def _key_text(key: Hashable) -> str:
@@ -235,6 +257,7 @@ class FieldBank:
         index = int(torch.randint(bank.shape[0], (1,), generator=generator))
         field = bank[index]
         if image is not None:
+            field = _lift_to_grid(field, tuple(image.shape[1:]))
             if tuple(image.shape[1:]) != tuple(field.shape[1:]):
                 raise InputError(
                     f"bank fields are on a {tuple(field.shape[1:])} grid, the image is "
