@@ -58,6 +58,8 @@ def previous_model(model: DRDM) -> DRDM:
         compose_padding=model.sampler.compose_padding,
         image_mode=model.sampler.image_mode,
         image_padding=model.sampler.image_padding,
+        stride=1,  # every timestep, as Algorithm 2 reads
+        skip="compose",
     )
     return DRDM(
         previous_network(model.network).eval(),
