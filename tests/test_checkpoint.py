@@ -121,3 +121,15 @@ def test_rejects_unserialisable_extra_and_other_models(tmp_path: Path) -> None:
 def test_load_to_device(saved: Path) -> None:
     model = load_pretrained(saved, device="cpu")
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
+    from drdm.checkpoint import save_pretrained
+    from drdm.nn import NetworkConfig, RecursiveUNet
+
+    net = RecursiveUNet(NetworkConfig(widths=(4, 8), bottleneck_width=4, embed_dim=8))
+    digests = set()
+    for i in range(6):  # the metadata map's order used to vary between writes
+        folder = save_pretrained(net, tmp_path / f"m{i}")
+        digests.add((folder / "model.safetensors").read_bytes())
+    assert len(digests) == 1

@@ -110,7 +110,10 @@ def save_pretrained(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    weights = save_safetensors_bytes(tensors, metadata={"format": "pt", "model_class": name})
+    # one metadata entry: safetensors writes a metadata map in no fixed order, so two entries
+    # would give the same weights different bytes (and a different weights_sha256) run to run;
+    # the model class is recorded in config.json
+    weights = save_safetensors_bytes(tensors, metadata={"format": "pt"})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
