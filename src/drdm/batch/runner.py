@@ -78,7 +78,7 @@ class BatchOptions:
         keep_going: list failed inputs and go on.
         shards, shard_index: this process's part (default: ``WORLD_SIZE``/``RANK``, else all).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
-        stride: DRDM's network-call stride (``None``: the model's, 8 by default; 1 is
+        stride: DRDM's network-call stride (``None``: the model's, 4 by default; 1 is
             Algorithm 2 literally); recorded in the run's settings.
         engine: how DRDM's network runs: ``"auto"``, ``"torch"``, ``"onnxruntime"``.
     """

@@ -184,7 +184,7 @@ def generate_file(
 ) -> SingleReport:
     """``n`` deformations of one image by a trained model at level ``T'`` (Algorithm 2).
 
-    ``stride``: the sampler's network-call stride (``None``: the model's, 8 by default; 1 is
+    ``stride``: the sampler's network-call stride (``None``: the model's, 4 by default; 1 is
     Algorithm 2 literally); ``engine``: how the network runs (:mod:`drdm.nn.engine`).
 
     Writes ``OUT/<stem>_T<level>_seed<seed>_<k>_image<ext>``, ``_ddf.nii.gz`` (mm; ``.npy``

@@ -33,6 +33,7 @@ from ..batch.inputs import (  # noqa: F401 - the old import paths of these names
 from ..batch.jobs import AUGMENT_COLUMNS, MANIFEST_SCHEMAS
 from ..batch.runner import BatchOptions, RunReport
 from ..errors import InputError
+from ..nn.engine import ENGINES
 from ..pipelines.registry import STACKS
 
 #: columns of the augment manifest, in order (:data:`drdm.batch.jobs.AUGMENT_COLUMNS`)
@@ -117,13 +118,13 @@ def add_sampler_arguments(g: argparse._ActionsContainer) -> None:
         "--stride",
         type=int,
         default=None,
-        help="DRDM sampler: call the network every N-th timestep, each prediction "
-        "composed for the N steps it stands for (default: the model's, 8; 1 runs Algorithm 2 "
-        "literally, about 8x slower; README, Speed)",
+        help="DRDM sampler: call the network every N-th timestep, each prediction standing "
+        "for the N steps down to the next call (default: the model's, 4; 1 runs Algorithm 2 "
+        "literally, about 4x slower; README, Speed)",
     )
     g.add_argument(
         "--engine",
-        choices=("auto", "torch", "onnxruntime"),
+        choices=ENGINES,
         default="auto",
         help="how the network runs: auto (default: ONNX Runtime on the CPU when installed, "
         "with pip install 'drdm[fast]'; else PyTorch), torch or onnxruntime; same results "

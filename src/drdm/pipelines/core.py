@@ -95,7 +95,7 @@ class DRDMSampler:
     comes back on the images' device and floating dtype. Multi-channel images are averaged to
     one channel when the network takes one. ``batch_size`` bounds how many images go through
     the network at once (``None``: all). ``stride`` and ``recursions`` override the model's
-    sampler settings (:meth:`drdm.DRDM.generate`; ``None``: the model's, stride 8 by default).
+    sampler settings (:meth:`drdm.DRDM.generate`; ``None``: the model's, stride 4 by default).
     """
 
     def __init__(
