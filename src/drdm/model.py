@@ -139,7 +139,7 @@ class DRDM:
         self.training: dict[str, Any] = dict(training or {})
         self.source: dict[str, Any] | None = dict(source) if source is not None else None
         self.engine: Engine = engine
-        self._onnx: tuple[tuple[int, ...], OnnxRuntimeUNet] | None = None
+        self._onnx: tuple[tuple[int, ...], OnnxRuntimeUNet | None] | None = None
 
     def inference_network(self, engine: Engine | None = None) -> Callable[..., Tensor]:
         """The network as the recovery loop calls it, ``f(image, t, recursions=None)``, run
@@ -148,26 +148,27 @@ class DRDM:
         The ONNX Runtime engine is built on first use (one export per grid size) and rebuilt
         when the weights change; if it cannot be built, a warning is given and PyTorch runs.
         """
-        name = resolve_engine(engine or self.engine, self.device, self.dtype)
+        requested = engine or self.engine
+        name = resolve_engine(requested, self.device, self.dtype)
         if name == "torch":
             return self.network
         version = tuple(p._version for p in self.network.parameters())
-        if self._onnx is None or self._onnx[0] != version:
-            self._onnx = (version, OnnxRuntimeUNet(self.network))
-        onnx = self._onnx[1]
-        try:
-            onnx.session(self.image_size)
-        except Exception as err:  # noqa: BLE001 - any exporter/runtime failure: fall back
-            if (engine or self.engine) == "onnxruntime":
-                raise
-            warnings.warn(
-                f"ONNX Runtime engine unavailable ({type(err).__name__}: {err}); using PyTorch",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.engine = "torch"
-            return self.network
-        return onnx
+        failed = self._onnx is not None and self._onnx[1] is None
+        if self._onnx is None or self._onnx[0] != version or (failed and requested != "auto"):
+            onnx: OnnxRuntimeUNet | None = OnnxRuntimeUNet(self.network)
+            try:
+                onnx.session(self.image_size)  # type: ignore[union-attr]
+            except Exception as err:  # noqa: BLE001 - any exporter/runtime failure: fall back
+                if requested == "onnxruntime":
+                    raise
+                warnings.warn(
+                    f"ONNX Runtime engine unavailable ({type(err).__name__}: {err}); using PyTorch",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                onnx = None  # remembered for these weights: no retry, no second warning
+            self._onnx = (version, onnx)
+        return self.network if self._onnx[1] is None else self._onnx[1]
 
     # ------------------------------------------------------------------ properties
     @property

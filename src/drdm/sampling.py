@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from .config import from_dict, to_dict
+from .diffusion.schedule import span_sum
 from .spatial import compose, integrate, warp
 
 __all__ = [
@@ -267,15 +268,12 @@ def repeat_step(
         raise ValueError(f"count must be >= 1, got {count}")
     if count == 1:
         return psi
-    if skip == "shares":
-        w = None if weight is None else torch.as_tensor(weight, dtype=psi.dtype).to(psi.device)
-        if w is None or not bool((w > 0).all()):
+    if skip in ("velocity", "shares"):  # exp(w * psi): w = count, or the schedule's share
+        w = torch.as_tensor(count if skip == "velocity" else weight, dtype=psi.dtype)
+        if skip == "shares" and (weight is None or not bool((w > 0).all())):
             raise ValueError(f"the 'shares' rule needs a positive weight, got {weight!r}")
-        if w.dim() == 1:
-            w = w.view(-1, *([1] * (psi.dim() - 1)))
+        w = w.to(psi.device).reshape(-1, *([1] * (psi.dim() - 1)))
         return integrate(psi * w, padding=padding)  # type: ignore[arg-type]
-    if skip == "velocity":
-        return integrate(psi * count, padding=padding)  # type: ignore[arg-type]
     out = psi
     for _ in range(count - 1):
         # psi o psi o ... : resample the small step at x + out(x), never the accumulated field
@@ -288,9 +286,8 @@ def schedule_share(process: ForwardProcess, t: Tensor | int, count: int) -> Tens
     in units of step ``t`` (the ``"shares"`` rule); ``t`` an int or ``(B,)``, float64 result
     of the same shape."""
     t = torch.as_tensor(t)
-    steps = t.unsqueeze(-1) - torch.arange(count)
-    units = process.step_units(steps.clamp_min(1)).to(torch.float64) * (steps >= 1)
-    return units.sum(-1) / units[..., 0].clamp_min(1)
+    total = span_sum(process.step_units, t, count).to(torch.float64)
+    return total / process.step_units(t.clamp_min(1)).to(torch.float64).clamp_min(1)
 
 
 def _progress(iterable: Sequence[Any], enabled: bool, desc: str) -> Any:

@@ -47,7 +47,7 @@ from torch import Tensor
 from ..spatial import compose, integrate, resample_separable, warp
 from .config import ForwardDiffusionConfig
 from .random_field import multiscale_velocity
-from .schedule import check_timesteps, cumulative_units, step_units
+from .schedule import check_timesteps, cumulative_units, span_sum, step_units
 
 
 class ForwardFields(NamedTuple):
@@ -189,8 +189,6 @@ class ForwardDiffusion:
         (``benchmarks/sampler_schedule.py``). Returns fields of shape ``(B, ndim, *size)`` in
         voxels.
         """
-        if isinstance(span, bool) or not isinstance(span, int) or span < 1:
-            raise ValueError(f"span must be a positive int, got {span!r}")
         size = [int(s) for s in size]
         if len(size) != self.config.ndim:
             raise ValueError(f"expected a {self.config.ndim}D size, got {size}")
@@ -246,11 +244,7 @@ class ForwardDiffusion:
     def span_units(self, t: Tensor, span: int = 1) -> Tensor:
         """``n_t + n_{t-1} + ... + n_{t-span+1}`` (steps below 1 left out), at most
         ``n_{t:1}``: the units of the last ``span`` steps of ``phi_{t:1}``."""
-        total = torch.zeros_like(t)
-        for k in range(span):
-            tk = t - k
-            total = total + torch.where(tk >= 1, self.step_units(tk.clamp_min(1)), 0)
-        return torch.minimum(total, self.cumulative_units(t))
+        return torch.minimum(span_sum(self.step_units, t, span), self.cumulative_units(t))
 
     def _fields_by_exponential(
         self,

@@ -52,7 +52,7 @@ from ..config import from_dict, to_dict
 from ..spatial import compose, identity_grid, sample, warp
 from .forward import ForwardFields, ForwardSample, deform_images
 from .random_field import randn
-from .schedule import check_timesteps
+from .schedule import check_timesteps, span_sum
 
 __all__ = ["OfficialForwardProcess", "OfficialProcessConfig"]
 
@@ -242,7 +242,7 @@ class OfficialForwardProcess:
             )
         cumulative_counts = self.cumulative_counts(t)
         cumulative = self._repeat_compose(applied, cumulative_counts)
-        counts = sum(self.step_counts((t - k).clamp_min(0)) for k in range(span))
+        counts = span_sum(self.step_units, t, span)
         step = self._repeat_compose(velocity, torch.minimum(counts, cumulative_counts))
         return ForwardFields(
             step=self._to_image(step, size), cumulative=self._to_image(cumulative, size)
@@ -319,8 +319,6 @@ class OfficialForwardProcess:
         if batch is None:
             batch = torch.as_tensor(t).numel()
         t = check_timesteps(t, batch, 0, self.config.num_steps, device)
-        if isinstance(span, bool) or not isinstance(span, int) or span < 1:
-            raise ValueError(f"span must be a positive int, got {span!r}")
         velocity = self.random_velocity(batch, generator, device, dtype)
         noise = None
         if (perturb or c.always_perturb) and c.perturbation > 0:

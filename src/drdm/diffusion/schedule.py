@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -33,6 +35,19 @@ def cumulative_units(
     else:
         raise ValueError(f"cumulative schedule must be 'practical' or 'theoretical', got {kind!r}")
     return torch.maximum(n.long(), step_units(t, alpha, beta))
+
+
+def span_sum(step_size: Callable[[Tensor], Tensor], t: Tensor, span: int) -> Tensor:
+    """``n_t + n_{t-1} + ... + n_{t-span+1}``: the size of the last ``span`` steps from ``t``
+    down, steps below 1 left out. ``step_size`` maps 1-based timesteps to step sizes ``n_t``
+    (a process's ``step_units``); ``t`` of any shape, the result has its shape. Used for the
+    step field of several steps (``sample_fields(span=)``) and by the sampler's ``"shares"``
+    rule (:func:`drdm.sampling.schedule_share`)."""
+    if isinstance(span, bool) or not isinstance(span, int) or span < 1:
+        raise ValueError(f"span must be a positive int, got {span!r}")
+    t = torch.as_tensor(t)
+    steps = t.unsqueeze(-1) - torch.arange(span, device=t.device)
+    return (step_size(steps.clamp_min(1)) * (steps >= 1)).sum(-1)
 
 
 def check_timesteps(
