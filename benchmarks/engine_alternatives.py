@@ -17,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenM
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
-import io  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -25,8 +24,9 @@ from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
+from _timing import median_ratio, turns  # noqa: E402
 from drdm import DRDM  # noqa: E402
-from drdm.nn.engine import OnnxRuntimeUNet, onnxruntime_available  # noqa: E402
+from drdm.nn.engine import OnnxRuntimeUNet, export_onnx, onnxruntime_available  # noqa: E402
 
 
 def openvino_pass(net: torch.nn.Module, x: torch.Tensor, emb: torch.Tensor, threads: int):
@@ -35,30 +35,13 @@ def openvino_pass(net: torch.nn.Module, x: torch.Tensor, emb: torch.Tensor, thre
         return None
     import openvino as ov
 
-    buffer = io.BytesIO()
-    net.set_engine("native")
-    try:
-        torch.onnx.export(
-            _Pass(net), (x, emb), buffer, input_names=["image", "emb"], opset_version=17,
-            dynamo=False,
-        )  # fmt: skip
-    finally:
-        net.set_engine("onednn")
     core = ov.Core()
-    model = core.read_model(buffer.getvalue())
+    model = core.read_model(export_onnx(net, tuple(x.shape[2:])))
+    model.reshape({"image": list(x.shape), "emb": list(emb.shape)})
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
     request = core.compile_model(model, "CPU", config).create_infer_request()
     feeds = {"image": x.numpy(), "emb": emb.numpy()}
     return lambda: torch.from_numpy(request.infer(feeds)[0])
-
-
-class _Pass(torch.nn.Module):
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, image: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.network.unet_pass(image, emb)
 
 
 def main() -> None:
@@ -110,22 +93,15 @@ def main() -> None:
         openvino = openvino_pass(net, x, emb, args.threads)
         if openvino is not None:
             variants["openvino fp32"] = openvino
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        outputs: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for turn in range(args.repeats + 1):
-                for name, fn in variants.items():
-                    start = time.perf_counter()
-                    out = fn()
-                    if turn:
-                        times[name].append(time.perf_counter() - start)
-                    outputs[name] = out
+            times = turns(variants, args.repeats)
+            outputs = {name: fn() for name, fn in variants.items()}
         base = times["torch, oneDNN (default torch engine)"]
         print(f"\n#### one U-Net pass, 64 x 64, batch {batch}\n")
         print("| variant | median ms | vs torch oneDNN | max difference, voxels | note |")
         print("|---|---|---|---|---|")
         for name, values in times.items():
-            ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
+            ratio = median_ratio(values, base)
             diff = float((outputs[name].float() - reference).abs().max())
             print(
                 f"| {name} | {statistics.median(values) * 1e3:.1f} | {ratio:.2f}x | {diff:.1e} "

@@ -43,6 +43,7 @@ from collections.abc import Callable  # noqa: E402
 import torch  # noqa: E402
 
 from _previous import previous_network  # noqa: E402
+from _timing import median_ratio, turns  # noqa: E402
 from drdm import DRDM  # noqa: E402
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig  # noqa: E402
 from drdm.nn import NetworkConfig, RecursiveUNet  # noqa: E402
@@ -70,25 +71,13 @@ def previous_model(model: DRDM) -> DRDM:
     )
 
 
-def turns(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Time each variant once per turn, ``repeats`` turns (after one warm-up turn)."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for turn in range(repeats + 1):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            if turn:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
 def report(title: str, times: dict[str, list[float]], unit: float = 1.0, note: str = "") -> None:
     base = times["previous"]
     print(f"\n#### {title}{note}\n")
     print("| variant | median s | vs previous (median of per-turn ratios) |")
     print("|---|---|---|")
     for name, values in times.items():
-        ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
+        ratio = median_ratio(values, base)
         print(f"| {name} | {statistics.median(values) / unit:.3f} | {ratio:.2f}x |")
 
 

@@ -40,12 +40,13 @@ import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from _timing import turns  # noqa: E402
 from drdm import DRDM  # noqa: E402
 from drdm.data.phantoms import cardiac_phantom_2d  # noqa: E402
 from drdm.io import read_volume  # noqa: E402
@@ -78,18 +79,10 @@ def parse_setting(text: str, base: SamplerConfig) -> SamplerConfig:
     )
 
 
-def time_one(model: DRDM, image: torch.Tensor, config: SamplerConfig, seed: int) -> float:
-    g = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    model.generate(image, 55, generator=g, sampler=config)
-    return time.perf_counter() - start
-
-
-def time_batch(model: DRDM, image: torch.Tensor, config: SamplerConfig) -> float:
-    g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    model.generate(image, 55, num_samples=8, generator=g, sampler=config)
-    return (time.perf_counter() - start) / 8
+def generate(model: DRDM, image: torch.Tensor, config: SamplerConfig, samples: int) -> None:
+    """``samples`` deformations of ``image`` at T' = 55 in one call (what is timed)."""
+    model.generate(image, 55, num_samples=samples, generator=torch.Generator().manual_seed(0),
+                   sampler=config)  # fmt: skip
 
 
 def table1(
@@ -186,14 +179,15 @@ def main() -> None:
         configs = {"1": base, **configs}
     # timing first, in turns (one run of every setting, then again), so that load changes
     # affect every setting alike
-    singles: dict[str, list[float]] = {name: [] for name in configs}
-    batches: dict[str, list[float]] = {name: [] for name in configs}
-    for turn in range(0 if args.recovery_only else args.repeats + 1):
-        for name, config in configs.items():
-            one, batch = time_one(model, image, config, turn), time_batch(model, image, config)
-            if turn:
-                singles[name].append(one)
-                batches[name].append(batch)
+    repeats = 0 if args.recovery_only else args.repeats
+    singles = turns(
+        {name: partial(generate, model, image, config, 1) for name, config in configs.items()},
+        repeats,
+    )
+    batches = turns(
+        {name: partial(generate, model, image, config, 8) for name, config in configs.items()},
+        repeats,
+    )
     full_fields = None
     rows = []
     for name, config in configs.items():
@@ -203,7 +197,7 @@ def main() -> None:
             rows.append((name, config, 0.0, 0.0, {}, u_setting, u_full))
             print(f"  measured {name}", flush=True)
             continue
-        one, batch = statistics.median(singles[name]), statistics.median(batches[name])
+        one, batch = statistics.median(singles[name]), statistics.median(batches[name]) / 8
         fields = table1(model, image, config, args.samples, args.seed)
         if full_fields is None:
             full_fields = fields

@@ -27,12 +27,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenM
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
 from _previous import previous_network  # noqa: E402
+from _timing import median_ratio, turns  # noqa: E402
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig  # noqa: E402
 from drdm.losses import drdm_loss  # noqa: E402
 from drdm.nn import NetworkConfig, RecursiveUNet  # noqa: E402
@@ -106,15 +107,11 @@ def main() -> None:
     print("|---|---|---|---|")
     for size in args.sizes:
         runs = variants(size, args.ndim, args.bf16)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for turn in range(args.runs + 1):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run.step(args.batch)
-                if turn:
-                    times[name].append(time.perf_counter() - start)
+        times = turns(
+            {name: partial(run.step, args.batch) for name, run in runs.items()}, args.runs
+        )
         for name, values in times.items():
-            ratio = statistics.median(n / p for n, p in zip(values, times["previous"], strict=True))
+            ratio = median_ratio(values, times["previous"])
             print(
                 f"| {size} x {size} | {name} | {statistics.median(values):.3f} | {ratio:.2f}x |",
                 flush=True,

@@ -29,9 +29,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .blocks import EngineConv
 from .unet import RecursiveUNet
 
-__all__ = ["ENGINES", "Engine", "OnnxRuntimeUNet", "onnxruntime_available", "resolve_engine"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "OnnxRuntimeUNet",
+    "export_onnx",
+    "onnxruntime_available",
+    "resolve_engine",
+]
 
 Engine = Literal["auto", "torch", "onnxruntime"]
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime")
@@ -79,6 +87,41 @@ class _SinglePass(nn.Module):
         return self.network.unet_pass(image, emb)
 
 
+def export_onnx(network: RecursiveUNet, spatial: tuple[int, ...]) -> bytes:
+    """One U-Net pass of ``network`` as an ONNX model (bytes) for grid ``spatial``.
+
+    Inputs ``image`` ``(B, C, *spatial)`` and ``emb`` ``(B, embed_dim)`` (batch size free),
+    output ``ddf`` ``(B, ndim, *spatial)`` voxels, as :meth:`RecursiveUNet.unet_pass`. The
+    convolutions are exported through PyTorch's own dispatch (the direct oneDNN call has no
+    ONNX form); the network's engine and training mode are restored afterwards.
+    """
+    cfg = network.config
+    image = torch.zeros(1, cfg.in_channels, *spatial)
+    emb = torch.zeros(1, cfg.embed_dim)
+    buffer = io.BytesIO()
+    engine_of = {m: m.engine for m in network.modules() if isinstance(m, EngineConv)}
+    was_training = network.training
+    network.set_engine("native").eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter (tracer warnings)
+            torch.onnx.export(
+                _SinglePass(network),
+                (image, emb),
+                buffer,
+                input_names=["image", "emb"],
+                output_names=["ddf"],
+                dynamic_axes={"image": {0: "batch"}, "emb": {0: "batch"}, "ddf": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        for module, engine in engine_of.items():
+            module.engine = engine
+        network.train(was_training)
+    return buffer.getvalue()
+
+
 class OnnxRuntimeUNet:
     """A :class:`~drdm.nn.RecursiveUNet` whose U-Net passes run in ONNX Runtime (CPU, fp32).
 
@@ -117,37 +160,13 @@ class OnnxRuntimeUNet:
             return session
         import onnxruntime as ort
 
-        cfg = self.config
-        image = torch.zeros(1, cfg.in_channels, *spatial)
-        emb = torch.zeros(1, cfg.embed_dim)
-        buffer = io.BytesIO()
-        engine_of = {m: m.engine for m in self.network.modules() if hasattr(m, "engine")}
-        was_training = self.network.training
-        self.network.set_engine("native").eval()  # oneDNN calls have no ONNX form
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # exporter chatter (tracer warnings)
-                torch.onnx.export(
-                    _SinglePass(self.network),
-                    (image, emb),
-                    buffer,
-                    input_names=["image", "emb"],
-                    output_names=["ddf"],
-                    dynamic_axes={"image": {0: "batch"}, "emb": {0: "batch"}, "ddf": {0: "batch"}},
-                    opset_version=17,
-                    dynamo=False,
-                )
-        finally:
-            for module, engine in engine_of.items():
-                module.engine = engine
-            self.network.train(was_training)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+            export_onnx(self.network, spatial), options, providers=["CPUExecutionProvider"]
         )
         self._sessions[spatial] = session
         return session
