@@ -26,6 +26,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved tiny 2D DRDM model on a 32 x 32 grid (random weights), for command tests."""
+    from helpers import tiny_model
+
+    path = tmp_path_factory.mktemp("model")
+    tiny_model(size=32).save_pretrained(path)
+    return path
+
+
 def smooth_field(shape, amplitude, generator, dtype=torch.float64):
     """A smooth random displacement field (B, ndim, *spatial) in voxels."""
     batch, ndim, *size = shape

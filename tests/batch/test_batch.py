@@ -20,7 +20,6 @@ from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.errors import InputError
 from drdm.io import check_output_folder, read_image, remove_stale_temporaries
 from drdm.io.files import atomic_path
-from helpers import tiny_model
 
 AFFINE = np.diag([1.5, 1.5, 8.0, 1.0])
 
@@ -30,13 +29,6 @@ def save(path, array, affine=AFFINE, units=None):
     if units:
         image.header.set_xyzt_units(units, "sec")
     nib.save(image, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    tiny_model(size=32).save_pretrained(path)
     return path
 
 

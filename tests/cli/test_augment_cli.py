@@ -14,7 +14,6 @@ from drdm.cli.main import main
 from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.io.image import read_displacement, read_image
 from drdm.spatial import fold_ratio, magnitude_stats, warp, warp_labels
-from helpers import tiny_model
 
 AFFINE = np.array(
     [[0.0, -1.5, 0.0, 20.0], [1.5, 0.0, 0.0, -10.0], [0.0, 0.0, 8.0, 5.0], [0, 0, 0, 1.0]]
@@ -31,13 +30,6 @@ SYNTH_COLUMNS = (
 
 def save(path, array, affine=AFFINE):
     nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    tiny_model(size=32).save_pretrained(path)
     return path
 
 

@@ -9,23 +9,10 @@ import pytest
 import torch
 
 from conftest import smooth_field, smooth_image, write_nifti
+from drdm.batch.jobs import AUGMENT_COLUMNS
 from drdm.cli.main import main
 from drdm.pipelines.core import deform_volume, synthesize_pair
 from drdm.viz import OverviewRow, overview_figure, rows_from_manifest
-
-AUGMENT_COLUMNS = [
-    "image",
-    "label",
-    "ddf",
-    "source_image",
-    "source_label",
-    "level",
-    "sample",
-    "seed",
-    "max_disp_pct",
-    "mean_disp_pct",
-    "fold_pct",
-]
 
 
 class SmoothSampler:
