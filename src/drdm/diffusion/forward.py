@@ -13,7 +13,7 @@ How it is computed (``integration="exp"``, the default):
   ``n_{t:1}`` of them one at a time the process draws one velocity ``V`` with the same spatial
   covariance and ``n_{t:1}`` times the variance (``sqrt(n_{t:1})`` times a unit field) and
   integrates it by scaling and squaring: ``phi_{t:1} = exp(V)``. Its magnitude and fold
-  statistics match the step-by-step composition (``tests/test_diffusion.py``,
+  statistics match the step-by-step composition (``tests/diffusion/test_diffusion.py``,
   ``benchmarks/forward_benchmark.py``) and it is diffeomorphic by construction.
 * The step is the last ``n_t`` of those ``n_{t:1}`` units *along the same flow*:
   ``psi_t = exp(n_t / n_{t:1} * V)``, so ``phi_{t:1} = psi_t o phi_{t-1:1}`` with

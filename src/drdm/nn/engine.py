@@ -12,7 +12,7 @@ Engines (:func:`resolve_engine`):
   :mod:`drdm.nn.blocks`); any device and dtype, and the only engine with gradients.
 * ``"onnxruntime"``: CPU, float32, inference only; needs ``onnxruntime`` and ``onnx``
   (``pip install drdm[fast]``). Outputs equal the torch engine's within float32 rounding
-  (``tests/test_nn_engine.py`` checks ``<= 1e-4`` voxels; measured about ``2e-7``).
+  (``tests/nn/test_nn_engine.py`` checks ``<= 1e-4`` voxels; measured about ``2e-7``).
 * ``"auto"`` (default): ``"onnxruntime"`` where it applies and is installed, else ``"torch"``.
 
 Measured per pass and per deformation: ``benchmarks/engine_benchmark.py`` (README, *Speed*).
