@@ -333,16 +333,18 @@ def test_the_parts_of_a_training_step():
         assert trainer.weights_sha256(a.model) == trainer.weights_sha256(b.model)  # seeded
         data = trainer.build_training_data(config.data, ".")
         process = ForwardDiffusion(config.forward)
-        terms, values = trainer._step_losses(
+        total, values = trainer._step_losses(
             a.model, process, data, data.images, config, batch, ctx, a
         )
-        assert values.shape == (5,) and values.dtype == torch.float64
-        assert 1 <= float(values[4]) <= config.forward.num_steps  # mean timestep
+        assert values.shape == (6,) and values.dtype == torch.float64
+        assert float(values[4]) == 0.0  # no teacher: no distillation term
+        assert float(values[0]) == pytest.approx(float(total))
+        assert 1 <= float(values[5]) <= config.forward.num_steps  # mean timestep
         trainer._check_finite(values, 1, None)
         with pytest.raises(trainer.TrainingDivergedError, match="step 3"):
             trainer._check_finite(values * float("nan"), 3, None)
         before = trainer.weights_sha256(a.model)
-        trainer._apply_gradients(terms.total, a, None)
+        trainer._apply_gradients(total, a, None)
         assert trainer.weights_sha256(a.model) != before
         row = trainer._loss_row(1, 0.5, values)
         assert row["step"] == 1.0 and set(trainer.LOSS_TERMS) <= set(row)

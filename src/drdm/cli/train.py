@@ -45,6 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="stop after N steps of this invocation, with a checkpoint (continue with --resume)",
     )
     p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="end the run after this many seconds of training and export the model of the "
+        "step reached (its card records the steps done)",
+    )
+    p.add_argument(
         "--threads", type=int, default=None, help="CPU threads per process (default: torch's)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> None:
             device=args.device,
             quiet=args.quiet,
             stop_after=args.stop_after,
+            time_limit=args.time_limit,
         )
     except TrainingDivergedError as err:
         raise InputError(str(err)) from None

@@ -1,6 +1,6 @@
 """Typed configuration of a DRDM training run (Algorithm 1), read from YAML or JSON.
 
-A training config has six parts, each a frozen dataclass::
+A training config has seven parts, each a frozen dataclass::
 
     seed: 0
     network: {NetworkConfig fields}          # drdm.nn.NetworkConfig (Appendix A)
@@ -8,6 +8,7 @@ A training config has six parts, each a frozen dataclass::
     data: {DataConfig fields}                # sources, preprocessing (3.2), augmentation
     optim: {OptimConfig fields}              # Adam, batch, steps, loss weights (3.3, Eq. 14)
     output: {OutputConfig fields}            # output folder, checkpoints, logging
+    distill: {DistillConfig fields}          # optional teacher (knowledge distillation)
 
 Every field has a default, so a config file only lists what differs. ``network.ndim`` and
 ``forward.ndim`` default to the dimensionality of ``data.image_size`` and
@@ -39,6 +40,7 @@ from ..nn import NetworkConfig
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DistillConfig",
     "OptimConfig",
     "OutputConfig",
     "PhantomConfig",
@@ -262,6 +264,38 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (:mod:`drdm.training.distill`).
+
+    Attributes:
+        teacher: a model folder (``DRDM.save_pretrained``, ``drdm import-official``) or the
+            authors' ``.pth`` checkpoint, relative to the config file's folder; ``null``
+            (default): no distillation. The teacher's weights are only read, never saved.
+        weight: weight of the distillation term beside Eq. 14's three terms.
+        teacher_size: the grid the teacher runs on (its training resolution); the training
+            images are prepared at this size and area-resized to ``data.image_size``.
+        missing: ``"error"`` (default) stops when the teacher file is absent; ``"warn"``
+            trains without distillation.
+    """
+
+    teacher: str | None = None
+    weight: float = 1.0
+    teacher_size: tuple[int, ...] = (256, 256)
+    missing: Literal["error", "warn"] = "error"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "teacher_size", tuple(int(s) for s in self.teacher_size))
+        if not self.weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+        if len(self.teacher_size) not in (2, 3) or min(self.teacher_size) < 8:
+            raise ValueError(
+                f"teacher_size must have 2 or 3 entries >= 8, got {list(self.teacher_size)}"
+            )
+        if self.missing not in ("error", "warn"):
+            raise ValueError(f"missing must be 'error' or 'warn', got {self.missing!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A complete training run. See the module docstring for the file layout.
 
@@ -273,6 +307,7 @@ class TrainConfig:
         data: training images, preprocessing and augmentation (:class:`DataConfig`).
         optim: optimiser, batch size, steps, loss weights (:class:`OptimConfig`).
         output: output folder, checkpoints and logging (:class:`OutputConfig`).
+        distill: optional teacher (:class:`DistillConfig`).
     """
 
     seed: int = 0
@@ -281,6 +316,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         nd = self.data.ndim
@@ -305,6 +341,19 @@ class TrainConfig:
         kind = self.data.phantoms.kind if self.data.phantoms is not None else None
         if kind is not None and {"cardiac2d": 2, "thorax3d": 3}[kind] != nd:
             raise ValueError(f"data.phantoms.kind {kind!r} does not fit a {nd}D model")
+        if self.distill.teacher is not None:
+            if len(self.distill.teacher_size) != nd:
+                raise ValueError(
+                    f"distill.teacher_size {list(self.distill.teacher_size)} does not fit a "
+                    f"{nd}D model"
+                )
+            if any(
+                t < s for t, s in zip(self.distill.teacher_size, self.data.image_size, strict=True)
+            ):
+                raise ValueError(
+                    f"distill.teacher_size {list(self.distill.teacher_size)} must not be "
+                    f"smaller than data.image_size {list(self.data.image_size)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable); inverse of :func:`config_from_dict`."""
@@ -431,7 +480,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping at the top level, got {_describe(data)}")
-    for name in ("network", "forward", "data", "optim", "output"):
+    for name in ("network", "forward", "data", "optim", "output", "distill"):
         if data.get(name) is None and name in data:
             data = {k: v for k, v in data.items() if k != name}
     data = _fill_implied(data)

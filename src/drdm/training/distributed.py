@@ -22,7 +22,7 @@ from ..errors import InputError
 
 __all__ = ["DistContext", "derive_seed", "setup", "teardown"]
 
-_STREAMS = {"init": 0, "data": 1, "diffusion": 2}
+_STREAMS = {"init": 0, "data": 1, "diffusion": 2, "distill": 3}
 
 
 def derive_seed(seed: int, stream: str, rank: int = 0) -> int:

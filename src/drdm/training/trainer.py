@@ -23,6 +23,7 @@ Files (rank 0 only) in the output folder: ``config.yaml``, ``loss.csv`` (one row
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -44,11 +45,12 @@ from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
 from ..errors import InputError
-from ..losses import LossTerms, drdm_loss
+from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from .augment import augment_batch
 from .config import TrainConfig, config_from_dict, save_train_config
 from .data import TrainingData, build_training_data
+from .distill import TeacherTargets, distill_loss, downsample, load_teacher
 from .distributed import DistContext, derive_seed, setup, teardown
 from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
@@ -61,8 +63,17 @@ __all__ = [
     "weights_sha256",
 ]
 
-LOSS_COLUMNS = ("step", "total", "distance", "angle", "regularisation", "t_mean", "seconds")
-LOSS_TERMS = ("total", "distance", "angle", "regularisation")
+LOSS_COLUMNS = (
+    "step",
+    "total",
+    "distance",
+    "angle",
+    "regularisation",
+    "distill",
+    "t_mean",
+    "seconds",
+)
+LOSS_TERMS = ("total", "distance", "angle", "regularisation", "distill")
 # Fields that may change when a run is resumed; anything else must match config.yaml.
 RESUMABLE_CHANGES = ("optim.steps", "output.")
 
@@ -189,6 +200,7 @@ def _read_history(path: Path, up_to: int | None = None) -> list[dict[str, float]
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
+            row.setdefault("distill", "0")  # files written before distillation existed
             try:
                 parsed = {k: float(row[k]) for k in LOSS_COLUMNS}
             except (KeyError, TypeError, ValueError):
@@ -218,7 +230,8 @@ def plot_losses(
     title: str = "",
     marks: dict[int, str] | None = None,
 ) -> None:
-    """Write the loss curves (total and the three Eq. 14 terms against the step) as a PNG:
+    """Write the loss curves (total, the three Eq. 14 terms and the distillation term, when
+    there is one, against the step) as a PNG:
     raw values faintly, a moving average on top; ``marks`` maps steps to labels drawn as
     vertical lines (e.g. the step of the weights that were kept)."""
     import matplotlib
@@ -227,13 +240,16 @@ def plot_losses(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    names = [n for n in LOSS_TERMS if n != "distill" or any(r.get(n, 0.0) for r in rows)]
+    fig = Figure(figsize=(10 if len(names) <= 4 else 14, 6.5), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2).ravel()
+    axes = fig.subplots(2, 2 if len(names) <= 4 else 3).ravel()
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
     steps = [r["step"] for r in rows]
     window = max(1, len(rows) // 50)
-    for ax, name in zip(axes, LOSS_TERMS, strict=True):
-        values = [r[name] for r in rows]
+    for ax, name in zip(axes, names, strict=False):
+        values = [r.get(name, 0.0) for r in rows]
         ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
         if window > 1 and len(values) >= window:
             kernel = torch.ones(window, dtype=torch.float64) / window
@@ -264,22 +280,31 @@ def plot_losses(
     tmp.replace(path)
 
 
-def _model_card(config: TrainConfig, data: TrainingData, step: int, world_size: int) -> ModelCard:
+def _model_card(
+    config: TrainConfig,
+    data: TrainingData,
+    step: int,
+    world_size: int,
+    distill_card: dict[str, Any] | None = None,
+) -> ModelCard:
     """The model card stored with exported models and checkpoints (read by
-    ``drdm.DRDM.from_pretrained``)."""
+    ``drdm.DRDM.from_pretrained``); ``distill_card`` describes the teacher, if any."""
+    training: dict[str, Any] = {
+        "data": data.description,
+        "steps": int(step),
+        "batch_size": int(config.optim.batch_size),
+        "lr": float(config.optim.lr),
+        "seed": int(config.seed),
+        "world_size": int(world_size),
+        "drdm_version": __version__,
+    }
+    if distill_card is not None:
+        training["distillation"] = distill_card
     return ModelCard(
         preset="drdm",
         forward=config.forward,
         image_size=tuple(config.data.image_size),
-        training={
-            "data": data.description,
-            "steps": int(step),
-            "batch_size": int(config.optim.batch_size),
-            "lr": float(config.optim.lr),
-            "seed": int(config.seed),
-            "world_size": int(world_size),
-            "drdm_version": __version__,
-        },
+        training=training,
     )
 
 
@@ -344,6 +369,7 @@ def train(
     quiet: bool = False,
     stop_after: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Train a DRDM network (Algorithm 1) as described by ``config``.
 
@@ -362,6 +388,10 @@ def train(
         stop_after: stop after this many steps of this invocation (a checkpoint is written
             there), e.g. to split a long run into time slices.
         on_step: called on every process after each step with ``(step, loss floats)``.
+        time_limit: seconds of training after which the run ends at the current step as if
+            that were ``optim.steps``: checkpoint, exported model (its card records the steps
+            done) and ``summary.json`` with ``"stopped_by_time_limit": true``. For runs on a
+            machine lent for a fixed time.
 
     Returns:
         :class:`TrainResult`. When launched by ``torchrun`` every process must call this; the
@@ -375,7 +405,7 @@ def train(
     out = Path(out_dir) if out_dir is not None else base_dir / config.output.dir
     ctx = setup(device)
     try:
-        return _train(config, base_dir, out, ctx, resume, quiet, stop_after, on_step)
+        return _train(config, base_dir, out, ctx, resume, quiet, stop_after, on_step, time_limit)
     finally:
         teardown(ctx)
 
@@ -419,6 +449,7 @@ class _RunState:
     data_gen: torch.Generator
     diff_gen: torch.Generator
     start: int = 0
+    teacher: TeacherTargets | None = None
 
 
 def _local_batch(config: TrainConfig, ctx: DistContext, stop_after: int | None) -> int:
@@ -482,15 +513,19 @@ def _step_losses(
     local_batch: int,
     ctx: DistContext,
     state: _RunState,
-) -> tuple[LossTerms, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """The forward half of one step of Algorithm 1: draw a batch and timesteps, run the
-    forward process and the network; returns the loss terms and their values averaged over
-    the processes, ``(total, distance, angle, regularisation, mean t)`` in float64."""
+    forward process and the network; returns the total loss (Eq. 14 plus the weighted
+    distillation term when there is a teacher) and the values averaged over the processes,
+    ``(total, distance, angle, regularisation, distill, mean t)`` in float64. With a teacher,
+    ``images`` are at the teacher's size and the student's batch is their area resize."""
     optim_cfg = config.optim
     layout = training_memory_format(ctx.device, config.network.ndim)
     index = _draw_indices(data, local_batch, config.data.file_fraction, state.data_gen)
-    batch = images[index.to(ctx.device)]
-    batch = augment_batch(batch, config.data.augment, state.data_gen)
+    batch = augment_batch(images[index.to(ctx.device)], config.data.augment, state.data_gen)
+    images_hi = batch
+    if state.teacher is not None:
+        batch = downsample(images_hi, config.data.image_size)
     t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=state.diff_gen)
     t = t.to(ctx.device)
     fwd = process.sample(batch, t, generator=state.diff_gen, perturb=True)
@@ -502,18 +537,25 @@ def _step_losses(
         lambda_angle=optim_cfg.lambda_angle,
         lambda_reg=optim_cfg.lambda_reg,
     )
+    total = terms.total
+    distill = torch.zeros((), device=total.device, dtype=total.dtype)
+    if state.teacher is not None:
+        target = state.teacher(images_hi, fwd.cumulative, t)
+        distill = distill_loss(psi_hat, target, fwd.step)
+        total = total + config.distill.weight * distill
     values = ctx.mean(
         torch.stack(
             [
-                terms.total,
+                total,
                 terms.distance,
                 terms.angle,
                 terms.regularisation,
+                distill,
                 t.double().mean(),
             ]
         ).double()
     )
-    return terms, values
+    return total, values
 
 
 def _check_finite(values: Tensor, step: int, last_ckpt: Path | None) -> None:
@@ -537,8 +579,8 @@ def _apply_gradients(total: Tensor, state: _RunState, grad_clip: float | None) -
 
 def _loss_row(step: int, seconds: float, values: Tensor) -> dict[str, float]:
     """One row of ``loss.csv``."""
-    row = {"step": float(step), "seconds": seconds, "t_mean": float(values[4])}
-    row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:4].tolist(), strict=True)})
+    row = {"step": float(step), "seconds": seconds, "t_mean": float(values[5])}
+    row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:5].tolist(), strict=True)})
     return row
 
 
@@ -549,6 +591,7 @@ def _save_state(
     state: _RunState,
     ckpt_root: Path,
     step: int,
+    distill_card: dict[str, Any] | None = None,
 ) -> Path:
     """Write the resumable training state of ``step`` (the main process writes, every
     process takes part) and return its folder."""
@@ -566,7 +609,7 @@ def _save_state(
             state.optimizer,
             rng,
             meta,
-            extra_config=_model_card(config, data, step, ctx.world_size).to_dict(),
+            extra_config=_model_card(config, data, step, ctx.world_size, distill_card).to_dict(),
         )
         prune_checkpoints(ckpt_root, config.output.keep_checkpoints)
     ctx.barrier()
@@ -582,16 +625,18 @@ def _export_model(
     digests: list[str],
     seconds_per_step: float | None,
     printer: _Printer,
+    total: int,
+    distill_card: dict[str, Any] | None = None,
+    timed_out: bool = False,
 ) -> Path:
-    """The finished run: the model folder, the loss plot and ``summary.json`` (main process);
-    returns the model folder."""
+    """The finished run (``total`` steps done): the model folder, the loss plot and
+    ``summary.json`` (main process); returns the model folder."""
     model_dir = out / "model"
-    total = config.optim.steps
     if ctx.is_main:
         save_pretrained(
             model,
             model_dir,
-            extra_config=_model_card(config, data, total, ctx.world_size).to_dict(),
+            extra_config=_model_card(config, data, total, ctx.world_size, distill_card).to_dict(),
         )
         all_rows = _read_history(out / "loss.csv")
         if config.output.plot and all_rows:
@@ -599,6 +644,7 @@ def _export_model(
         tail = all_rows[-max(1, min(len(all_rows), 50)) :]
         summary = {
             "steps": total,
+            "stopped_by_time_limit": timed_out,
             "world_size": ctx.world_size,
             "device": str(ctx.device),
             "threads": torch.get_num_threads(),
@@ -611,12 +657,64 @@ def _export_model(
             "seconds_per_step_this_run": seconds_per_step,
             "weights_sha256_per_rank": digests,
             "model": str(model_dir),
+            "distillation": distill_card,
         }
         text = json.dumps(summary, indent=2) + "\n"
         (out / "summary.json").write_text(text, encoding="utf-8")
         printer.message(f"drdm train: model written to {model_dir}")
     ctx.barrier()
     return model_dir
+
+
+def _teacher_path(config: TrainConfig, base_dir: Path) -> Path | None:
+    """The teacher of ``config.distill`` (relative to ``base_dir``), ``None`` when there is
+    none or when it is missing and ``distill.missing`` is ``"warn"``."""
+    if config.distill.teacher is None:
+        return None
+    path = base_dir / config.distill.teacher
+    if path.exists():
+        return path
+    if config.distill.missing == "warn":
+        print(f"drdm train: warning: {path}: no such teacher; training without it", file=sys.stderr)
+        return None
+    raise InputError(f"{path}: no such teacher (distill.teacher)")
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a teacher file, or of the weights file of a teacher folder."""
+    target = path if path.is_file() else path / "model.safetensors"
+    return hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else ""
+
+
+def _calibrated_teacher(
+    config: TrainConfig,
+    path: Path,
+    process: ForwardDiffusion,
+    data: TrainingData,
+    images: Tensor,
+    ctx: DistContext,
+) -> tuple[TeacherTargets, dict[str, Any]]:
+    """Load the teacher, measure its conversion to our process on the training images (the
+    same on every process and on resume: its own seeded generator) and describe it for the
+    model card."""
+    teacher = load_teacher(path, ctx.device)
+    targets = TeacherTargets(teacher, process, config.data.image_size, config.distill.teacher_size)
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill"))
+
+    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
+        index = _draw_indices(data, n, config.data.file_fraction, generator)
+        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
+        return hi, downsample(hi, config.data.image_size)
+
+    calibration = targets.calibrate(draw_batch, generator, ctx.device)
+    card = {
+        "teacher": path.name,
+        "teacher_sha256": _file_sha256(path),
+        "teacher_size": list(config.distill.teacher_size),
+        "weight": float(config.distill.weight),
+        "calibration": calibration.to_dict(),
+    }
+    return targets, card
 
 
 def _weights_digests(model: RecursiveUNet, ctx: DistContext) -> list[str]:
@@ -637,23 +735,35 @@ def _train(
     quiet: bool,
     stop_after: int | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     local_batch = _local_batch(config, ctx, stop_after)
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(f"--time-limit {time_limit}: must be > 0 seconds")
     resume_from = _prepare_output(config, out, ctx, resume)
     ckpt_root = out / "checkpoints"
     csv_path = out / "loss.csv"
     ctx.barrier()
 
-    data = build_training_data(config.data, base_dir)
+    teacher_path = _teacher_path(config, base_dir)
+    data_config = config.data
+    if teacher_path is not None:
+        data_config = dataclasses.replace(data_config, image_size=config.distill.teacher_size)
+    data = build_training_data(data_config, base_dir)
     images_all = data.images.to(ctx.device)
     state = _initial_state(config, ctx, resume_from)
     model, start = state.model, state.start
+    process = ForwardDiffusion(config.forward)
+    distill_card: dict[str, Any] | None = None
+    if teacher_path is not None:
+        state.teacher, distill_card = _calibrated_teacher(
+            config, teacher_path, process, data, images_all, ctx
+        )
 
     net: torch.nn.Module = model
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    process = ForwardDiffusion(config.forward)
 
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -682,15 +792,17 @@ def _train(
     csv_file = open(csv_path, "a", newline="", encoding="utf-8") if ctx.is_main else None
     writer = csv.writer(csv_file) if csv_file is not None else None
     seconds_total = 0.0
+    wall_start = time.perf_counter()
+    timed_out = False
     try:
         net.train()
         for step in range(start + 1, end + 1):
             t0 = time.perf_counter()
-            terms, values = _step_losses(
+            total_loss, values = _step_losses(
                 net, process, data, images_all, config, local_batch, ctx, state
             )
             _check_finite(values, step, last_ckpt)
-            _apply_gradients(terms.total, state, config.optim.grad_clip)
+            _apply_gradients(total_loss, state, config.optim.grad_clip)
             seconds = time.perf_counter() - t0
             seconds_total += seconds
             row = _loss_row(step, seconds, values)
@@ -703,8 +815,15 @@ def _train(
             printer.update(step, ema, seconds_total / len(rows))
             if on_step is not None:
                 on_step(step, row)
-            if step % config.output.checkpoint_every == 0 or step == end:
-                last_ckpt = _save_state(config, data, ctx, state, ckpt_root, step)
+            if time_limit is not None and step < end:
+                # every process must agree to stop at the same step
+                over = torch.tensor(float(time.perf_counter() - wall_start > time_limit))
+                timed_out = bool(ctx.mean(over.double()) > 0)
+            if step % config.output.checkpoint_every == 0 or step == end or timed_out:
+                last_ckpt = _save_state(config, data, ctx, state, ckpt_root, step, distill_card)
+            if timed_out:
+                end = step
+                break
     finally:
         printer.close()
         if csv_file is not None:
@@ -712,11 +831,23 @@ def _train(
 
     step_done = max(start, end)
     digests = _weights_digests(model, ctx)
-    finished = step_done >= total
+    finished = step_done >= total or timed_out
     model_dir = None
     if finished:
         seconds_per_step = seconds_total / len(rows) if rows else None
-        model_dir = _export_model(config, data, ctx, model, out, digests, seconds_per_step, printer)
+        model_dir = _export_model(
+            config,
+            data,
+            ctx,
+            model,
+            out,
+            digests,
+            seconds_per_step,
+            printer,
+            step_done,
+            distill_card,
+            timed_out,
+        )
     elif ctx.is_main and last_ckpt is not None:
         printer.message(f"drdm train: stopped at step {step_done}; checkpoint {last_ckpt}")
     return TrainResult(
