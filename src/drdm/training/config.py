@@ -276,12 +276,21 @@ class DistillConfig:
             images are prepared at this size and area-resized to ``data.image_size``.
         missing: ``"error"`` (default) stops when the teacher file is absent; ``"warn"``
             trains without distillation.
+        pool_size: ``null`` (default): the teacher predicts for every training sample (on
+            a GPU). A number ``N``: the teacher's targets are computed once, at the start, for
+            ``N`` forward samples (kept as ``distill_pool.safetensors`` in the run folder and
+            reused on resume), and ``pool_fraction`` of every batch is drawn from them; the
+            rest of the batch is drawn afresh and trained on Eq. 14 alone. For CPU training,
+            where the teacher at 256 x 256 costs several student steps per sample.
+        pool_fraction: the share of each batch taken from the pool.
     """
 
     teacher: str | None = None
     weight: float = 1.0
     teacher_size: tuple[int, ...] = (256, 256)
     missing: Literal["error", "warn"] = "error"
+    pool_size: int | None = None
+    pool_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_size", tuple(int(s) for s in self.teacher_size))
@@ -293,6 +302,10 @@ class DistillConfig:
             )
         if self.missing not in ("error", "warn"):
             raise ValueError(f"missing must be 'error' or 'warn', got {self.missing!r}")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1 or null, got {self.pool_size}")
+        if not 0 < self.pool_fraction <= 1:
+            raise ValueError(f"pool_fraction must lie in (0, 1], got {self.pool_fraction}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +321,9 @@ class TrainConfig:
         optim: optimiser, batch size, steps, loss weights (:class:`OptimConfig`).
         output: output folder, checkpoints and logging (:class:`OutputConfig`).
         distill: optional teacher (:class:`DistillConfig`).
+        init_from: a model folder (or packaged model name) whose weights start the run
+            instead of a random initialisation (same network config), e.g. to fine-tune the
+            packaged default; relative to the config file's folder. ``null``: random.
     """
 
     seed: int = 0
@@ -317,6 +333,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         nd = self.data.ndim

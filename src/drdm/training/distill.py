@@ -37,7 +37,14 @@ from torch import Tensor
 from ..errors import InputError
 from ..spatial import resize_ddf, warp
 
-__all__ = ["TeacherCalibration", "TeacherTargets", "distill_loss", "load_teacher"]
+__all__ = [
+    "DistillPool",
+    "TeacherCalibration",
+    "TeacherTargets",
+    "build_pool",
+    "distill_loss",
+    "load_teacher",
+]
 
 
 def load_teacher(path: str | Path, device: torch.device) -> object:
@@ -223,3 +230,75 @@ def downsample(images: Tensor, size: Sequence[int]) -> Tensor:
     if tuple(images.shape[2:]) == tuple(size):
         return images
     return F.interpolate(images, size=tuple(int(s) for s in size), mode="area")
+
+
+@dataclass(frozen=True)
+class DistillPool:
+    """Forward samples with their teacher targets, computed once (for CPU training, where the
+    teacher at its full resolution costs several times a student step).
+
+    Attributes (``N`` samples, student grid ``S``): ``images`` ``(N, 1, *S)`` deformed images
+    ``I_t``; ``step`` ``(N, ndim, *S)`` the true ``psi_t`` (voxels); ``target`` the same shape,
+    the converted teacher prediction; ``t`` ``(N,)`` 1-based timesteps.
+    """
+
+    images: Tensor
+    step: Tensor
+    target: Tensor
+    t: Tensor
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        """Write a safetensors file (to a temporary name, then renamed)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        names = ("images", "step", "target", "t")
+        tensors = {k: getattr(self, k).contiguous().cpu() for k in names}
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DistillPool:
+        """Read a pool written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        return cls(tensors["images"], tensors["step"], tensors["target"], tensors["t"])
+
+
+@torch.no_grad()
+def build_pool(
+    targets: TeacherTargets,
+    draw_batch: Callable[[int], tuple[Tensor, Tensor]],
+    size: int,
+    generator: torch.Generator,
+    chunk: int = 8,
+    progress: bool = True,
+) -> DistillPool:
+    """``size`` forward samples of our process (timesteps uniform in ``1..T``, training
+    perturbation on) of images from ``draw_batch`` with their teacher targets."""
+    from tqdm.auto import tqdm
+
+    num_steps = int(targets.process.config.num_steps)  # type: ignore[attr-defined]
+    parts: dict[str, list[Tensor]] = {"images": [], "step": [], "target": [], "t": []}
+    bar = tqdm(total=size, desc="teacher targets", unit="sample", disable=not progress)
+    done = 0
+    while done < size:
+        n = min(chunk, size - done)
+        images_hi, images = draw_batch(n)
+        t = torch.randint(1, num_steps + 1, (n,), generator=generator)
+        fwd = targets.process.sample(  # type: ignore[attr-defined]
+            images, t.to(images.device), generator=generator, perturb=True
+        )
+        parts["images"].append(fwd.images.cpu())
+        parts["step"].append(fwd.step.cpu())
+        parts["target"].append(targets(images_hi, fwd.cumulative, t).cpu())
+        parts["t"].append(t)
+        done += n
+        bar.update(n)
+    bar.close()
+    return DistillPool(*(torch.cat(parts[k]) for k in ("images", "step", "target", "t")))

@@ -50,7 +50,14 @@ from ..nn import RecursiveUNet
 from .augment import augment_batch
 from .config import TrainConfig, config_from_dict, save_train_config
 from .data import TrainingData, build_training_data
-from .distill import TeacherTargets, distill_loss, downsample, load_teacher
+from .distill import (
+    DistillPool,
+    TeacherTargets,
+    build_pool,
+    distill_loss,
+    downsample,
+    load_teacher,
+)
 from .distributed import DistContext, derive_seed, setup, teardown
 from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
@@ -450,6 +457,7 @@ class _RunState:
     diff_gen: torch.Generator
     start: int = 0
     teacher: TeacherTargets | None = None
+    pool: DistillPool | None = None
 
 
 def _local_batch(config: TrainConfig, ctx: DistContext, stop_after: int | None) -> int:
@@ -518,20 +526,36 @@ def _step_losses(
     forward process and the network; returns the total loss (Eq. 14 plus the weighted
     distillation term when there is a teacher) and the values averaged over the processes,
     ``(total, distance, angle, regularisation, distill, mean t)`` in float64. With a teacher,
-    ``images`` are at the teacher's size and the student's batch is their area resize."""
+    ``images`` are at the teacher's size and the student's batch is their area resize; with a
+    pool, ``distill.pool_fraction`` of the batch comes from it (Eq. 14 on the whole batch,
+    the distillation term on the pool's part)."""
     optim_cfg = config.optim
     layout = training_memory_format(ctx.device, config.network.ndim)
-    index = _draw_indices(data, local_batch, config.data.file_fraction, state.data_gen)
-    batch = augment_batch(images[index.to(ctx.device)], config.data.augment, state.data_gen)
-    images_hi = batch
-    if state.teacher is not None:
-        batch = downsample(images_hi, config.data.image_size)
-    t = torch.randint(1, config.forward.num_steps + 1, (local_batch,), generator=state.diff_gen)
-    t = t.to(ctx.device)
-    fwd = process.sample(batch, t, generator=state.diff_gen, perturb=True)
-    psi_hat = net(fwd.images.contiguous(memory_format=layout), t)
+    size = tuple(config.data.image_size)
+    pool = state.pool
+    from_pool = 0 if pool is None else max(1, round(local_batch * config.distill.pool_fraction))
+    live = local_batch - from_pool
+    images_t, steps, times = [], [], []
+    if live > 0:
+        index = _draw_indices(data, live, config.data.file_fraction, state.data_gen)
+        images_hi = augment_batch(images[index.to(ctx.device)], config.data.augment, state.data_gen)
+        batch = downsample(images_hi, size)  # a no-op without a teacher
+        t = torch.randint(1, config.forward.num_steps + 1, (live,), generator=state.diff_gen)
+        t = t.to(ctx.device)
+        fwd = process.sample(batch, t, generator=state.diff_gen, perturb=True)
+        images_t.append(fwd.images)
+        steps.append(fwd.step)
+        times.append(t)
+    if pool is not None:
+        pick = torch.randint(0, len(pool), (from_pool,), generator=state.data_gen)
+        images_t.append(pool.images[pick].to(ctx.device))
+        steps.append(pool.step[pick].to(ctx.device))
+        times.append(pool.t[pick].to(ctx.device))
+    step_field = torch.cat(steps)
+    t_all = torch.cat(times)
+    psi_hat = net(torch.cat(images_t).contiguous(memory_format=layout), t_all)
     terms = drdm_loss(
-        fwd.step,
+        step_field,
         psi_hat,
         lambda_dist=optim_cfg.lambda_dist,
         lambda_angle=optim_cfg.lambda_angle,
@@ -539,10 +563,13 @@ def _step_losses(
     )
     total = terms.total
     distill = torch.zeros((), device=total.device, dtype=total.dtype)
-    if state.teacher is not None:
+    if pool is not None:
+        target = pool.target[pick].to(ctx.device)
+        distill = distill_loss(psi_hat[live:], target, step_field[live:])
+    elif state.teacher is not None:
         target = state.teacher(images_hi, fwd.cumulative, t)
         distill = distill_loss(psi_hat, target, fwd.step)
-        total = total + config.distill.weight * distill
+    total = total + config.distill.weight * distill
     values = ctx.mean(
         torch.stack(
             [
@@ -551,7 +578,7 @@ def _step_losses(
                 terms.angle,
                 terms.regularisation,
                 distill,
-                t.double().mean(),
+                t_all.double().mean(),
             ]
         ).double()
     )
@@ -680,6 +707,52 @@ def _teacher_path(config: TrainConfig, base_dir: Path) -> Path | None:
     raise InputError(f"{path}: no such teacher (distill.teacher)")
 
 
+def _load_init_weights(model: RecursiveUNet, config: TrainConfig, base_dir: Path) -> None:
+    """Start from the weights of ``config.init_from`` (a folder relative to ``base_dir``, or a
+    packaged model name)."""
+    from ..model import DRDM
+
+    name = str(config.init_from)
+    source = base_dir / name if (base_dir / name).exists() else name
+    try:
+        init = DRDM.from_pretrained(source)
+        model.load_state_dict(init.network.state_dict(), strict=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"init_from {name!r}: cannot start from it ({first})") from None
+
+
+def _distill_pool(
+    config: TrainConfig,
+    targets: TeacherTargets,
+    data: TrainingData,
+    images: Tensor,
+    ctx: DistContext,
+    out: Path,
+    quiet: bool,
+) -> DistillPool:
+    """The pool of teacher targets of ``config.distill.pool_size`` samples: read from the run
+    folder when an earlier invocation made it, else made now (seeded) and saved there."""
+    path = out / "distill_pool.safetensors"
+    size = int(config.distill.pool_size or 0)
+    if path.is_file():
+        pool = DistillPool.load(path)
+        if len(pool) == size:
+            return pool
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill", 1))
+
+    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
+        index = _draw_indices(data, n, config.data.file_fraction, generator)
+        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
+        return hi, downsample(hi, config.data.image_size)
+
+    pool = build_pool(targets, draw_batch, size, generator, progress=ctx.is_main and not quiet)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        pool.save(path)
+    return pool
+
+
 def _file_sha256(path: Path) -> str:
     """SHA-256 of a teacher file, or of the weights file of a teacher folder."""
     target = path if path.is_file() else path / "model.safetensors"
@@ -752,6 +825,8 @@ def _train(
     data = build_training_data(data_config, base_dir)
     images_all = data.images.to(ctx.device)
     state = _initial_state(config, ctx, resume_from)
+    if resume_from is None and config.init_from is not None:
+        _load_init_weights(state.model, config, base_dir)
     model, start = state.model, state.start
     process = ForwardDiffusion(config.forward)
     distill_card: dict[str, Any] | None = None
@@ -759,6 +834,12 @@ def _train(
         state.teacher, distill_card = _calibrated_teacher(
             config, teacher_path, process, data, images_all, ctx
         )
+        if config.distill.pool_size is not None:
+            state.pool = _distill_pool(config, state.teacher, data, images_all, ctx, out, quiet)
+            distill_card["pool_size"] = len(state.pool)
+            distill_card["pool_fraction"] = float(config.distill.pool_fraction)
+        if config.init_from is not None:
+            distill_card["init_from"] = config.init_from
 
     net: torch.nn.Module = model
     if ctx.distributed:
