@@ -8,6 +8,12 @@ phi_{T':1} are summarised too. Usage (e.g. with the authors' checkpoint imported
 
     drdm import-official ../shared/data/official_drdm/cmr_recresacnet_000000.pth /tmp/official
     OMP_WAIT_POLICY=PASSIVE python benchmarks/quality.py --model /tmp/official
+
+``--phantoms N`` deforms N held-out built-in phantoms instead (a seed no training config
+uses; cycled over the deformations): cardiac slices for 2D models, thorax volumes of
+``--phantom-size`` voxels per axis for 3D models (which always use phantoms):
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/quality.py --model default-3d --samples 8
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import torch
 
 from drdm import DRDM
+from drdm.data.phantoms import cardiac_phantom_2d, thorax_phantom_3d
 from drdm.io import read_volume
 from drdm.spatial import fold_ratio, magnitude_stats
 
@@ -55,15 +62,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--phantoms", type=int, default=0, help="N held-out phantoms instead")
+    parser.add_argument("--phantom-size", type=int, default=64, help="3D phantom side (voxels)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = DRDM.from_pretrained(args.model, device=args.device)
-    image = torch.as_tensor(read_volume(args.image).array, dtype=torch.float32)
+    if args.phantoms > 0 or model.ndim == 3:
+        count = max(1, args.phantoms)
+        gen = torch.Generator().manual_seed(1000)  # training configs use phantom seed 0
+        if model.ndim == 2:
+            images = [cardiac_phantom_2d(256, gen).image.float() for _ in range(count)]
+        else:
+            size = (args.phantom_size,) * 3
+            images = [thorax_phantom_3d(size, gen).image.float() for _ in range(count)]
+        source = f"{count} held-out phantoms (seed 1000) {tuple(images[0].shape)}"
+    else:
+        images = [torch.as_tensor(read_volume(args.image).array, dtype=torch.float32)]
+        source = f"image {args.image.name} {tuple(images[0].shape)}"
     generator = torch.Generator().manual_seed(args.seed)
     print(
         f"model {args.model!r} (preset {model.preset!r}, model grid {model.image_size}, "
-        f"T = {model.num_steps}); image {args.image.name} {tuple(image.shape)}; "
+        f"T = {model.num_steps}); {source}; "
         f"{args.samples} deformations per level, seed {args.seed}"
     )
     print(
@@ -81,8 +101,11 @@ def main() -> None:
     for level in args.levels:
         ddfs, initial = [], []
         remaining = args.samples
+        k = 0
         while remaining > 0:
             n = min(args.batch, remaining)
+            image = images[k % len(images)]
+            k += 1
             out = model.generate(image, level, num_samples=n, generator=generator)
             ddfs.append(out.ddf.cpu())
             initial.append(out.initial_ddf.cpu())

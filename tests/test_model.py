@@ -172,6 +172,21 @@ def test_packaged_default_model_loads_and_generates():
     assert float(fold_ratio(out.ddf).max()) < 0.01
 
 
+def test_packaged_3d_model_loads_and_generates():
+    import drdm.pretrained
+
+    assert is_available("default-3d")
+    directory = drdm.pretrained.pretrained_dir("default-3d")
+    assert sum(f.stat().st_size for f in directory.iterdir()) < 10 * 2**20
+    model = DRDM.from_pretrained("default-3d")
+    assert model.ndim == 3 and model.preset == "drdm" and tuple(model.image_size) == (32, 32, 32)
+    image = torch.rand(1, 1, 40, 36, 32, generator=gen(3))
+    out = model.generate(image, 20, num_samples=1, generator=gen(4), stride=8)
+    assert out.ddf.shape == (1, 3, 40, 36, 32) and torch.isfinite(out.ddf).all()
+    assert float(out.ddf.abs().max()) > 0.1  # a real deformation, not the identity
+    assert float(fold_ratio(out.ddf).max()) < 0.01
+
+
 def test_from_pretrained_bad_paths(tmp_path):
     with pytest.raises(InputError, match="no such checkpoint directory"):
         DRDM.from_pretrained(tmp_path / "nowhere")

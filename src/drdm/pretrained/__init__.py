@@ -3,10 +3,9 @@
 ``"default"`` (2D) and ``"default-3d"`` (3D) are directories beside this file
 (``drdm/pretrained/default/``, ``drdm/pretrained/default-3d/``) holding a
 :mod:`drdm.checkpoint` checkpoint (``config.json`` + ``model.safetensors``). They are produced
-by ``drdm train`` with ``configs/default-2d.yaml`` / ``configs/default-3d.yaml``; ``default`` is
-shipped, ``default-3d`` not yet (it needs a GPU to train), and for a name without weights
-:func:`resolve_model` raises a clear :class:`~drdm.errors.InputError`. Nothing is ever
-downloaded.
+by ``drdm train`` with ``configs/default-2d.yaml`` / ``configs/default-3d.yaml``. For a name
+whose weights are missing (a stripped install) :func:`resolve_model` raises a clear
+:class:`~drdm.errors.InputError`. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ __all__ = ["PRETRAINED_NAMES", "is_available", "pretrained_dir", "resolve_model"
 #: Packaged model names -> a short description.
 PRETRAINED_NAMES: dict[str, str] = {
     "default": "2D model (cardiac MRI and phantoms, 64 x 64 grid, any input size)",
-    "default-3d": "3D model (thorax CT phantoms, 64^3 grid)",
+    "default-3d": "3D model (thorax CT phantoms, 32^3 grid, any input size)",
 }
 
 _ROOT = Path(__file__).resolve().parent
