@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import gen, tiny_model
 
 from drdm import DRDM
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
@@ -23,6 +22,7 @@ from drdm.training.distill import (
     downsample,
     load_teacher,
 )
+from helpers import gen, tiny_model
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 
