@@ -17,6 +17,15 @@ cardiac slices for 2D models, thorax volumes for 3D models).
     OMP_WAIT_POLICY=PASSIVE python benchmarks/recovery_eval.py --model default --phantoms 16
     OMP_WAIT_POLICY=PASSIVE python benchmarks/recovery_eval.py --model default-3d --phantoms 8
     OMP_WAIT_POLICY=PASSIVE python benchmarks/recovery_eval.py --model /tmp/official
+
+``--teacher PTH_OR_DIR`` evaluates, instead of the model's network, a teacher converted to the
+model's forward process as distillation uses it (:mod:`drdm.training.distill`: the teacher at
+``--teacher-size`` on the same deformation, its timestep matched by magnitude, its output
+scaled by the least-squares factor fitted on separate draws of the same images): how much of
+our steps the teacher could recover, an upper reference for a distilled student.
+
+    python benchmarks/recovery_eval.py --model default \
+        --teacher ../shared/data/official_drdm/cmr_recresacnet_000000.pth
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from drdm.data.phantoms import cardiac_phantom_2d, thorax_phantom_3d
 from drdm.io import read_volume
 from drdm.losses import drdm_loss
 from drdm.spatial import compose
+from drdm.training.distill import TeacherTargets, downsample, load_teacher
 
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared/data/samples/mnms_OpenDataset_162867.nii.gz"
@@ -48,9 +58,12 @@ def evaluate(
     draws: int,
     batch: int,
     seed: int,
+    teacher: TeacherTargets | None = None,
+    image_hi: torch.Tensor | None = None,
 ) -> list[dict[str, float]]:
     """Mean Eq. 14 terms per timestep band; ``image``: ``(N, 1, *spatial)`` on the model grid
-    (draw ``k`` takes images ``k * batch ...`` cyclically)."""
+    (draw ``k`` takes images ``k * batch ...`` cyclically). With ``teacher``, its converted
+    prediction (from ``image_hi``, the same images at its size) replaces the network's."""
     generator = torch.Generator().manual_seed(seed)
     net = model.network.eval()
     rows = []
@@ -61,7 +74,10 @@ def evaluate(
             pick = (torch.arange(batch) + k * batch) % image.shape[0]
             with torch.inference_mode():
                 fwd = model.process.sample(image[pick], t, generator=generator, perturb=True)
-                psi_hat = net(fwd.images, t)
+                if teacher is None:
+                    psi_hat = net(fwd.images, t)
+                else:
+                    psi_hat = teacher(image_hi[pick], fwd.cumulative, t)
                 ours = drdm_loss(fwd.step, psi_hat)
                 zero = drdm_loss(fwd.step, torch.zeros_like(psi_hat))
                 residual = compose(psi_hat, fwd.step)
@@ -103,6 +119,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4, help="batches per band")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--teacher", type=Path, default=None, help="evaluate this teacher")
+    parser.add_argument("--teacher-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads is not None:
@@ -110,6 +128,7 @@ def main() -> None:
     model = DRDM.from_pretrained(args.model)
     size = tuple(model.image_size)
     mode = "bilinear" if len(size) == 2 else "trilinear"
+    image_hi = None
     if args.phantoms > 0 or len(size) == 3 or not args.image.is_file():
         count = max(1, args.phantoms)
         make = cardiac_phantom_2d if len(size) == 2 else thorax_phantom_3d
@@ -120,7 +139,26 @@ def main() -> None:
         array = read_volume(args.image).array
         source = args.image.name
         image = torch.as_tensor(array, dtype=torch.float32)[None, None]
-        image = F.interpolate(image, size=size, mode=mode, align_corners=False)
+        if args.teacher is not None:
+            teacher_size = (args.teacher_size,) * len(size)
+            image_hi = F.interpolate(image, size=teacher_size, mode=mode, align_corners=False)
+            image = downsample(image_hi, size)  # the student's input, as in training
+        else:
+            image = F.interpolate(image, size=size, mode=mode, align_corners=False)
+    teacher = None
+    if args.teacher is not None:
+        if args.phantoms > 0 or not args.image.is_file():
+            raise SystemExit("--teacher needs the real image (--image), not phantoms")
+        teacher = TeacherTargets(
+            load_teacher(args.teacher, torch.device("cpu")), model.process, size, teacher_size
+        )
+        cal_gen = torch.Generator().manual_seed(args.seed + 1)  # not the evaluation draws
+        teacher.calibrate(
+            lambda n: (image_hi.expand(n, -1, -1, -1), image.expand(n, -1, -1, -1)),
+            cal_gen,
+            torch.device("cpu"),
+        )
+        source += f"; TEACHER {args.teacher.name} converted to the model's process"
     t_max = model.num_steps
     edges = [1, t_max // 4, t_max // 2, 3 * t_max // 4, t_max]
     bands = [(edges[0], edges[1])] + [(edges[i] + 1, edges[i + 1]) for i in range(1, 4)]
@@ -135,7 +173,8 @@ def main() -> None:
         "| zero field: distance | angle |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for row in evaluate(model, image, bands, args.draws, args.batch, args.seed):
+    rows = evaluate(model, image, bands, args.draws, args.batch, args.seed, teacher, image_hi)
+    for row in rows:
         print(
             f"| {row['lo']}-{row['hi']} | {row['unrecovered']:.3f} | {row['cosine']:.3f} "
             f"| {row['distance']:.3f} | {row['angle']:.3f} "

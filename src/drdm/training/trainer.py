@@ -707,6 +707,24 @@ def _teacher_path(config: TrainConfig, base_dir: Path) -> Path | None:
     raise InputError(f"{path}: no such teacher (distill.teacher)")
 
 
+def _teacher_batches(
+    config: TrainConfig,
+    data: TrainingData,
+    images: Tensor,
+    ctx: DistContext,
+    generator: torch.Generator,
+) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """``n ->`` (augmented training images at the teacher's size, the same on the model grid),
+    drawn from ``generator`` as a training step draws them."""
+
+    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
+        index = _draw_indices(data, n, config.data.file_fraction, generator)
+        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
+        return hi, downsample(hi, config.data.image_size)
+
+    return draw_batch
+
+
 def _load_init_weights(model: RecursiveUNet, config: TrainConfig, base_dir: Path) -> None:
     """Start from the weights of ``config.init_from`` (a folder relative to ``base_dir``, or a
     packaged model name)."""
@@ -740,12 +758,7 @@ def _distill_pool(
         if len(pool) == size:
             return pool
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill", 1))
-
-    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
-        index = _draw_indices(data, n, config.data.file_fraction, generator)
-        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
-        return hi, downsample(hi, config.data.image_size)
-
+    draw_batch = _teacher_batches(config, data, images, ctx, generator)
     pool = build_pool(targets, draw_batch, size, generator, progress=ctx.is_main and not quiet)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -773,12 +786,7 @@ def _calibrated_teacher(
     teacher = load_teacher(path, ctx.device)
     targets = TeacherTargets(teacher, process, config.data.image_size, config.distill.teacher_size)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill"))
-
-    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
-        index = _draw_indices(data, n, config.data.file_fraction, generator)
-        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
-        return hi, downsample(hi, config.data.image_size)
-
+    draw_batch = _teacher_batches(config, data, images, ctx, generator)
     calibration = targets.calibrate(draw_batch, generator, ctx.device)
     card = {
         "teacher": path.name,
