@@ -53,7 +53,11 @@ def _write_nifti(path: Path, array: np.ndarray, spacing) -> Path:
 # --------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "default-2d.yaml", "default-3d.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["smoke.yaml", "default-2d.yaml", "default-3d.yaml"]
+    + sorted(f"training/{p.name}" for p in (CONFIGS / "training").glob("*.yaml")),
+)
 def test_shipped_configs_load(name):
     config = load_train_config(CONFIGS / name)
     assert isinstance(config, TrainConfig)
