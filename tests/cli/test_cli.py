@@ -116,7 +116,7 @@ def test_demo_small_without_model(tmp_path, capsys, monkeypatch):
     assert "default model is not installed" in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
     assert {"forward_2d.png", "forward_3d.png", "cardiac2d_t55_label.nii.gz", "input"} <= names
-    assert not {"augment", "synth"} & names
+    assert not {"augment", "synth", "augment_3d"} & names
     label = nib.load(out / "cardiac2d_t55_label.nii.gz").get_fdata()
     assert set(np.unique(label)) <= {0, 1, 2, 3}
     assert not any(name.endswith(".part") for name in names)
@@ -126,9 +126,14 @@ def test_demo_small_with_model(tmp_path):
     from helpers import tiny_model
 
     model = tiny_model(size=32).save_pretrained(tmp_path / "model")
+    model_3d = tiny_model(ndim=3, size=16).save_pretrained(tmp_path / "model3d")
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--size-2d", "48", "--size-3d", "16", "--model", str(model)]
-    assert main(argv) == 0
+    assert main([*argv, "--model-3d", str(model_3d)]) == 0
+    lines = (out / "augment_3d" / "manifest.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2  # one sample at each of the two default levels
+    deformed = nib.load(out / "augment_3d" / "thorax" / "L004_s000_label.nii.gz")
+    assert deformed.shape == (16, 16, 16)
     assert (out / "input" / "cardiac_gt.nii.gz").is_file()
     for part, rows in (("augment", 4), ("synth", 2)):
         assert (out / part / "overview.png").is_file()

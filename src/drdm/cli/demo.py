@@ -41,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run the package on built-in phantoms and write images, labels, fields, figures",
         description="Write a built-in 2D cardiac phantom and a 3D thorax phantom with labels "
         "as NIfTI into OUT/input/, augment the 2D phantom with the packaged default model "
-        "(as drdm augment: OUT/augment/) and synthesise registration pairs (as drdm synth: "
-        "OUT/synth/); then deform both phantoms with the random forward process (as drdm "
-        "diffuse). Without an installed model only the forward process runs.",
+        "(as drdm augment: OUT/augment/), synthesise registration pairs (as drdm synth: "
+        "OUT/synth/) and augment the 3D phantom with the packaged 3D model (OUT/augment_3d/); "
+        "then deform the phantoms with the random forward process (as drdm diffuse). Without "
+        "an installed model only the forward process runs.",
     )
     p.add_argument("--out", type=Path, default=Path("drdm-demo"), help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -53,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         default="default",
         help="'default' (the packaged 2D model, if installed) or a 2D checkpoint folder",
+    )
+    p.add_argument(
+        "--model-3d",
+        default="default-3d",
+        help="'default-3d' (the packaged 3D model, if installed) or a 3D checkpoint folder",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.set_defaults(run=run)
@@ -127,6 +133,31 @@ def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     return True
 
 
+def _with_model_3d(args: argparse.Namespace, image: Path, label: Path) -> bool:
+    """Augment the 3D phantom with the 3D model (one sample per default level); False
+    without one."""
+    from ..batch import BatchOptions, augment_files
+    from ..model import DRDM
+
+    if args.model_3d == "default-3d" and not is_available("default-3d"):
+        print("drdm demo: no packaged 3D model installed; the 3D augmentation is skipped.")
+        return False
+    model = DRDM.from_pretrained(args.model_3d)
+    if model.ndim != 3:
+        raise InputError(f"--model-3d {args.model_3d}: needs a 3D model, got {model.ndim}D")
+    options = BatchOptions(
+        out=args.out / "augment_3d",
+        image=image,
+        labels=(label,),
+        model=str(args.model_3d),
+        seed=args.seed,
+        device=args.device,
+        progress=False,
+    )
+    print(augment_files(options, per_level=1).summary())
+    return True
+
+
 def _forward(
     args: argparse.Namespace,
     name: str,
@@ -197,12 +228,14 @@ def run(args: argparse.Namespace) -> None:
         f"short-axis stack {image_s} and {image3}"
     )
     used_model = _with_model(args, image2, label2)
+    used_model_3d = _with_model_3d(args, image3, label3)
     print("forward process (random deformations, no model):")
     _forward(args, "cardiac2d", image2, label2, TIMESTEPS_2D, 2, "forward_2d.png")
     _forward(args, "thorax3d", image3, label3, TIMESTEPS_3D, 3, "forward_3d.png")
     # a stack of thick slices: deformed slice by slice, as drdm diffuse does by default
     _forward(args, "stack", image_s, label_s, TIMESTEPS_STACK, "auto", "forward_stack.png")
     model_part = "augment/ and synth/ (overview.png each), " if used_model else ""
+    model_part += "augment_3d/, " if used_model_3d else ""
     print(
         f"wrote {args.out}/: {model_part}forward_2d.png, forward_3d.png, forward_stack.png "
         "and NIfTI images, "
