@@ -20,6 +20,7 @@ import argparse
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -101,9 +102,24 @@ def _level_pairs(num_steps: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(pairs))
 
 
+def _options(args: argparse.Namespace, part: str, image: Path, label: Path, model: str) -> Any:
+    """The batch options of one demo part written to ``OUT/part``."""
+    from ..batch import BatchOptions
+
+    return BatchOptions(
+        out=args.out / part,
+        image=image,
+        labels=(label,),
+        model=str(model),
+        seed=args.seed,
+        device=args.device,
+        progress=False,
+    )
+
+
 def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     """Augment and synthesise on the written phantom; False without a model."""
-    from ..batch import BatchOptions, augment_files, synthesize_files
+    from ..batch import augment_files, synthesize_files
     from ..model import DRDM
 
     if args.model == "default" and not is_available("default"):
@@ -117,18 +133,10 @@ def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     model = DRDM.from_pretrained(args.model)
     if model.ndim != 2:
         raise InputError(f"--model {args.model}: the demo needs a 2D model, got {model.ndim}D")
-    common = dict(
-        image=image,
-        labels=(label,),
-        model=str(args.model),
-        seed=args.seed,
-        device=args.device,
-        progress=False,
-    )
-    report = augment_files(BatchOptions(out=args.out / "augment", **common), per_level=2)
+    report = augment_files(_options(args, "augment", image, label, args.model), per_level=2)
     print(report.summary())
     pairs = _level_pairs(model.num_steps)
-    report = synthesize_files(BatchOptions(out=args.out / "synth", **common), pairs)
+    report = synthesize_files(_options(args, "synth", image, label, args.model), pairs)
     print(report.summary())
     return True
 
@@ -136,7 +144,7 @@ def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
 def _with_model_3d(args: argparse.Namespace, image: Path, label: Path) -> bool:
     """Augment the 3D phantom with the 3D model (one sample per default level); False
     without one."""
-    from ..batch import BatchOptions, augment_files
+    from ..batch import augment_files
     from ..model import DRDM
 
     if args.model_3d == "default-3d" and not is_available("default-3d"):
@@ -145,15 +153,7 @@ def _with_model_3d(args: argparse.Namespace, image: Path, label: Path) -> bool:
     model = DRDM.from_pretrained(args.model_3d)
     if model.ndim != 3:
         raise InputError(f"--model-3d {args.model_3d}: needs a 3D model, got {model.ndim}D")
-    options = BatchOptions(
-        out=args.out / "augment_3d",
-        image=image,
-        labels=(label,),
-        model=str(args.model_3d),
-        seed=args.seed,
-        device=args.device,
-        progress=False,
-    )
+    options = _options(args, "augment_3d", image, label, args.model_3d)
     print(augment_files(options, per_level=1).summary())
     return True
 
