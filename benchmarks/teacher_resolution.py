@@ -92,7 +92,7 @@ def main() -> None:
                     sharp = warp(image.expand(4, -1, -1, -1), resize_ddf(fwd.cumulative, full))
                     coarse = F.interpolate(fwd.images, size=full, mode="bilinear")
                     for name, seen in (("sharp", sharp), ("grid", coarse)):
-                        raw = teacher.network(seen, cal.teacher_timestep[t - 1])  # type: ignore[attr-defined]
+                        raw = teacher.network(seen, cal.teacher_timestep[t - 1])
                         p = resize_ddf(raw, size)
                         acc = sums[name]
                         acc[0] += float((fwd.step * -p).sum())

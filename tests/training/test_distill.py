@@ -187,6 +187,8 @@ def test_init_from_starts_from_given_weights(tmp_path):
     )
     second = train(config2, tmp_path, tmp_path / "b", quiet=True)
     after = DRDM.from_pretrained(second.model_dir).network.state_dict()
+    card = json.loads((second.model_dir / "config.json").read_text())["extra"]["training"]
+    assert card["init_from"] == str(first.model_dir)  # the card says where it started
     # seed 5 alone would start elsewhere; one step at lr 1e-12 barely moves the weights
     assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in start)
     bad, _ = _smoke(tmp_path, init_from="default")  # the packaged 64 x 64 paper-size network

@@ -25,17 +25,21 @@ distance term of Eq. 14.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..diffusion.forward import AnyForwardProcess, ForwardDiffusion
 from ..errors import InputError
 from ..spatial import resize_ddf, warp
+
+if TYPE_CHECKING:
+    from ..model import DRDM
 
 __all__ = [
     "DistillPool",
@@ -47,24 +51,24 @@ __all__ = [
 ]
 
 
-def load_teacher(path: str | Path, device: torch.device) -> object:
+def load_teacher(path: str | Path, device: torch.device) -> DRDM:
     """A :class:`drdm.DRDM` teacher from a model folder or from the authors' ``.pth``
-    (converted in memory through :func:`drdm.official_weights.import_official`)."""
+    (converted in memory as ``drdm import-official`` converts it, with their forward-process
+    preset)."""
+    from ..card import ModelCard
     from ..model import DRDM
-    from ..official_weights import import_official
+    from ..nn import RecursiveUNet
+    from ..official_weights import convert_official_state_dict, load_official_state_dict
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such teacher (distill.teacher)")
     try:
         if path.is_file() and path.suffix == ".pth":
-            from ..card import ModelCard
-
-            with tempfile.TemporaryDirectory() as tmp:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                steps = int(state["time_embed.weight"].shape[0])
-                card = ModelCard.official(2, steps, (256, 256))
-                model = DRDM.from_pretrained(import_official(path, tmp, card=card))
+            config, converted = convert_official_state_dict(load_official_state_dict(path))
+            network = RecursiveUNet(config)
+            network.load_state_dict(converted, strict=True)
+            model = DRDM.from_card(network, ModelCard.official(config.ndim, config.num_steps))
         else:
             model = DRDM.from_pretrained(path)
     except InputError:
@@ -105,7 +109,7 @@ class TeacherCalibration:
 
 
 def _mean_cumulative(
-    process: object,
+    process: AnyForwardProcess,
     size: Sequence[int],
     num_steps: int,
     draws: int,
@@ -115,7 +119,7 @@ def _mean_cumulative(
     """Mean ``|phi_{t:1}|`` per ``t = 1..T`` in fractions of the largest image side."""
     out = torch.zeros(num_steps, dtype=torch.float64)
     for t in range(1, num_steps + 1):
-        fields = process.sample_fields(  # type: ignore[attr-defined]
+        fields = process.sample_fields(
             size, torch.full((draws,), t), generator=generator, device=device
         )
         out[t - 1] = fields.cumulative.norm(dim=1).mean().double().cpu() / max(size)
@@ -134,8 +138,8 @@ class TeacherTargets:
 
     def __init__(
         self,
-        teacher: object,
-        process: object,
+        teacher: DRDM,
+        process: ForwardDiffusion,
         student_size: Sequence[int],
         teacher_size: Sequence[int],
     ) -> None:
@@ -159,7 +163,7 @@ class TeacherTargets:
         ``(B,)`` the teacher's timesteps."""
         field_hi = resize_ddf(cumulative, self.teacher_size)
         deformed = warp(images_hi, field_hi)
-        net = self.teacher.network  # type: ignore[attr-defined]
+        net = self.teacher.network
         predicted = net(deformed, t_teacher.to(images_hi.device))
         return resize_ddf(predicted, self.student_size)
 
@@ -179,8 +183,8 @@ class TeacherTargets:
         the same images on the student's grid, ``((n, 1, *teacher_size), (n, 1,
         *student_size))``. ``a`` is fitted per band of ``band_width`` timesteps.
         """
-        num_steps = int(self.process.config.num_steps)  # type: ignore[attr-defined]
-        t_proc = self.teacher.process  # type: ignore[attr-defined]
+        num_steps = int(self.process.config.num_steps)
+        t_proc = self.teacher.process
         ours = _mean_cumulative(
             self.process, self.student_size, num_steps, magnitude_draws, generator, device
         )
@@ -196,7 +200,7 @@ class TeacherTargets:
             for _ in range(batches_per_band):
                 images_hi, images = draw_batch(band_width)
                 t = torch.randint(lo, hi + 1, (images.shape[0],), generator=generator)
-                fwd = self.process.sample(  # type: ignore[attr-defined]
+                fwd = self.process.sample(
                     images, t.to(images.device), generator=generator, perturb=True
                 )
                 raw = self.predict(images_hi, fwd.cumulative, teacher_t[t - 1])
@@ -283,7 +287,7 @@ def build_pool(
     perturbation on) of images from ``draw_batch`` with their teacher targets."""
     from tqdm.auto import tqdm
 
-    num_steps = int(targets.process.config.num_steps)  # type: ignore[attr-defined]
+    num_steps = int(targets.process.config.num_steps)
     parts: dict[str, list[Tensor]] = {"images": [], "step": [], "target": [], "t": []}
     bar = tqdm(total=size, desc="teacher targets", unit="sample", disable=not progress)
     done = 0
@@ -291,9 +295,7 @@ def build_pool(
         n = min(chunk, size - done)
         images_hi, images = draw_batch(n)
         t = torch.randint(1, num_steps + 1, (n,), generator=generator)
-        fwd = targets.process.sample(  # type: ignore[attr-defined]
-            images, t.to(images.device), generator=generator, perturb=True
-        )
+        fwd = targets.process.sample(images, t.to(images.device), generator=generator, perturb=True)
         parts["images"].append(fwd.images.cpu())
         parts["step"].append(fwd.step.cpu())
         parts["target"].append(targets(images_hi, fwd.cumulative, t).cpu())

@@ -305,6 +305,8 @@ def _model_card(
         "world_size": int(world_size),
         "drdm_version": __version__,
     }
+    if config.init_from is not None:
+        training["init_from"] = config.init_from
     if distill_card is not None:
         training["distillation"] = distill_card
     return ModelCard(
@@ -525,10 +527,10 @@ def _step_losses(
     """The forward half of one step of Algorithm 1: draw a batch and timesteps, run the
     forward process and the network; returns the total loss (Eq. 14 plus the weighted
     distillation term when there is a teacher) and the values averaged over the processes,
-    ``(total, distance, angle, regularisation, distill, mean t)`` in float64. With a teacher,
-    ``images`` are at the teacher's size and the student's batch is their area resize; with a
-    pool, ``distill.pool_fraction`` of the batch comes from it (Eq. 14 on the whole batch,
-    the distillation term on the pool's part)."""
+    ``(total, distance, angle, regularisation, distill, mean t)`` in float64. With a live
+    teacher, ``images`` are at the teacher's size and the student's batch is their area
+    resize; with a pool, ``distill.pool_fraction`` of the batch comes from it (Eq. 14 on the
+    whole batch, the distillation term on the pool's part)."""
     optim_cfg = config.optim
     layout = training_memory_format(ctx.device, config.network.ndim)
     size = tuple(config.data.image_size)
@@ -539,7 +541,7 @@ def _step_losses(
     if live > 0:
         index = _draw_indices(data, live, config.data.file_fraction, state.data_gen)
         images_hi = augment_batch(images[index.to(ctx.device)], config.data.augment, state.data_gen)
-        batch = downsample(images_hi, size)  # a no-op without a teacher
+        batch = downsample(images_hi, size)  # a no-op without a live teacher
         t = torch.randint(1, config.forward.num_steps + 1, (live,), generator=state.diff_gen)
         t = t.to(ctx.device)
         fwd = process.sample(batch, t, generator=state.diff_gen, perturb=True)
@@ -846,8 +848,10 @@ def _train(
             state.pool = _distill_pool(config, state.teacher, data, images_all, ctx, out, quiet)
             distill_card["pool_size"] = len(state.pool)
             distill_card["pool_fraction"] = float(config.distill.pool_fraction)
-        if config.init_from is not None:
-            distill_card["init_from"] = config.init_from
+            # the teacher's work is done: the live part of each batch is drawn on the model
+            # grid, as without distillation
+            state.teacher = None
+            images_all = downsample(images_all, config.data.image_size)
 
     net: torch.nn.Module = model
     if ctx.distributed:
