@@ -50,12 +50,13 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from .config import from_dict, to_dict
+from .diffusion.forward import ForwardProcess
 from .diffusion.schedule import span_sum
 from .spatial import compose, integrate, warp
 
@@ -83,35 +84,6 @@ SkipRule = Literal["compose", "velocity", "shares"]
 #: over-recovers (U up to 20 % worse) because later steps are smaller (Eq. 9).
 DEFAULT_STRIDE = 4
 DEFAULT_SKIP: SkipRule = "shares"
-
-
-class _ProcessConfig(Protocol):
-    ndim: int
-    num_steps: int
-
-
-class ForwardProcess(Protocol):
-    """What :func:`recover` needs of a forward process (``ForwardDiffusion`` or the authors'
-    preset ``OfficialForwardProcess``)."""
-
-    config: _ProcessConfig
-
-    def step_units(self, t: Tensor) -> Tensor:
-        """The size of step ``t`` (``n_t``): used by the ``"shares"`` skip rule."""
-        ...
-
-    def sample_fields(
-        self,
-        size: Sequence[int],
-        t: Tensor | int,
-        generator: torch.Generator | None = None,
-        perturb: bool = False,
-        batch: int | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> Any:
-        """Returns an object with ``.cumulative`` (``(B, ndim, *size)`` voxels)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,30 @@ class ForwardFields(NamedTuple):
     cumulative: Tensor
 
 
-class AnyForwardProcess(Protocol):
-    """Any forward process: a ``config`` with ``ndim`` and ``image_mode`` and ``sample_fields``."""
+class ForwardProcess(Protocol):
+    """What the package needs of a forward process: :class:`ForwardDiffusion` or the
+    authors' preset :class:`~drdm.diffusion.official_process.OfficialForwardProcess`.
+    ``config`` has at least ``ndim``, ``num_steps`` and ``image_mode``."""
 
     config: Any
 
-    def sample_fields(self, *args: Any, **kwargs: Any) -> ForwardFields: ...
+    def step_units(self, t: Tensor) -> Tensor:
+        """The size of step ``t`` (``n_t``), e.g. for the sampler's ``"shares"`` skip rule."""
+        ...
+
+    def sample_fields(
+        self,
+        size: Sequence[int],
+        t: Tensor | int,
+        generator: torch.Generator | None = None,
+        perturb: bool = False,
+        batch: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        span: int = 1,
+    ) -> ForwardFields:
+        """``psi_t`` and ``phi_{t:1}``, ``(B, ndim, *size)`` voxels."""
+        ...
 
 
 class ForwardSample(NamedTuple):
@@ -81,7 +99,7 @@ class ForwardSample(NamedTuple):
 
 
 def deform_images(
-    process: ForwardDiffusion | AnyForwardProcess,
+    process: ForwardProcess,
     images: Tensor,
     t: Tensor | int,
     generator: torch.Generator | None,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion.forward import AnyForwardProcess, ForwardDiffusion
+from ..diffusion.forward import ForwardDiffusion, ForwardProcess
 from ..errors import InputError
 from ..spatial import resize_ddf, warp
 
@@ -109,7 +109,7 @@ class TeacherCalibration:
 
 
 def _mean_cumulative(
-    process: AnyForwardProcess,
+    process: ForwardProcess,
     size: Sequence[int],
     num_steps: int,
     draws: int,
