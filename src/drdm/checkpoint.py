@@ -68,7 +68,12 @@ class CheckpointInfo:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` through a temporary beside it; an :class:`OSError` (e.g. a
+    full disk, which names no file) is raised naming ``path``, and no temporary is left."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _named(err, path) from None
     try:
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
         with os.fdopen(fd, "wb") as fh:
@@ -76,10 +81,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _named(err, path) from None
         raise
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` with ``path`` as its file name (the temporary's name means nothing to a user)."""
+    named = type(err)(err.errno, err.strerror or str(err), str(path))
+    named.__cause__ = err
+    return named
 
 
 def save_pretrained(

@@ -379,7 +379,7 @@ def test_label_integrity(tmp_path, dtype):
 def test_wide_and_boolean_label_dtypes(tmp_path):
     wide = MedicalImage(np.zeros((4, 5, 6), np.int64), OBLIQUE)
     write_image(tmp_path / "w.nii.gz", np.full((4, 5, 6), 7), wide, kind="label")
-    assert nib.load(str(tmp_path / "w.nii.gz")).get_data_dtype() == np.uint32
+    assert nib.load(str(tmp_path / "w.nii.gz")).get_data_dtype() == np.int64  # kept (issue 19)
     write_image(tmp_path / "w.mha", np.full((4, 5, 6), 7), wide, kind="label")
     assert read_image(tmp_path / "w.mha", kind="label").array.dtype == np.int64
     huge = np.full((4, 5, 6), 2**40)

@@ -31,6 +31,7 @@ __all__ = [
     "describe_os_error",
     "file_stem",
     "image_suffix",
+    "name_os_error",
     "remove_stale_temporaries",
     "scratch_path",
 ]
@@ -100,10 +101,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary (:func:`scratch_path`) is removed when the block raises. A file written by
     the block gets the permissions a plain ``open()`` would give (0666 minus the umask).
     """
+    path = Path(path)
     with scratch_path(path) as tmp:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            raise name_os_error(exc, path) from None
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+
+
+def name_os_error(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` naming ``path`` when it names no file or only a temporary of
+    :func:`scratch_path` (e.g. a full disk while writing: ``ENOSPC`` without a file name), so
+    the one-line message says which output failed; other errors are returned unchanged."""
+    name = exc.filename
+    if name is not None and not _TEMP.match(Path(os.fsdecode(name)).name):
+        return exc
+    named = type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    named.__cause__ = exc
+    return named
 
 
 def _alive(pid: int) -> bool:

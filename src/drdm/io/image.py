@@ -21,8 +21,11 @@ agree on where every voxel is:
 
 1. Which transform: the **sform** when ``sform_code == 1`` (scanner) or when the qform is
    absent (``qform_code == 0``) and ``sform_code > 0``; otherwise the **qform** when
-   ``qform_code > 0``. With neither, ITK's default is used (identity direction in LPS, origin
-   0, i.e. RAS affine ``diag(-dx, -dy, dz)``) and a warning is emitted.
+   ``qform_code > 0``. With neither, the grid ITK builds is used: origin 0, spacing
+   ``|pixdim|`` and the LPS direction ``diag(sign(pixdim))`` (identity unless a pixdim is
+   negative), i.e. RAS affine ``diag(-dx, -dy, dz)`` with the signed ``pixdim`` as stored in the
+   file (nibabel makes them positive; the raw header is read for the signs); a warning is
+   emitted.
 2. Spacing always comes from ``pixdim``; the direction is the chosen matrix's columns
    normalised; the origin is its translation. An sform whose column lengths contradict
    ``pixdim`` (relative difference above 1e-3) therefore keeps the pixdim spacing (warning).
@@ -45,9 +48,11 @@ Kinds
 -----
 ``kind="image"``: the array is returned as float32 (float64 input stays float64), i.e. the
 input's intensity values in floating point (NIfTI ``scl_slope``/``scl_inter`` applied); images
-are written as float32. ``kind="label"``: values must be integral and non-negative; the array
-is returned with an integer dtype (the file's own integer type, or the smallest unsigned type
-holding the values when the file stores floats) and written with the input label's dtype.
+are written as float32. ``kind="label"``: values must be integral, non-negative and at most
+``2**63 - 1`` (label maps are warped as int64; larger values are refused, never wrapped); the
+array is returned with an integer dtype (the file's own integer type, or the smallest unsigned
+type holding the values when the file stores floats) and written with the input label's dtype,
+64-bit types included, every value exact.
 
 Displacement fields
 -------------------
@@ -78,6 +83,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import re
 import warnings
@@ -349,21 +355,86 @@ def _as_kind(array: np.ndarray, path: Path, kind: str) -> np.ndarray:
     low = array.min()
     if low < 0:
         raise InputError(f"{path}: label map has negative values (minimum {low:g})")
-    if np.issubdtype(array.dtype, np.integer):
+    high = array.max()
+    # label maps are warped as int64: larger values would wrap around (2**63 -> -2**63)
+    integer = np.issubdtype(array.dtype, np.integer)
+    if int(high) > _LABEL_MAX if integer else float(high) >= 2.0**63:
+        raise InputError(
+            f"{path}: label values up to {int(high)} exceed the largest supported label "
+            f"2**63 - 1 = {_LABEL_MAX}; renumber the labels"
+        )
+    if integer:
         return np.ascontiguousarray(array)
-    return np.ascontiguousarray(array.astype(_label_dtype_for(float(array.max()))))
+    return np.ascontiguousarray(array.astype(_label_dtype_for(int(high))))
 
 
-def _label_dtype_for(high: float) -> np.dtype:
+#: the largest label value (label maps are warped as int64)
+_LABEL_MAX = int(np.iinfo(np.int64).max)
+
+
+def _label_dtype_for(high: int) -> np.dtype:
     for dtype in (np.uint8, np.uint16, np.uint32):
         if high <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.int64)
 
 
+class _NibabelMessages(logging.Handler):
+    """Collects what nibabel's ``nibabel.global`` logger says (it prints unprefixed lines such
+    as ``pixdim[1,2,3] should be non-zero`` to stderr by default)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _nibabel_quiet(path: Path) -> Iterator[None]:
+    """Keep nibabel's header-check messages off the terminal while reading ``path``; those
+    that matter come back as one-line :class:`GeometryWarning` naming the file (the pixdim
+    fixes are not repeated: :func:`_nifti_affine` judges the raw pixdim itself)."""
+    logger = logging.getLogger("nibabel.global")
+    handlers = list(logger.handlers)
+    collector = _NibabelMessages()
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.addHandler(collector)
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True  # the error names the problem; the messages would only repeat it
+        raise
+    finally:
+        logger.removeHandler(collector)
+        for handler in handlers:
+            logger.addHandler(handler)
+        if not failed:
+            for message in dict.fromkeys(collector.messages):
+                if message.startswith("pixdim"):
+                    continue
+                text = " ".join(message.split())
+                warnings.warn(f"{path}: header: {text}", GeometryWarning, stacklevel=4)
+
+
+def _raw_pixdim(image: nib.Nifti1Image, path: Path) -> np.ndarray | None:
+    """``pixdim[1:4]`` as stored in the file: nibabel's reader replaces negative values by
+    their absolute value and zeros by 1, where ITK keeps the signs (codes 0: axis flips)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as handle:
+            raw = type(image.header).from_fileobj(handle, check=False)
+    except Exception:  # noqa: BLE001 - the checked header is then all there is
+        return None
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
 def _read_nifti(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        image = nib.load(str(path))
+        with _nibabel_quiet(path):
+            image = nib.load(str(path))
         if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
             raise InputError(f"{path}: not a NIfTI image")
         shape = image.shape
@@ -377,7 +448,9 @@ def _read_nifti(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
             array = array.reshape(shape[:3])
         else:
             array = np.asarray(image.dataobj)
-        affine = _nifti_affine(image.header, path, spatial_ndim=min(len(shape), 3))
+        affine = _nifti_affine(
+            image.header, path, spatial_ndim=min(len(shape), 3), pixdim=_raw_pixdim(image, path)
+        )
     except InputError:
         raise
     except Exception as exc:  # nibabel, gzip and numpy raise many types for corrupt files
@@ -385,29 +458,39 @@ def _read_nifti(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def _nifti_affine(header: nib.Nifti1Header, path: Path, spatial_ndim: int) -> np.ndarray:
+def _nifti_affine(
+    header: nib.Nifti1Header, path: Path, spatial_ndim: int, pixdim: np.ndarray | None = None
+) -> np.ndarray:
     """The voxel -> RAS affine ITK would use for this header (policy: module docstring), in
-    millimetres: a header in metres or microns is converted (as ITK does), not relabelled."""
-    affine = _nifti_affine_native(header, path, spatial_ndim)
+    millimetres: a header in metres or microns is converted (as ITK does), not relabelled.
+    ``pixdim``: ``pixdim[1:4]`` as stored in the file, signs and zeros included (default: the
+    header's, which nibabel has made positive)."""
+    affine = _nifti_affine_native(header, path, spatial_ndim, pixdim)
     unit = header.get_xyzt_units()[0]
     affine[:3] *= _UNIT_TO_MM.get(unit, 1.0)
     return affine
 
 
-def _nifti_affine_native(header: nib.Nifti1Header, path: Path, spatial_ndim: int) -> np.ndarray:
+def _nifti_affine_native(
+    header: nib.Nifti1Header, path: Path, spatial_ndim: int, raw: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`_nifti_affine` in the header's own spatial unit."""
     qcode = int(header["qform_code"])
     scode = int(header["sform_code"])
-    pixdim = np.abs(np.asarray(header["pixdim"][1:4], dtype=np.float64))
+    stored = np.asarray(header["pixdim"][1:4] if raw is None else raw, dtype=np.float64)
+    pixdim = np.abs(stored)
     bad = ~np.isfinite(pixdim) | (pixdim == 0)
     if bad[:spatial_ndim].any():
+        shown = ", ".join(f"{float(v):g}" for v in stored[:spatial_ndim])
         warnings.warn(
-            f"{path}: pixdim {tuple(pixdim[:spatial_ndim])} has zero or invalid voxel sizes; "
-            "using 1 mm for those axes",
+            f"{path}: pixdim ({shown}) has zero or invalid voxel sizes; using 1 mm for those axes",
             GeometryWarning,
             stacklevel=4,
         )
     pixdim[bad] = 1.0
+    # ITK's grid without qform and sform: origin 0, spacing |pixdim|, LPS direction
+    # diag(sign(pixdim)) (a negative pixdim flips its axis)
+    signs = np.where(np.isfinite(stored) & (stored < 0), -1.0, 1.0)
 
     def rotation(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
         matrix = matrix.copy()
@@ -468,13 +551,19 @@ def _nifti_affine_native(header: nib.Nifti1Header, path: Path, spatial_ndim: int
             affine = build(rot, sform[:3, 3])
     if not use_sform:
         if qform is None:
+            flips = [a for a in range(spatial_ndim) if signs[a] < 0]
+            how = "identity direction"
+            if flips:
+                axes = ", ".join(map(str, flips))
+                how = f"axis {axes} flipped" if len(flips) == 1 else f"axes {axes} flipped"
+                how += " (negative pixdim)"
             warnings.warn(
-                f"{path}: no qform or sform (codes 0); using ITK's default grid "
-                "(identity LPS direction, origin 0)",
+                f"{path}: no qform or sform (codes 0); placing the grid as ITK does: origin 0, "
+                f"spacing |pixdim|, {how} in ITK's LPS frame",
                 GeometryWarning,
                 stacklevel=4,
             )
-            return build(np.diag([-1.0, -1.0, 1.0]), np.zeros(3))
+            return build(np.diag([-1.0, -1.0, 1.0]) * signs, np.zeros(3))
         rot, _ = rotation(qform)
         affine = build(rot, qform[:3, 3])
     if sform is not None and qform is not None:
@@ -612,19 +701,36 @@ def _output_format(path: Path) -> str:
     )
 
 
-def _fits(dtype: type, low: float, high: float) -> bool:
+def _fits(dtype: type, low: int, high: int) -> bool:
     info = np.iinfo(dtype)
-    return info.min <= low and high <= info.max
+    return int(info.min) <= low and high <= int(info.max)
 
 
-def _output_label_dtype(array: np.ndarray, like: MedicalImage) -> np.dtype:
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+def _output_label_dtype(low: int, high: int, like: MedicalImage) -> np.dtype:
     dtype = like.array.dtype
     if np.issubdtype(dtype, np.integer) and _fits(dtype, low, high):
         return dtype
     if low < 0:
-        return np.dtype(np.int32 if high < 2**31 and low >= -(2**31) else np.int64)
+        return np.dtype(np.int32 if _fits(np.int32, low, high) else np.int64)
     return _label_dtype_for(high)
+
+
+def _label_values(array: np.ndarray, path: Path) -> np.ndarray:
+    """An integer array of the label values of ``array``, exactly: integer arrays as they
+    are (never through float64, which rounds above 2**53), floating ones rounded; values
+    outside the int64/uint64 range are an error, not a wrap-around."""
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+        raise ValueError(f"{path}: label values must be finite integers")
+    rounded = np.rint(array)
+    if rounded.size and (rounded.min() < -(2.0**63) or rounded.max() >= 2.0**64):
+        raise ValueError(f"{path}: label values beyond the 64-bit integer range")
+    if rounded.size and rounded.max() >= 2.0**63:
+        return rounded.astype(np.uint64)
+    return rounded.astype(np.int64)
 
 
 def write_image(
@@ -638,8 +744,9 @@ def write_image(
             image there has ITK's 2D geometry, without the slice's through-plane position).
         array: ``like.shape`` array in ``(i, j[, k])`` order (numpy or CPU tensor).
         like: the image whose grid is kept (an ``X x Y x 1`` input is written the same way).
-        kind: ``"image"`` -> float32; ``"label"`` -> values rounded to integers and stored
-            with ``like``'s integer dtype (a wider one if the values do not fit).
+        kind: ``"image"`` -> float32; ``"label"`` -> values rounded to integers (integer
+            arrays exactly, 64-bit values included) and stored with ``like``'s integer dtype
+            (int64 stays int64; a wider type if the values do not fit).
     """
     if kind not in ("image", "label"):
         raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
@@ -650,12 +757,9 @@ def write_image(
     fmt = _output_format(path)
     _check_writable(like)
     if kind == "label":
-        rounded = np.rint(array)
-        dtype = _output_label_dtype(rounded, like)
-        if fmt == "nifti" and dtype.itemsize == 8:  # 64-bit integers trouble most NIfTI tools
-            low, high = float(rounded.min()), float(rounded.max())
-            dtype = next((np.dtype(d) for d in (np.uint32, np.int32) if _fits(d, low, high)), dtype)
-        data = rounded.astype(dtype)
+        values = _label_values(array, path)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        data = values.astype(_output_label_dtype(low, high, like))
     else:
         data = array.astype(np.float32)
     if fmt == "nifti":
@@ -781,7 +885,8 @@ def read_displacement(path: str | Path, like: MedicalImage | None = None) -> np.
             raise InputError(f"{path}: field grid {ddf.shape[1:]} differs from {like.name}")
         return ddf.astype(np.float32)
     try:
-        image = nib.load(str(path))
+        with _nibabel_quiet(path):
+            image = nib.load(str(path))
         data = np.asarray(image.dataobj, dtype=np.float64)
     except Exception as exc:
         raise InputError(f"{path}: cannot read as NIfTI ({_first_line(exc)})") from None

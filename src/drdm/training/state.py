@@ -16,6 +16,7 @@ read with ``safetensors``, the rest with ``json``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -143,28 +145,55 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_pretrained(model, tmp, extra_config=extra_config)
-    tensors, rest = optimizer_to_tensors(optimizer.state_dict())
-    save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={"format": FORMAT})
-    rng_tensors = {k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in rng.items()}
-    save_file(rng_tensors, str(tmp / "rng.safetensors"), metadata={"format": FORMAT})
-    state = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "step": int(step),
-        "optimizer": rest,
-        "rng_keys": sorted(rng_tensors),
-        **dict(meta),
-    }
-    text = json.dumps(state, indent=2) + "\n"
-    with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    current = final  # the file being written, named in errors as it will be called
+    try:
+        current = final / "model.safetensors"
+        save_pretrained(model, tmp, extra_config=extra_config)
+        tensors, rest = optimizer_to_tensors(optimizer.state_dict())
+        current = final / "optimizer.safetensors"
+        save_file(tensors, str(tmp / current.name), metadata={"format": FORMAT})
+        rng_tensors = {k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in rng.items()}
+        current = final / "rng.safetensors"
+        save_file(rng_tensors, str(tmp / current.name), metadata={"format": FORMAT})
+        state = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "step": int(step),
+            "optimizer": rest,
+            "rng_keys": sorted(rng_tensors),
+            **dict(meta),
+        }
+        text = json.dumps(state, indent=2) + "\n"
+        current = final / "state.json"
+        with open(tmp / current.name, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        current = final
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written checkpoint stays behind
+        if isinstance(err, (OSError, SafetensorError)):
+            raise _write_error(err, current, tmp, final) from None
+        raise
     return final
+
+
+def _write_error(err: OSError | SafetensorError, path: Path, tmp: Path, final: Path) -> OSError:
+    """An :class:`OSError` naming the file that failed (``path``, or the file the error names,
+    with the temporary folder ``tmp`` shown as ``final``): safetensors reports a full disk as
+    ``SafetensorError: ... No space left on device`` without the file."""
+    if isinstance(err, OSError):
+        name = Path(os.fsdecode(err.filename)) if err.filename is not None else None
+        if name is not None:
+            path = final / name.relative_to(tmp) if name.is_relative_to(tmp) else name
+        return type(err)(err.errno, err.strerror or str(err), str(path))
+    text = str(err)
+    code = errno.ENOSPC if "No space left" in text or "StorageFull" in text else errno.EIO
+    reason = os.strerror(code) if code == errno.ENOSPC else text.splitlines()[0][:200]
+    return OSError(code, reason, str(path))
 
 
 def load_checkpoint(path: str | Path) -> TrainingCheckpoint:
