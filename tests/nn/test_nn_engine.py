@@ -3,6 +3,13 @@ instance norm as group norm, and the ONNX Runtime engine vs the PyTorch network.
 
 from __future__ import annotations
 
+import copy
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +17,7 @@ from torch import nn
 from drdm import DRDM
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.nn import NetworkConfig, RecursiveUNet
+from drdm.nn import engine as engine_module
 from drdm.nn.blocks import InstanceNorm, onednn_available
 from drdm.nn.engine import OnnxRuntimeUNet, onnxruntime_available, resolve_engine
 
@@ -153,18 +161,93 @@ class _Deformations(torch.utils.data.Dataset):
         return self.model.generate(image, 3, generator=g, engine="onnxruntime").ddf[0]
 
 
+@pytest.fixture
+def two_threads():
+    """Torch (and so ONNX Runtime's default) at 2 threads: a session with a thread pool is
+    what blocks when a forked child destroys it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @needs_onnxruntime
-def test_onnxruntime_engine_in_forked_dataloader_workers():
+def test_onnxruntime_engine_in_forked_dataloader_workers(two_threads):
     # the parent builds its session first; forked workers must build their own (a runtime's
-    # thread pool does not survive fork) and give the parent's numbers
+    # thread pool does not survive fork), keep the inherited one and give the parent's numbers
     model = DRDM(small_network(2), ForwardDiffusion(ForwardDiffusionConfig(ndim=2)), (16, 16))
     dataset = _Deformations(model)
     expected = torch.stack([dataset[i] for i in range(len(dataset))])
+    assert model.inference_network("onnxruntime").session_grids == ((16, 16),)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=2, num_workers=2, multiprocessing_context="fork", timeout=120
+        dataset, batch_size=2, num_workers=2, multiprocessing_context="fork", timeout=60
     )
     got = torch.cat(list(loader))
     assert (got - expected).abs().max() <= LOOP_TOLERANCE
+
+
+def _in_forked_child(target, timeout: float = 60.0) -> int:
+    """Run ``target()`` in a forked child (its own process group) and return its exit code;
+    fail, killing the child and anything it started, if it has not finished in ``timeout``."""
+    process = multiprocessing.get_context("fork").Process(target=target)
+    process.start()
+    process.join(timeout)
+    if process.is_alive():
+        os.killpg(process.pid, signal.SIGKILL)
+        process.join()
+        pytest.fail(f"the forked child hung (still running after {timeout:.0f} s)")
+    return process.exitcode
+
+
+@needs_onnxruntime
+@pytest.mark.parametrize("use_in_child", [True, False])
+def test_forked_child_never_frees_inherited_sessions(use_in_child):
+    # 2 threads: destroying a session whose pool the fork copied blocks the child forever
+    engines = [OnnxRuntimeUNet(small_network(2), threads=2)]
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([5, 9])
+    expected = engines[0](x, t)
+    assert engines[0].session_grids == ((16, 16),)
+
+    def child() -> None:
+        os.setpgrp()
+        if use_in_child:  # builds the child's own session, and drops the inherited one
+            assert engines[0].session_grids == ()
+            got = engines[0](x, t)
+            os._exit(0 if (got - expected).abs().max() <= TOLERANCE else 3)
+        engines.clear()  # the engine itself goes
+        gc.collect()
+        os._exit(0)
+
+    assert _in_forked_child(child) == 0
+
+
+@needs_onnxruntime
+def test_engine_pickles_without_sessions_before_and_after_use(tmp_path, monkeypatch):
+    engine = OnnxRuntimeUNet(small_network(2), threads=1)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    t = torch.tensor([3, 11])
+    before = [pickle.loads(pickle.dumps(engine)), copy.deepcopy(engine)]
+    expected = engine(x, t)
+    torch.save(engine, tmp_path / "engine.pt")
+    after = [
+        pickle.loads(pickle.dumps(engine)),
+        copy.deepcopy(engine),
+        torch.load(tmp_path / "engine.pt", weights_only=False),
+    ]
+    assert engine.session_grids == ((16, 16),)
+    assert all(c.session_grids == () for c in after)  # sessions are never pickled
+
+    def no_export(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(engine_module, "export_onnx", no_export)
+    for c in after:  # the exported model travels with the copy: a session, no second export
+        assert (c(x, t) - expected).abs().max() <= TOLERANCE
+        assert c.session_grids == ((16, 16),)
+    monkeypatch.undo()
+    for c in before:
+        assert (c(x, t) - expected).abs().max() <= TOLERANCE
 
 
 def test_torch_compile_traces_the_network():

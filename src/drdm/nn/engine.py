@@ -15,6 +15,13 @@ Engines (:func:`resolve_engine`):
   (``tests/nn/test_nn_engine.py`` checks ``<= 1e-4`` voxels; measured about ``2e-7``).
 * ``"auto"`` (default): ``"onnxruntime"`` where it applies and is installed, else ``"torch"``.
 
+Processes: an :class:`OnnxRuntimeUNet` pickles (``pickle``, ``copy.deepcopy``, ``torch.save``,
+spawned ``DataLoader`` workers) with its exported ONNX models but without its runtime sessions,
+which are per-process state built lazily from those models. A process forked from one that
+holds sessions (a forked ``DataLoader`` worker) builds its own and never frees the inherited
+ones: destroying a session whose thread pool was copied by ``fork`` blocks forever, so they are
+kept (a few MB per grid size) until the child exits.
+
 Measured per pass and per deformation: ``benchmarks/engine_benchmark.py`` (README, *Speed*).
 """
 
@@ -24,6 +31,7 @@ import importlib.util
 import io
 import os
 import warnings
+import weakref
 from typing import Any, Literal
 
 import torch
@@ -122,6 +130,24 @@ def export_onnx(network: RecursiveUNet, spatial: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
+#: runtime sessions this process inherited through ``fork``: never freed (see the module
+#: docstring), so every one is referenced from here until the process exits
+_INHERITED_SESSIONS: list[dict[tuple[int, ...], Any]] = []
+#: the engines alive in this process, for the fork handler
+_ENGINES: weakref.WeakSet[OnnxRuntimeUNet] = weakref.WeakSet()
+
+
+def _adopt_after_fork() -> None:
+    """In a forked child: move every engine's inherited sessions out of reach of the garbage
+    collector before any code of the child can drop them."""
+    for engine in list(_ENGINES):
+        engine._leave_inherited()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_adopt_after_fork)
+
+
 class OnnxRuntimeUNet:
     """A :class:`~drdm.nn.RecursiveUNet` whose U-Net passes run in ONNX Runtime (CPU, fp32).
 
@@ -130,6 +156,10 @@ class OnnxRuntimeUNet:
     recovering field ``(B, ndim, *S)`` in voxels. The batch size may change between calls; a
     new spatial size ``S`` exports the pass again (once per size, kept). The weights are
     read at export time: build a new engine after changing them.
+
+    Sessions are per process (module docstring): pickling keeps the exported models (bytes)
+    and drops the sessions; the first call in another process builds its session from the
+    model without exporting again.
 
     Args:
         network: the network (its convolutions are exported through PyTorch's own dispatch).
@@ -145,29 +175,56 @@ class OnnxRuntimeUNet:
         self.network = network
         self.config = network.config
         self.threads = int(threads) if threads is not None else torch.get_num_threads()
+        self._models: dict[tuple[int, ...], bytes] = {}
         self._sessions: dict[tuple[int, ...], Any] = {}
         self._pid = os.getpid()
+        _ENGINES.add(self)
+
+    # pickling: the exported models travel, the sessions (per process) never do
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_sessions"], state["_pid"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sessions = {}
+        self._pid = os.getpid()
+        _ENGINES.add(self)
+
+    def _leave_inherited(self) -> None:
+        """In a process other than the sessions' owner (a forked child): keep the inherited
+        sessions alive forever and start with none."""
+        if self._pid == os.getpid():
+            return
+        if self._sessions:
+            _INHERITED_SESSIONS.append(self._sessions)
+        self._sessions, self._pid = {}, os.getpid()
+
+    @property
+    def session_grids(self) -> tuple[tuple[int, ...], ...]:
+        """The grid sizes that have a runtime session in this process (none after pickling or
+        in a freshly forked child)."""
+        return tuple(self._sessions) if self._pid == os.getpid() else ()
 
     def session(self, spatial: tuple[int, ...]) -> Any:
-        """The ONNX Runtime session for grid ``spatial`` (exported on first use).
-
-        Sessions are not shared across ``fork`` (a ``DataLoader`` worker builds its own: a
-        runtime's thread pool does not survive the fork)."""
-        if os.getpid() != self._pid:
-            self._sessions, self._pid = {}, os.getpid()
+        """This process's ONNX Runtime session for grid ``spatial``, built on first use (the
+        pass is exported once per grid size and engine; other processes reuse the export)."""
+        self._leave_inherited()
         session = self._sessions.get(spatial)
         if session is not None:
             return session
         import onnxruntime as ort
 
+        model = self._models.get(spatial)
+        if model is None:
+            model = self._models[spatial] = export_onnx(self.network, spatial)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        session = ort.InferenceSession(
-            export_onnx(self.network, spatial), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._sessions[spatial] = session
         return session
 
