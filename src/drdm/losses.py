@@ -36,6 +36,7 @@ __all__ = [
     "distance_loss",
     "drdm_loss",
     "regularisation_loss",
+    "unrecovered_fraction",
 ]
 
 DEFAULT_EPS = 1e-3
@@ -121,6 +122,22 @@ def drdm_loss(
     reg = regularisation_loss(psi_hat)
     total = lambda_dist * dist + lambda_angle * ang + lambda_reg * reg
     return LossTerms(total=total, distance=dist, angle=ang, regularisation=reg)
+
+
+def unrecovered_fraction(psi: Tensor, psi_hat: Tensor, per_sample: bool = False) -> Tensor:
+    """``U = E|r| / E|psi|`` with ``r = compose(psi_hat, psi)`` (``r[x] = psi[x + psi_hat[x]]
+    + psi_hat[x]``): the part of the forward step ``psi`` left after warping the deformed
+    image back by ``psi_hat`` (pull-back). 1 for the zero field, 0 for an exact inverse.
+
+    ``psi``, ``psi_hat``: ``(B, ndim, *spatial)`` voxels. Returns a scalar (means over the
+    batch and voxels), or ``(B,)`` with ``per_sample=True``.
+    """
+    _check_pair(psi, psi_hat)
+    residual = compose(psi_hat, psi).norm(dim=1).flatten(1).mean(1)
+    size = psi.norm(dim=1).flatten(1).mean(1)
+    if per_sample:
+        return residual / size.clamp_min(torch.finfo(size.dtype).tiny)
+    return residual.mean() / size.mean().clamp_min(torch.finfo(size.dtype).tiny)
 
 
 class DRDMLoss(nn.Module):

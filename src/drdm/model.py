@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from .pretrained import resolve_model
 from .sampling import SamplerConfig, official_sampler_config, recover
 from .spatial import resize_ddf, warp
 
-__all__ = ["DRDM", "DRDMOutput", "ModelCard", "official_extra_config"]
+__all__ = ["DRDM", "DRDMOutput", "ModelCard", "RecoveryStep", "official_extra_config"]
 
 
 def official_extra_config(
@@ -80,6 +80,25 @@ class DRDMOutput:
     level: int
     trajectory_images: Tensor | None = None
     trajectory_ddfs: Tensor | None = None
+
+
+class RecoveryStep(NamedTuple):
+    """One forward step of the model's process and the network's answer, on the model grid
+    (:meth:`DRDM.recovery_step`).
+
+    Attributes:
+        images: ``I_t = phi_{t:1}(I_0)``, ``(B, C, *image_size)``.
+        step: the forward step ``psi_t``, ``(B, ndim, *image_size)`` voxels.
+        estimate: the network's ``psi_hat_t`` (Eq. 12), same shape and units; a network that
+            recovers has ``compose(estimate, step) ~ 0``
+            (:func:`drdm.losses.unrecovered_fraction`).
+        t: the timesteps, ``(B,)`` int64.
+    """
+
+    images: Tensor
+    step: Tensor
+    estimate: Tensor
+    t: Tensor
 
 
 class DRDM:
@@ -289,6 +308,16 @@ class DRDM:
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                f"{generator!r} (e.g. torch.Generator().manual_seed(0))"
+            )
+        if isinstance(images, Tensor) and images.device.type == "meta":
+            raise ValueError(
+                f"images is a meta-device tensor of shape {tuple(images.shape)}: it holds no "
+                "data; pass a CPU or CUDA tensor"
+            )
         config = self.sampler if sampler is None else sampler
         overrides: dict[str, Any] = {}
         if stride is not None:
@@ -300,11 +329,13 @@ class DRDM:
         native = tuple(x.shape[2:])
         with torch.inference_mode():
             model_x = self._to_model_grid(x)
-            if normalize:
-                flat = model_x.flatten(1)
+            if normalize:  # in float64: hi - lo of float32 intensities can overflow
+                wide = model_x.double()
+                flat = wide.flatten(1)
                 lo = flat.amin(1).view(-1, *([1] * (model_x.dim() - 1)))
                 hi = flat.amax(1).view(-1, *([1] * (model_x.dim() - 1)))
-                model_x = (model_x - lo) / (hi - lo).clamp_min(torch.finfo(model_x.dtype).tiny)
+                wide = (wide - lo) / (hi - lo).clamp_min(torch.finfo(torch.float64).tiny)
+                model_x = wide.to(model_x.dtype)
             if num_samples > 1:
                 model_x = model_x.repeat_interleave(num_samples, dim=0)
             result = recover(
@@ -317,6 +348,13 @@ class DRDM:
                 return_trajectory=return_trajectory,
                 progress=progress,
             )
+            if not bool(torch.isfinite(result.ddf).all()):
+                peak = float(x.abs().max())
+                raise ValueError(
+                    f"the network's deformation is not finite (NaN/Inf) for images with "
+                    f"intensities up to {peak:.3g}: it expects them as it was trained (e.g. in "
+                    "[0, 1]); rescale the images or pass normalize=True"
+                )
             ddf = resize_ddf(result.ddf, native)
             initial = resize_ddf(result.initial_ddf, native)
             originals = x.repeat_interleave(num_samples, dim=0) if x.shape[0] > 1 else x
@@ -329,6 +367,47 @@ class DRDM:
             trajectory_images=result.trajectory_images,
             trajectory_ddfs=result.trajectory_ddfs,
         )
+
+    def recovery_step(
+        self,
+        images: Tensor | np.ndarray,
+        t: Tensor | int,
+        generator: torch.Generator | None = None,
+        perturb: bool = True,
+        recursions: int | None = None,
+    ) -> RecoveryStep:
+        """Draw one forward step of the model's process for every image and let the network
+        estimate its inverse (Algorithm 1, lines 4-7, without the loss): what training
+        optimises and what ``benchmarks/recovery_eval.py`` and ``drdm adapt`` measure.
+
+        Args:
+            images: ``I_0``, ``(B, C, *spatial)``, ``(C, *spatial)`` or ``(*spatial)`` at any
+                size; resized to the model grid as in :meth:`generate`.
+            t: 1-based timesteps in ``1..T``: an int for all images or ``(B,)``.
+            generator: the only source of randomness (forward fields).
+            perturb: apply the training perturbation (3.3) to ``phi_{t:1}``, as in training.
+            recursions: ``K`` of Eq. 12 (``None``: the network's own).
+
+        Returns:
+            :class:`RecoveryStep` on the model grid (PyTorch engine, no gradients).
+        """
+        x = self._as_batch(images)
+        batch = x.shape[0]
+        steps = torch.as_tensor(t)
+        if steps.is_floating_point() or steps.dtype == torch.bool:
+            raise TypeError(f"t must be integer timesteps, got {steps.dtype}")
+        steps = steps.reshape(-1).to(torch.int64)
+        if steps.numel() == 1:
+            steps = steps.expand(batch).clone()
+        if steps.numel() != batch:
+            raise ValueError(f"t must be one int or {batch} timesteps, got {steps.numel()}")
+        if bool(((steps < 1) | (steps > self.num_steps)).any()):
+            raise ValueError(f"timesteps must lie in 1..{self.num_steps}, got {steps.tolist()}")
+        with torch.inference_mode():
+            model_x = self._to_model_grid(x)
+            fwd = self.process.sample(model_x, steps.to(self.device), generator, perturb)
+            estimate = self.network(fwd.images, steps.to(self.device), recursions)
+        return RecoveryStep(images=fwd.images, step=fwd.step, estimate=estimate, t=steps)
 
     # ------------------------------------------------------------------ checkpoints
     @property

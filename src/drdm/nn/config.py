@@ -9,6 +9,7 @@ from ..config import from_dict, to_dict
 
 NormPlacement = Literal["all", "encoder", "none"]
 OutputUnits = Literal["image", "voxel"]
+InputStem = Literal["space_to_depth", "strided"]
 PaddingMode = Literal["zeros", "border"]
 
 _NORMS = ("all", "encoder", "none")
@@ -55,6 +56,16 @@ class NetworkConfig:
             keeps PyTorch's default initialisation for that layer too.
         warp_padding: padding used when the input image is re-warped inside the recursion.
         compose_padding: padding used when the recursion's fields are composed (Eq. 5).
+        input_stride: ``r``, a power of two: the U-Net runs on a grid ``r`` times coarser than
+            the image it is given, and its field is upsampled (linearly) back to the image
+            grid. With ``r > 1`` the network still *sees* every pixel through ``input_stem``,
+            and the recursion of Eq. 12 re-warps the full-resolution image. ``1`` (default) is
+            the paper's network.
+        input_stem: how the full-resolution image enters the coarse grid when
+            ``input_stride > 1``: ``"space_to_depth"`` (lossless: each ``r**ndim`` block of
+            pixels becomes ``r**ndim`` channels) or ``"strided"`` (a learned convolution of
+            kernel and stride ``r`` to ``stem_width`` channels, then a leaky ReLU).
+        stem_width: output channels of the ``"strided"`` stem.
     """
 
     ndim: int = 2
@@ -76,6 +87,9 @@ class NetworkConfig:
     output_init_std: float | None = 1e-5
     warp_padding: PaddingMode = "zeros"
     compose_padding: PaddingMode = "border"
+    input_stride: int = 1
+    input_stem: InputStem = "space_to_depth"
+    stem_width: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -110,14 +124,32 @@ class NetworkConfig:
             raise ValueError(f"output_units must be one of {_UNITS}, got {self.output_units!r}")
         if self.output_init_std is not None and self.output_init_std < 0:
             raise ValueError(f"output_init_std must be >= 0 or None, got {self.output_init_std}")
+        if self.input_stride < 1 or self.input_stride & (self.input_stride - 1):
+            raise ValueError(f"input_stride must be a power of two >= 1, got {self.input_stride}")
+        if self.input_stem not in ("space_to_depth", "strided"):
+            raise ValueError(
+                f"input_stem must be 'space_to_depth' or 'strided', got {self.input_stem!r}"
+            )
+        if self.stem_width < 1:
+            raise ValueError(f"stem_width must be >= 1, got {self.stem_width}")
         for name in ("warp_padding", "compose_padding"):
             if getattr(self, name) not in _PADDINGS:
                 raise ValueError(f"{name} must be one of {_PADDINGS}, got {getattr(self, name)!r}")
 
     @property
     def size_multiple(self) -> int:
-        """Every spatial size of the input must be a multiple of this (``2 ** len(widths)``)."""
-        return 2 ** len(self.widths)
+        """Every spatial size of the input must be a multiple of this
+        (``input_stride * 2 ** len(widths)``)."""
+        return self.input_stride * 2 ** len(self.widths)
+
+    @property
+    def unet_in_channels(self) -> int:
+        """Channels entering the first U-Net level (after the input stem, if any)."""
+        if self.input_stride == 1:
+            return self.in_channels
+        if self.input_stem == "space_to_depth":
+            return self.in_channels * self.input_stride**self.ndim
+        return self.stem_width
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict (tuples become lists)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spatial import compose, warp
@@ -21,6 +22,21 @@ from .blocks import (
 )
 from .blocks import upsample as upsample_layer
 from .config import NetworkConfig
+
+
+def space_to_depth(x: Tensor, r: int) -> Tensor:
+    """Lossless rearrangement ``(B, C, *S)`` -> ``(B, C * r**ndim, *S / r)``: channel
+    ``c * r**ndim + k`` holds the pixel at offset ``k`` (row-major over the ``ndim`` axes) of
+    each ``r``-block of channel ``c``. 2D and 3D (``ndim = x.dim() - 2``)."""
+    b, c, *spatial = x.shape
+    nd = len(spatial)
+    shape = [b, c]
+    for s in spatial:
+        shape += [s // r, r]
+    h = x.reshape(shape)
+    # (B, C, S0/r, r, S1/r, r, ...) -> (B, C, r, r, ..., S0/r, S1/r, ...)
+    order = [0, 1] + [3 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)]
+    return h.permute(order).reshape(b, c * r**nd, *(s // r for s in spatial))
 
 
 class RecursiveUNet(nn.Module):
@@ -72,10 +88,14 @@ class RecursiveUNet(nn.Module):
             sinusoidal_table(cfg.num_steps, emb, cfg.embed_max_period),
             persistent=False,
         )
+        self.stem: nn.Module | None = None
+        if cfg.input_stride > 1 and cfg.input_stem == "strided":
+            r = cfg.input_stride
+            self.stem = conv(nd, cfg.in_channels, cfg.stem_width, r, stride=r)
         self.enc_time = nn.ModuleList()
         self.enc_blocks = nn.ModuleList()
         self.down = nn.ModuleList()
-        in_ch = cfg.in_channels
+        in_ch = cfg.unet_in_channels
         for w in widths:
             self.enc_time.append(proj(in_ch))
             self.enc_blocks.append(stage([in_ch, w, w, w], enc_norm))
@@ -166,11 +186,23 @@ class RecursiveUNet(nn.Module):
             ddf = torch.maximum(torch.minimum(ddf, limit), -limit)
         return ddf
 
+    def _enter(self, image: Tensor) -> Tensor:
+        """The input stem: ``(B, C, *S)`` -> ``(B, unet_in_channels, *S / input_stride)``."""
+        cfg = self.config
+        r = cfg.input_stride
+        if r == 1:
+            return image
+        if self.stem is not None:
+            return F.leaky_relu(self.stem(image), cfg.act_slope)
+        return space_to_depth(image, r)
+
     def unet_pass(self, image: Tensor, emb: Tensor) -> Tensor:
         """One U-Net evaluation from a precomputed embedding (:meth:`embed`, ``(B, embed_dim)``
-        in the image's dtype): ``(B, C, *S)`` -> ``(B, ndim, *S)`` voxels, no input checks."""
+        in the image's dtype): ``(B, C, *S)`` -> ``(B, ndim, *S)`` voxels, no input checks.
+        With ``input_stride`` ``r > 1`` the U-Net runs on ``S / r`` and its raw output is
+        upsampled linearly to ``S`` before the conversion to voxels."""
         skips = []
-        h = image
+        h = self._enter(image)
         for proj, blocks, down in zip(self.enc_time, self.enc_blocks, self.down, strict=True):
             h = blocks(h + proj(emb))
             skips.append(h)
@@ -182,7 +214,11 @@ class RecursiveUNet(nn.Module):
             h = self.up[i](h)
             h = torch.cat([skips[i], h], dim=1) + self.dec_time[i](emb)
             h = self.dec_blocks[i](h)
-        return self._to_voxels(self.out_conv(h))
+        raw = self.out_conv(h)
+        if self.config.input_stride > 1:
+            mode = "bilinear" if self.config.ndim == 2 else "trilinear"
+            raw = F.interpolate(raw, size=image.shape[2:], mode=mode, align_corners=False)
+        return self._to_voxels(raw)
 
     # ------------------------------------------------------------------ public API
     def single_pass(self, image: Tensor, t: Tensor | int) -> Tensor:
