@@ -1,4 +1,4 @@
-"""The spatial core: one implementation of warp, compose, resize, integrate and Jacobian.
+"""The spatial core: one implementation of warp, compose, invert, resize, integrate and Jacobian.
 
 Pure PyTorch functions, 2D and 3D through the same code, batched and differentiable; no
 randomness and no I/O.
@@ -16,6 +16,7 @@ Conventions (used throughout ``drdm``):
 
 from ._field import compose, integrate, resize_ddf
 from ._grid import identity_grid
+from ._invert import InversionReport, invert_field, invert_field_report
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._labels import warp_labels_onehot as warp_labels_onehot
 from ._sample import sample, warp, warp_labels
@@ -23,6 +24,7 @@ from ._separable import interpolation_matrix, resample_separable
 from ._smooth import gaussian_kernel, smooth, smoothing_gain, smoothing_matrix
 
 __all__ = [
+    "InversionReport",
     "MagnitudeStats",
     "compose",
     "fold_ratio",
@@ -30,6 +32,8 @@ __all__ = [
     "identity_grid",
     "integrate",
     "interpolation_matrix",
+    "invert_field",
+    "invert_field_report",
     "jacobian_det",
     "magnitude_stats",
     "resample_separable",
