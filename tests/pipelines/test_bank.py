@@ -12,8 +12,8 @@ import torch
 from conftest import smooth_image, write_nifti
 from drdm.errors import InputError
 from drdm.pipelines import DRDMDeform
-from drdm.pipelines.bank import FieldBank, image_fingerprint
-from drdm.spatial import warp, warp_labels
+from drdm.pipelines.bank import DEFAULT_JITTER, FieldBank, ImageKey, image_fingerprint
+from drdm.spatial import compose, magnitude_stats, warp, warp_labels
 from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 
@@ -50,6 +50,14 @@ def test_lookup_by_key_content_and_errors():
         bank.lookup("c")
     single = FieldBank.build(RandomSmoothSampler(), [imgs[0]], num_fields=2)
     assert torch.equal(single.lookup(image=imgs[2][None]), single.fields(0))  # only entry
+    # ... but an only entry keyed by a file path serves no image that does not name it
+    by_path = FieldBank(2)
+    by_path.add("/data/case.nii.gz", single.fields(0))
+    with pytest.raises(KeyError, match="keyed by the file '/data/case.nii.gz'"):
+        by_path.lookup(image=imgs[2][None])
+    with pytest.raises(KeyError, match="keyed by the file"):
+        DRDMDeform(by_path, stack=None)(imgs[2])
+    assert torch.equal(by_path.lookup("/data/./case.nii.gz"), single.fields(0))
     with pytest.raises(InputError, match="grid"):
         single.draw(gen(0), image=torch.zeros(1, 20, 24))
     assert image_fingerprint(imgs[0]) == image_fingerprint(imgs[0].double())
@@ -58,7 +66,9 @@ def test_lookup_by_key_content_and_errors():
 
 def test_deform_draws_every_bank_field_and_warps_once():
     imgs = images()
-    bank = FieldBank.build(RandomSmoothSampler(amplitude=2.0), imgs, num_fields=4, generator=gen(1))
+    bank = FieldBank.build(
+        RandomSmoothSampler(amplitude=2.0), imgs, num_fields=4, generator=gen(1), jitter=0.0
+    )
     plain = DRDMDeform(bank, stack=None, ddf_key="ddf", seed=0)
     image = imgs[2][None]
     label = torch.from_numpy(label_map())[None]
@@ -166,3 +176,141 @@ def test_a_2d_bank_serves_images_held_with_a_singleton_axis():
     assert lifted[2].abs().max() == 0
     with pytest.raises(InputError, match="grid"):
         bank.draw(gen(4), key=1, image=torch.zeros(1, 24, 12, 1))
+
+
+def test_draws_never_repeat_a_geometry():
+    # before issue 19 a draw was one of the K stored fields: with K = 2, 40 draws gave 2
+    imgs = [smooth_image((64, 56), gen(s)).float()[0, 0] for s in (1, 2)]
+    bank = FieldBank.build(RandomSmoothSampler(amplitude=3.0), imgs, num_fields=2, generator=gen(0))
+    assert bank.jitter == DEFAULT_JITTER == 0.01
+    deform = DRDMDeform(bank, stack=None, ddf_key="ddf", seed=0)
+    image = imgs[1][None]
+    drawn = torch.stack([deform({"image": image})["ddf"] for _ in range(40)])
+    flat = drawn.reshape(40, -1)
+    gaps = torch.cdist(flat.double(), flat.double()) / flat.shape[1] ** 0.5  # RMS distance
+    gaps += torch.eye(40, dtype=torch.float64) * 1e9
+    assert gaps.min() > 0.1  # voxels: no two draws share their geometry
+    # each draw is still one of this image's fields, composed with a small fresh one
+    nearest = [min(float((d - f).pow(2).mean().sqrt()) for f in bank.fields(1)) for d in drawn]
+    others = [min(float((d - f).pow(2).mean().sqrt()) for f in bank.fields(0)) for d in drawn]
+    assert max(nearest) < 2.0 and min(others) > max(nearest)
+    # Table-1 magnitudes move little: the fresh field is 1 % of the size (std per axis)
+    bare = magnitude_stats(bank.fields(1)).mean_percent.mean()
+    assert magnitude_stats(drawn).mean_percent.mean() == pytest.approx(float(bare), rel=0.1)
+
+
+def test_the_fresh_field_is_composed_after_the_bank_field():
+    image = torch.zeros(1, 48, 40)
+    zero = FieldBank(2)
+    zero.add("z", torch.zeros(1, 2, 48, 40))
+    psi = zero.draw(gen(3), key="z")  # compose(ψ, 0) = ψ
+    assert psi.abs().max() > 0
+    spread = psi.std(dim=(1, 2)) / torch.tensor([48.0, 40.0])
+    assert float(spread.min()) > 0.002 and float(spread.max()) < 0.02  # ~ jitter of the size
+    assert magnitude_stats(psi[None]).mean_percent < 2.5
+    phi = smooth_image((48, 40), gen(4)).float()[0].expand(2, 48, 40) * 3.0
+    bank = FieldBank(2)
+    bank.add("p", phi[None].contiguous())
+    drawn = bank.draw(gen(3), key="p", image=image)
+    torch.testing.assert_close(drawn, compose(psi[None], phi[None])[0], atol=1e-5, rtol=0)
+    bank.jitter = 0.0  # the bare bank field
+    assert torch.equal(bank.draw(gen(3), key="p"), phi)
+    with pytest.raises(ValueError, match="jitter"):
+        FieldBank(2, jitter=0.5)
+
+
+def test_slicewise_bank_draws_one_in_plane_fresh_field_for_all_slices():
+    bank = FieldBank(2)
+    bank.add("stack", torch.zeros(2, 3, 30, 28, 5))
+    drawn = bank.draw(gen(1), key="stack", image=torch.zeros(1, 30, 28, 5))
+    assert not drawn[2].any() and drawn[:2].abs().max() > 0
+    for k in range(1, 5):
+        assert torch.equal(drawn[..., k], drawn[..., 0])
+
+
+def test_a_bank_keyed_by_path_refuses_an_image_of_another_geometry(tmp_path):
+    imgs = images()
+    affine = torch.diag(torch.tensor([1.5, 1.5, 8.0, 1.0]))
+    path = str(tmp_path / "case.nii.gz")
+    bank = FieldBank.build(
+        RandomSmoothSampler(), {path: imgs[0]}, num_fields=2, affines={path: affine}
+    )
+    same = bank.key_for(str(tmp_path / "." / "case.nii.gz"), affine.numpy())
+    assert isinstance(same, ImageKey) and bank.key_for("/elsewhere.nii.gz", affine) is None
+    assert bank.draw(gen(0), key=same, image=imgs[0][None]).shape == (2, 24, 24)
+    flipped = affine.clone()
+    flipped[0, 0] = -1.5
+    flipped[0, 3] = 34.5  # the same grid, reoriented (a flip of the first axis)
+    with pytest.raises(InputError, match="grid or orientation") as err:
+        bank.draw(gen(0), key=bank.key_for(path, flipped), image=imgs[0][None])
+    assert "\n" not in str(err.value) and "case.nii.gz" in str(err.value)
+    # without a recorded affine the first one drawn with is the entry's geometry
+    learned = FieldBank.build(RandomSmoothSampler(), {path: imgs[0]}, num_fields=2)
+    assert learned.affine(path) is None
+    learned.draw(gen(0), key=learned.key_for(path, affine), image=imgs[0][None])
+    assert learned.affine(path) == tuple(float(v) for v in affine.flatten())
+    with pytest.raises(InputError, match="grid or orientation"):
+        learned.draw(gen(0), key=learned.key_for(path, flipped), image=imgs[0][None])
+    # the geometry travels with the file
+    bank.save(tmp_path / "bank.safetensors")
+    loaded = FieldBank.load(tmp_path / "bank.safetensors")
+    assert loaded.affine(path) == bank.affine(path) and loaded.jitter == bank.jitter
+    with pytest.raises(InputError, match="grid or orientation"):
+        loaded.draw(gen(0), key=loaded.key_for(path, flipped), image=imgs[0][None])
+
+
+def test_monai_refuses_a_path_keyed_bank_field_after_a_reorientation(tmp_path):
+    pytest.importorskip("monai")
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, Flipd
+
+    from drdm.adapters.monai import DRDMDeformd
+
+    image = smooth_image((24, 24), gen(1)).float()[0]  # (1, 24, 24)
+    path = str(tmp_path / "case.nii.gz")
+    affine = torch.diag(torch.tensor([1.5, 1.5, 1.0, 1.0], dtype=torch.float64))
+    bank = FieldBank.build(
+        RandomSmoothSampler(), {path: image[0]}, num_fields=2, affines={path: affine}
+    )
+
+    def sample():
+        value = MetaTensor(image.clone(), affine=affine.clone())
+        value.meta["filename_or_obj"] = path
+        return {"image": value}
+
+    deform = DRDMDeformd(["image"], bank, stack=None, seed=0)
+    assert deform(sample())["image"].shape == (1, 24, 24)
+    flipped = Flipd(["image"], spatial_axis=0)(sample())  # MONAI updates the affine
+    with pytest.raises(InputError, match="grid or orientation"):
+        deform(flipped)
+    with pytest.raises(RuntimeError) as err:  # inside Compose, MONAI wraps the error
+        Compose([Flipd(["image"], spatial_axis=0), deform])(sample())
+    assert "grid or orientation" in str(err.value.__cause__)
+
+
+def test_save_into_an_unwritable_folder_is_one_line_naming_it(tmp_path, monkeypatch):
+    bank = FieldBank.build(RandomSmoothSampler(), images()[:1], num_fields=2)
+    missing = tmp_path / "missing"
+    with pytest.raises(InputError, match="missing: cannot save the field bank") as err:
+        bank.save(missing / "bank.safetensors")
+    assert "\n" not in str(err.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        bank.save(tmp_path / "file" / "bank.safetensors")
+    # a write that fails half-way (a full disk) leaves the previous file and no temporary
+    target = tmp_path / "bank.safetensors"
+    bank.save(target)
+    before = target.read_bytes()
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(InputError, match=f"{tmp_path}: .*No space left on device"):
+        bank.save(target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.safetensors", "file"]

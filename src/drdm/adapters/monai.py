@@ -210,8 +210,8 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
             return d[self.bank_key]
         if isinstance(reference, MetaTensor):
             name = reference.meta.get("filename_or_obj")
-            if isinstance(name, str) and name in self.deformer.bank:
-                return name
+            if isinstance(name, str):  # the file's entry; the bank checks its geometry
+                return self.deformer.bank.key_for(name, reference.affine)
         return None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -194,8 +194,8 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         if self.bank_key is not None:
             return subject[self.bank_key]
         path = getattr(reference, "path", None)
-        if path is not None and str(path) in self.deformer.bank:
-            return str(path)
+        if path is not None:  # the file's entry; the bank checks its geometry
+            return self.deformer.bank.key_for(str(path), reference.affine)
         return None
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:

@@ -8,10 +8,10 @@ A DRDM field costs seconds on a CPU (the recovery network runs T' times), far to
 training sample. The bank pays that cost ONCE: :meth:`FieldBank.build` generates
 ``num_fields`` DRDM deformations of every training image with :class:`~drdm.pipelines.DRDMSampler`
 (Algorithm 2, the network seeing that image), levels taken in turn from ``levels``. At
-training time :class:`~drdm.pipelines.DRDMDeform` draws one of the image's fields uniformly
-at random, composes a cheap random transform after it (by default BigAug's rotation, scaling
-and elastic deformation, each with probability 1/2, freshly drawn per call) and warps the
-image and its label maps ONCE with the composed field.
+training time :meth:`FieldBank.draw` takes one of the image's fields uniformly at random and
+composes a fresh smooth random field after it (``jitter``, below), and
+:class:`~drdm.pipelines.DRDMDeform` warps the image and its label maps ONCE with it (after any
+``stack`` of BigAug geometry it adds).
 
 What is instance-specific, what is reused, how diverse an epoch is:
 
@@ -20,8 +20,16 @@ What is instance-specific, what is reused, how diverse an epoch is:
   shared between images.
 * **reused**: the ``K = num_fields`` fields of an image, across epochs. An epoch draws one of
   them per visit, with replacement: over ``E`` epochs an image sees on average
-  ``K (1 - (1 - 1/K)^E)`` distinct DRDM fields (``E = K = 16``: 10.3), each combined with a
-  fresh random rotation/scaling/elastic field, so no two samples share their whole geometry.
+  ``K (1 - (1 - 1/K)^E)`` distinct bank fields (``E = K = 16``: 10.3).
+* **never repeated**: every draw composes the bank field with a fresh random smooth field
+  (``jitter``: a 5-point-per-axis control grid of Gaussian displacements, cubic-interpolated,
+  with standard deviation ``jitter`` times the image size along each axis, by default 1 %;
+  in-plane and shared by the slices of a slice-wise stack). Two draws therefore never share
+  their geometry, also with ``stack=None``: 200 draws of one 256 x 256 image from a K = 4 bank
+  gave 200 distinct fields, the closest two 2.0 voxels (RMS over the image) apart, while the
+  Table-1 magnitudes moved by 2 % (``benchmarks/bank_diversity.py``,
+  ``docs/results/bank_diversity.md``). ``jitter=0`` gives the bare bank fields (then 1 draw in
+  ``K`` repeats an earlier one).
 * **not covered**: DRDM's own randomness beyond the ``K`` stored fields. Rebuild the bank (a
   new ``generator``) to renew it, e.g. every few epochs; more fields cost build time and
   memory (``nbytes``: ``K x ndim x voxels x 4`` bytes per image, 2 MB per 256 x 256 field
@@ -31,10 +39,15 @@ Banks can also be read from ``drdm augment --stack none --ddf-format npy`` outpu
 (:meth:`FieldBank.from_manifest`), keyed by the source image's path.
 
 Lookup: by an explicit key (an index, a case name or a path; ``bank_key=`` of
-:class:`~drdm.pipelines.DRDMDeform`, the file path in the MONAI/TorchIO adapters), else by the
-image's content (a hash of its voxels as float32 and its shape, computed at build time), else
-the bank's only entry. The shapes must match: build the bank from the images as they reach
-the transform (after any deterministic resampling or cropping).
+:class:`~drdm.pipelines.DRDMDeform`, an :class:`ImageKey` of the file path and affine in the
+MONAI/TorchIO adapters), else by the image's content (a hash of its voxels as float32 and its
+shape, computed at build time), else the bank's only entry unless that entry is keyed by a
+file path. The shapes must match: build the bank from the images as they reach the transform
+(after any deterministic resampling or cropping). An entry keyed by a path also holds the
+geometry (voxel-to-world affine) of its image: given at build time (``affines=``) or, if not,
+the first one it is drawn with in the process; an :class:`ImageKey` whose affine differs (the
+image was reoriented, resampled, flipped or rotated before the transform) is refused with a
+one-line :class:`~drdm.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -47,17 +60,20 @@ import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from ..spatial import compose
 from .core import (
     DRDMSampler,
     FieldSampler,
     SliceAxis,
+    field_to_slices,
     image_tensor,
     resolve_slice_axis,
     slices_to_field,
@@ -65,7 +81,32 @@ from .core import (
     to_slices,
 )
 
-__all__ = ["FieldBank", "image_fingerprint"]
+__all__ = ["DEFAULT_JITTER", "FieldBank", "ImageKey", "image_fingerprint"]
+
+#: standard deviation of the fresh field composed with every draw, as a fraction of the image
+#: size along each axis (:meth:`FieldBank.draw`)
+DEFAULT_JITTER = 0.01
+#: control points per axis of that field (including both ends)
+_JITTER_POINTS = 5
+#: largest difference between a stored affine and an image's, in mm (or the affine's units)
+_AFFINE_TOLERANCE = 1e-3
+
+
+class ImageKey(NamedTuple):
+    """A bank key that carries the geometry of the image it stands for: ``path`` (any spelling
+    of the file the bank entry is keyed by) and ``affine``, the voxel-to-world matrix of the
+    image as it reaches the transform (flattened row by row, e.g. 16 values for MONAI's and
+    TorchIO's 4 x 4). Made by :meth:`FieldBank.key_for`."""
+
+    path: str
+    affine: tuple[float, ...]
+
+
+def _affine_tuple(affine: Any) -> tuple[float, ...]:
+    """A voxel-to-world matrix (array, tensor, ``MetaTensor`` or nested lists), flattened."""
+    if isinstance(affine, Tensor):
+        affine = affine.detach().cpu().tolist()
+    return tuple(float(v) for v in np.asarray(affine, dtype=np.float64).ravel())
 
 
 def image_fingerprint(image: Tensor) -> str:
@@ -104,23 +145,36 @@ def _key_text(key: Hashable) -> str:
     return repr(key)
 
 
+def _is_path(key: Hashable) -> bool:
+    """Whether a key names a file (a path object, or a string with a folder in it), as
+    :meth:`FieldBank.from_manifest` and the adapters key entries, not a case name."""
+    if isinstance(key, os.PathLike):
+        return True
+    return isinstance(key, str) and (os.sep in key or (os.altsep or os.sep) in key)
+
+
 class FieldBank:
     """Instance-specific displacement fields, ``K`` per training image (module docstring).
 
     Each entry maps a key to a tensor ``(K, ndim, *spatial)`` of float fields in voxels of the
     image's grid (pull-back; slice-wise fields of a 2D model on a 3D stack have a zero
     component along the slice axis), kept on the CPU and moved to the image's device when
-    drawn. ``ndim`` (2 or 3) is the dimensionality of the model that made them.
+    drawn. ``ndim`` (2 or 3) is the dimensionality of the model that made them; ``jitter``
+    the size of the fresh field composed with every draw (:meth:`draw`).
     """
 
-    def __init__(self, ndim: int) -> None:
+    def __init__(self, ndim: int, jitter: float = DEFAULT_JITTER) -> None:
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
         self.ndim = int(ndim)
+        #: standard deviation of the fresh smooth field composed with every draw, as a
+        #: fraction of the image size along each axis (0: the bare bank fields)
+        self.jitter = _check_jitter(jitter)
         self._fields: dict[Hashable, Tensor] = {}
         self._levels: dict[Hashable, list[int | None]] = {}
         self._by_content: dict[str, Hashable] = {}
         self._by_path: dict[str, Hashable] = {}
+        self._affines: dict[Hashable, tuple[float, ...]] = {}
         #: seconds spent generating the fields (build cost, to amortise over the epochs)
         self.build_seconds = 0.0
 
@@ -129,7 +183,13 @@ class FieldBank:
         return len(self._fields)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._fields
+        if isinstance(key, ImageKey):
+            key = key.path
+        if key in self._fields:
+            return True
+        if isinstance(key, (str, os.PathLike)):
+            return os.path.realpath(os.fspath(key)) in self._by_path
+        return False
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self._fields)
@@ -159,7 +219,7 @@ class FieldBank:
         counts = sorted({f.shape[0] for f in self._fields.values()})
         return (
             f"FieldBank(ndim={self.ndim}, entries={len(self)}, fields_per_entry={counts}, "
-            f"MB={self.nbytes / 2**20:.1f})"
+            f"jitter={self.jitter}, MB={self.nbytes / 2**20:.1f})"
         )
 
     def share_memory(self) -> FieldBank:
@@ -177,11 +237,14 @@ class FieldBank:
         image: Tensor | np.ndarray | None = None,
         levels: Sequence[int | None] | None = None,
         channel_first: bool = False,
+        affine: Any = None,
     ) -> None:
         """Add (or replace) entry ``key`` with ``fields`` ``(K, ndim, *spatial)`` (voxels).
 
         ``image`` (``(*spatial)``, or ``(C, *spatial)`` with ``channel_first``), if given, makes
         the entry findable by content: the same image at the transform finds it without a key.
+        ``affine`` (the image's voxel-to-world matrix, e.g. 4 x 4, for entries keyed by a file
+        path): an :class:`ImageKey` with another affine is refused (module docstring).
         """
         f = torch.as_tensor(fields)
         if not f.is_floating_point() or f.dim() < 4 or f.shape[1] != f.dim() - 2:
@@ -214,9 +277,28 @@ class FieldBank:
             self._by_content[image_fingerprint(x)] = key
         if isinstance(key, (str, os.PathLike)):
             self._by_path[os.path.realpath(os.fspath(key))] = key
+        self._affines.pop(key, None)
+        if affine is not None:
+            self._affines[key] = _affine_tuple(affine)
+
+    def key_for(self, path: str | os.PathLike[str], affine: Any) -> ImageKey | None:
+        """The key of the image read from ``path`` whose voxel-to-world matrix is now
+        ``affine`` (``(n, n)`` array-like), or ``None`` when the bank has no entry for the file.
+        Drawing with it checks the geometry (module docstring)."""
+        if path not in self:
+            return None
+        return ImageKey(os.fspath(path), _affine_tuple(affine))
+
+    def affine(self, key: Hashable) -> tuple[float, ...] | None:
+        """The geometry the entry's image had (flattened voxel-to-world matrix), if known."""
+        return self._affines.get(self._resolve(key))
 
     # ------------------------------------------------------------------ lookup
     def _resolve(self, key: Hashable) -> Hashable:
+        if isinstance(key, ImageKey):
+            found = self._resolve(key.path)
+            self._check_geometry(found, key)
+            return found
         if key in self._fields:
             return key
         if isinstance(key, (str, os.PathLike)):
@@ -226,10 +308,31 @@ class FieldBank:
         some = ", ".join(_key_text(k) for k in list(self._fields)[:3])
         raise KeyError(f"no bank entry {_key_text(key)} (the bank has {len(self)}: {some}, ...)")
 
+    def _check_geometry(self, entry: Hashable, key: ImageKey) -> None:
+        """Refuse an image whose affine is not the one the entry's image had; an entry with no
+        recorded geometry takes the first one it sees."""
+        known = self._affines.get(entry)
+        if known is None:
+            self._affines[entry] = key.affine
+            return
+        same = len(known) == len(key.affine) and all(
+            abs(a - b) <= _AFFINE_TOLERANCE for a, b in zip(known, key.affine, strict=True)
+        )
+        if not same:
+            raise InputError(
+                f"bank entry {_key_text(entry)}: the image's grid or orientation (affine "
+                f"{_affine_text(key.affine)}) is not the one the bank's fields were made on "
+                f"({_affine_text(known)}); deform before any spatial transform, or build the "
+                "bank from the images as they reach the transform"
+            )
+
     def lookup(self, key: Hashable | None = None, image: Tensor | None = None) -> Tensor:
-        """The fields of an image: by ``key`` (exact, or the same file path), else by the
-        content of ``image`` ``(C, *spatial)``, else the only entry. Raises ``KeyError`` with
-        a one-line explanation when nothing matches."""
+        """The fields of an image: by ``key`` (exact, the same file path, or an
+        :class:`ImageKey`, whose geometry is checked), else by the content of ``image``
+        ``(C, *spatial)``, else the only entry unless it is keyed by a file path (any image of
+        its grid would match). Raises ``KeyError`` with a one-line explanation when nothing
+        matches, :class:`~drdm.errors.InputError` when an :class:`ImageKey`'s geometry differs.
+        """
         if key is not None:
             return self._fields[self._resolve(key)]
         if image is not None and self._by_content:
@@ -237,7 +340,14 @@ class FieldBank:
             if found is not None:
                 return self._fields[found]
         if len(self._fields) == 1:
-            return next(iter(self._fields.values()))
+            only = next(iter(self._fields))
+            if not _is_path(only):
+                return self._fields[only]
+            raise KeyError(
+                f"the bank's only entry is keyed by the file {_key_text(only)}, and this image "
+                "was given without a key and does not match its content: pass its path "
+                "(DRDMDeform(bank_key=...) or key=) so the bank can check it is that image"
+            )
         shape = None if image is None else tuple(image.shape)
         raise KeyError(
             f"no bank entry for this image (shape {shape}): give its key (DRDMDeform(bank_key="
@@ -251,11 +361,21 @@ class FieldBank:
         key: Hashable | None = None,
         image: Tensor | None = None,
     ) -> Tensor:
-        """One of the image's fields, uniformly at random: ``(ndim, *spatial)`` float32 voxels
-        (on ``image``'s device when given). The image's grid must be the fields' grid."""
+        """One of the image's fields, uniformly at random, composed with a fresh random smooth
+        field: ``(ndim, *spatial)`` float32 voxels (on ``image``'s device when given). The
+        image's grid must be the fields' grid.
+
+        The fresh field ``ψ`` (``jitter``; module docstring) acts after the bank field ``φ``:
+        the result is ``compose(ψ, φ)`` (:func:`drdm.spatial.compose`, paper Eq. 5), so
+        ``warp(I, result) ≈ warp(warp(I, φ), ψ)``. For slice-wise fields (a 2D bank on a 3D
+        stack) ``ψ`` is one in-plane field shared by every slice, with zero displacement
+        along the slice axis. Both the choice of ``φ`` and ``ψ`` come from ``generator``.
+        """
         bank = self.lookup(key, image)
         index = int(torch.randint(bank.shape[0], (1,), generator=generator))
-        field = bank[index]
+        field = bank[index].float()
+        if self.jitter > 0:
+            field = _jittered(field, self.jitter, generator)
         if image is not None:
             field = _lift_to_grid(field, tuple(image.shape[1:]))
             if tuple(image.shape[1:]) != tuple(field.shape[1:]):
@@ -291,6 +411,8 @@ class FieldBank:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         progress: bool = False,
+        jitter: float = DEFAULT_JITTER,
+        affines: Mapping[Hashable, Any] | None = None,
     ) -> FieldBank:
         """Generate ``num_fields`` fields for every image (the build cost is paid here once).
 
@@ -316,6 +438,12 @@ class FieldBank:
                 float32).
             device: where the network runs (default: the model's / the images').
             progress: print one line per image.
+            jitter: size of the fresh field composed with every draw (fraction of the image
+                size; 0: none), see :meth:`draw`.
+            affines: ``{key: voxel-to-world matrix}`` of images keyed by file path, as they
+                reach the transform (e.g. ``MetaTensor.affine``); drawing with an
+                :class:`ImageKey` of another affine is refused. Default: the first affine
+                each entry is drawn with.
 
         Returns:
             The bank, with :attr:`build_seconds` set.
@@ -352,7 +480,7 @@ class FieldBank:
         items = list(images.items()) if isinstance(images, Mapping) else list(enumerate(images))
         if not items:
             raise ValueError("no images to build a bank from")
-        bank = cls(int(samplers[0].ndim))
+        bank = cls(int(samplers[0].ndim), jitter=jitter)
         dev = torch.device(device) if device is not None else None
         start = time.perf_counter()
         for count, (key, image) in enumerate(items):
@@ -368,7 +496,8 @@ class FieldBank:
                 fields[members] = made.to("cpu", dtype)
                 for m in members:
                     lv[m] = level_of[s]
-            bank.add(key, fields, image=x, levels=lv, channel_first=True)
+            affine = None if affines is None else affines.get(key)
+            bank.add(key, fields, image=x, levels=lv, channel_first=True, affine=affine)
             if progress:
                 elapsed = time.perf_counter() - start
                 print(f"bank: {count + 1}/{len(items)} images, {elapsed:.1f} s", flush=True)
@@ -377,7 +506,10 @@ class FieldBank:
 
     @classmethod
     def from_manifest(
-        cls, manifest: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+        cls,
+        manifest: str | os.PathLike[str],
+        dtype: torch.dtype = torch.float32,
+        jitter: float = DEFAULT_JITTER,
     ) -> FieldBank:
         """A bank from the ``.npy`` fields of a ``drdm augment --ddf-format npy`` run.
 
@@ -386,7 +518,7 @@ class FieldBank:
         same file works), fields in the manifest's order, levels from the ``level`` column.
         Run ``augment`` with ``--stack none``: with a stack the saved fields already contain a
         BigAug draw (a warning says so when ``run.json`` records one). NIfTI fields (mm,
-        ITK's convention) are refused.
+        ITK's convention) are refused. ``jitter``: as in :meth:`build`.
         """
         path = Path(manifest)
         if path.is_dir():
@@ -428,22 +560,34 @@ class FieldBank:
             arrays[source] = (torch.stack(loaded).to(dtype), [lv for _, lv in rows])
         first = next(iter(arrays.values()))[0]
         ndim = 2 if first.shape[1] == 2 or slicewise_axis(first[0]) is not None else 3
-        bank = cls(ndim)
+        bank = cls(ndim, jitter=jitter)
         for source, (fields, lv) in arrays.items():
             bank.add(source, fields, levels=lv)
         return bank
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the bank to a ``.safetensors`` file (keys must be str or int)."""
+        """Write the bank to a ``.safetensors`` file (keys must be str or int), atomically: a
+        temporary beside it renamed onto it, so a failed write leaves no partial file.
+
+        Raises:
+            InputError: one line naming the folder when it cannot be written (missing, not a
+                folder, no permission, full disk).
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
+
+        from ..io.files import atomic_path
 
         tensors, meta = {}, []
         for i, (key, f) in enumerate(self._fields.items()):
             if not isinstance(key, (str, int)):
                 raise TypeError(f"only str or int keys can be saved, got {type(key).__name__}")
             tensors[f"f{i}"] = f.contiguous()
-            meta.append({"key": key, "levels": self._levels[key]})
+            entry: dict[str, Any] = {"key": key, "levels": self._levels[key]}
+            if key in self._affines:
+                entry["affine"] = list(self._affines[key])
+            meta.append(entry)
         content = {
             fp: key if isinstance(key, str) else f"#int:{key}"
             for fp, key in self._by_content.items()
@@ -453,26 +597,85 @@ class FieldBank:
             "entries": json.dumps(meta),
             "content": json.dumps(content),
             "build_seconds": str(self.build_seconds),
+            "jitter": str(self.jitter),
         }
-        save_file(tensors, os.fspath(path), metadata=header)
+        target = Path(path)
+        folder = target.parent
+        problem = None
+        if not folder.is_dir():
+            problem = "no such folder" if not folder.exists() else "not a folder"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problem = "no write permission"
+        if problem is None:
+            try:
+                with atomic_path(target) as tmp:
+                    save_file(tensors, os.fspath(tmp), metadata=header)
+                return
+            except OSError as err:
+                problem = err.strerror or str(err)
+            except SafetensorError as err:
+                problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{folder}: cannot save the field bank {target.name} there ({problem})")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FieldBank:
-        """Read a bank written by :meth:`save`."""
+        """Read a bank written by :meth:`save` (with its ``jitter`` and recorded affines)."""
         from safetensors import safe_open
 
         with safe_open(os.fspath(path), framework="pt") as handle:
             header = handle.metadata() or {}
             if "entries" not in header:
                 raise InputError(f"{path}: not a drdm field bank")
-            bank = cls(int(header["ndim"]))
+            bank = cls(int(header["ndim"]), jitter=float(header.get("jitter", DEFAULT_JITTER)))
             for i, entry in enumerate(json.loads(header["entries"])):
-                bank.add(entry["key"], handle.get_tensor(f"f{i}"), levels=entry["levels"])
+                bank.add(
+                    entry["key"],
+                    handle.get_tensor(f"f{i}"),
+                    levels=entry["levels"],
+                    affine=entry.get("affine"),
+                )
         for fingerprint, stored in json.loads(header.get("content", "{}")).items():
             key: Hashable = int(stored[5:]) if stored.startswith("#int:") else stored
             bank._by_content[fingerprint] = key
         bank.build_seconds = float(header.get("build_seconds", "0"))
         return bank
+
+
+def _check_jitter(jitter: float) -> float:
+    value = float(jitter)
+    if not 0.0 <= value <= 0.1:
+        raise ValueError(f"jitter must be between 0 and 0.1 (of the image size), got {jitter!r}")
+    return value
+
+
+def _affine_text(affine: tuple[float, ...]) -> str:
+    return "[" + " ".join(f"{v:.4g}" for v in affine) + "]"
+
+
+def _fresh_field(
+    size: tuple[int, ...], jitter: float, generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """A smooth random field ``(d, *size)`` in voxels: Gaussian displacements on a control
+    grid of ``_JITTER_POINTS`` per axis (standard deviation ``jitter`` times the size along
+    each component's axis), interpolated to the grid (bicubic in 2D, trilinear in 3D)."""
+    nd = len(size)
+    coarse = torch.randn(1, nd, *[_JITTER_POINTS] * nd, generator=generator, dtype=torch.float32)
+    scale = torch.tensor([jitter * n for n in size], dtype=torch.float32).view(1, nd, *[1] * nd)
+    mode = "bicubic" if nd == 2 else "trilinear"
+    field = F.interpolate(coarse * scale, size=size, mode=mode, align_corners=True)
+    return field[0].to(dtype)
+
+
+def _jittered(field: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
+    """``compose(ψ, field)`` with a fresh field ``ψ`` (:func:`_fresh_field`); slice-wise 3D
+    fields get one in-plane ``ψ`` for all their slices."""
+    axis = slicewise_axis(field) if field.shape[0] == 3 else None
+    if axis is None:
+        fresh = _fresh_field(tuple(field.shape[1:]), jitter, generator, field.dtype)
+        return compose(fresh[None], field[None])[0]
+    slices = field_to_slices(field, axis)  # (n, 2, h, w)
+    fresh = _fresh_field(tuple(slices.shape[2:]), jitter, generator, field.dtype)
+    return slices_to_field(compose(fresh[None].expand_as(slices), slices), axis)
 
 
 def _sample_repeated(
