@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--eval-draws",
+        type=int,
+        default=4,
+        help="forward draws per held-out image and band for the U table (default 4)",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue the run in OUT/run from its checkpoint"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
             seed=args.seed,
             lr=args.lr,
             batch_size=args.batch_size,
+            eval_draws=args.eval_draws,
         )
     except ValueError as err:
         raise InputError(f"adapt: {err}") from None

@@ -154,7 +154,7 @@ def split_holdout(
 
 
 def _bands(num_steps: int) -> list[tuple[int, int]]:
-    edges = [round(num_steps * k / BAND_COUNT) for k in range(BAND_COUNT + 1)]
+    edges = [num_steps * k // BAND_COUNT for k in range(BAND_COUNT + 1)]
     return [(edges[k] + 1, edges[k + 1]) for k in range(BAND_COUNT) if edges[k + 1] > edges[k]]
 
 
