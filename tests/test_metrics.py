@@ -325,3 +325,45 @@ def test_displacement_magnitude_voxels_mm_percent():
     assert mm.mean == pytest.approx((199 * 6 + math.hypot(6.0, 2.0)) / 200)
     batch = metrics.displacement_magnitude(torch.from_numpy(np.stack([ddf, 2 * ddf])), batched=True)
     np.testing.assert_allclose(batch.max, [5.0, 10.0])
+
+
+def test_surface_matches_the_erosion_definition_also_at_the_image_border():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for shape in ((17, 23), (9, 11, 7)):
+        mask = ndimage.binary_opening(rng.random(shape) > 0.4)
+        mask[0] = True  # touches the image border
+        structure = ndimage.generate_binary_structure(mask.ndim, 1)
+        expected = mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+        np.testing.assert_array_equal(metrics._surface(mask), expected)
+
+
+def test_surface_distances_work_on_the_masks_bounding_box(monkeypatch):
+    # HD95 was 4.6x (3D: 11x) slower than MONAI's: the distance transforms ran on the whole
+    # image; they now run on the bounding box of both masks plus one voxel, same values
+    from scipy import ndimage
+
+    shapes = []
+    edt = ndimage.distance_transform_edt
+
+    def recording(mask, sampling=None):
+        shapes.append(mask.shape)
+        return edt(mask, sampling=sampling)
+
+    a = np.zeros((60, 70, 50), np.uint8)
+    b = np.zeros_like(a)
+    a[20:30, 10:25, 5:15] = 1
+    b[22:33, 12:24, 0:12] = 1  # b touches the image border
+    full = metrics.surface_distances(a, b, spacing=(1.5, 1.0, 2.0))
+    monkeypatch.setattr(metrics.ndimage, "distance_transform_edt", recording)
+    again = metrics.surface_distances(a, b, spacing=(1.5, 1.0, 2.0))
+    assert shapes == [(15, 17, 16)] * 2
+    brute = []
+    for src, dst in ((a, b), (b, a)):
+        ps = np.argwhere(metrics._surface(src.astype(bool))) * (1.5, 1.0, 2.0)
+        qs = np.argwhere(metrics._surface(dst.astype(bool))) * (1.5, 1.0, 2.0)
+        brute.append(np.sqrt(((ps[:, None] - qs[None]) ** 2).sum(-1)).min(1))
+    np.testing.assert_allclose(again.a_to_b, brute[0])
+    np.testing.assert_allclose(again.b_to_a, brute[1])
+    np.testing.assert_array_equal(again.a_to_b, full.a_to_b)

@@ -180,10 +180,36 @@ def _spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary voxels: in the mask with a face-connected neighbour outside (border = outside)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    eroded = ndimage.binary_erosion(mask, structure=structure, border_value=0)
-    return mask & ~eroded
+    """Boundary voxels: in the mask with a face-connected neighbour outside (border = outside).
+
+    The same as ``mask & ~binary_erosion(mask, face connectivity, border_value=0)``, by
+    shifted views of a padded copy (several times faster than ``scipy.ndimage``)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        for shift in (0, 2):
+            view = list(inner)
+            view[axis] = slice(shift, shift + mask.shape[axis])
+            interior &= padded[tuple(view)]
+    return mask & ~interior
+
+
+def _crop_to_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` cut to the bounding box of ``a | b`` plus one voxel (within the image).
+
+    Distances between the two surfaces do not change: every surface voxel and its nearest
+    surface voxel of the other mask lie in the box, and a voxel of the margin is outside both
+    masks, as the image border counts as outside."""
+    both = a | b
+    if not both.any():
+        return a, b
+    box = []
+    for axis in range(both.ndim):
+        others = tuple(k for k in range(both.ndim) if k != axis)
+        hit = np.flatnonzero(both.any(axis=others))
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, both.shape[axis])))
+    return a[tuple(box)], b[tuple(box)]
 
 
 def surface_distances(a: Any, b: Any, spacing: Sequence[float] | None = None) -> SurfaceDistances:
@@ -205,6 +231,7 @@ def surface_distances(a: Any, b: Any, spacing: Sequence[float] | None = None) ->
     if ma.ndim not in (2, 3):
         raise ValueError(f"masks must be 2D or 3D, got shape {ma.shape}")
     sampling = _spacing(spacing, ma.ndim)
+    ma, mb = _crop_to_union(ma, mb)
     sa, sb = _surface(ma), _surface(mb)
     empty = np.zeros(0, dtype=np.float64)
     if not sa.any() or not sb.any():
