@@ -12,7 +12,8 @@ from conftest import write_nifti
 from drdm import DRDM
 from drdm.cli.main import main
 from drdm.losses import unrecovered_fraction
-from drdm.training.adapt import AdaptConfig, recovery_table, split_holdout
+from drdm.training.adapt import AdaptConfig, split_holdout
+from drdm.training.monitor import recovery_table
 from helpers import tiny_model
 
 

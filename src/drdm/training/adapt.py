@@ -6,7 +6,7 @@ anatomy or modality. :func:`adapt`:
 1. splits the images (files) into a training part and a held-out part (``holdout``);
 2. measures, on the held-out part, how much of the model's forward steps its network
    recovers, per band of timesteps: the unrecovered fraction
-   ``U = E|compose(psi_hat, psi_t)| / E|psi_t|`` (:func:`drdm.losses.unrecovered_fraction`;
+   ``U = E|compose(psi_hat, psi_t)| / E|psi_t|`` (:func:`drdm.training.monitor.recovery_table`;
    1 = nothing recovered);
 3. fine-tunes the network on the training part with the trainer (:func:`drdm.training.train`,
    Eq. 14, the paper's training augmentation) for ``time_limit`` seconds, starting from the
@@ -38,14 +38,11 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import InputError
-from ..losses import unrecovered_fraction
 from .config import AugmentConfig, DataConfig, OptimConfig, OutputConfig, TrainConfig
 from .data import build_training_data, expand_files
+from .monitor import recovery_table
 
-__all__ = ["AdaptConfig", "AdaptReport", "adapt", "recovery_table", "split_holdout"]
-
-#: bands of timesteps U is reported for, as fractions of T: (1..T/4], ..., (3T/4..T]
-BAND_COUNT = 4
+__all__ = ["AdaptConfig", "AdaptReport", "adapt", "split_holdout"]
 
 
 @dataclass(frozen=True)
@@ -151,36 +148,6 @@ def split_holdout(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     held = sorted(order[:k])
     return [files[i] for i in range(n) if i not in held], [files[i] for i in held]
-
-
-def _bands(num_steps: int) -> list[tuple[int, int]]:
-    edges = [num_steps * k // BAND_COUNT for k in range(BAND_COUNT + 1)]
-    return [(edges[k] + 1, edges[k + 1]) for k in range(BAND_COUNT) if edges[k + 1] > edges[k]]
-
-
-def recovery_table(
-    model: Any, images: torch.Tensor, draws: int, seed: int, batch: int = 8
-) -> list[dict[str, float]]:
-    """U per band of timesteps (quarters of ``T``) for ``images`` ``(N, 1, *image_size)``:
-    ``draws`` forward draws per image and band, the same draws for the same ``seed``,
-    images and process (so two models of one process are compared on identical steps).
-    ``model``: a :class:`drdm.DRDM`. Rows ``{"lo", "hi", "U"}``: ``E|r| / E|psi|`` pooled
-    over all draws of the band."""
-    rows = []
-    for band, (lo, hi) in enumerate(_bands(model.num_steps)):
-        gen = torch.Generator().manual_seed(seed * 1_000 + band)
-        pool = images.repeat_interleave(draws, dim=0)
-        residual = size = 0.0
-        for start in range(0, pool.shape[0], batch):
-            part = pool[start : start + batch]
-            t = torch.randint(lo, hi + 1, (part.shape[0],), generator=gen)
-            out = model.recovery_step(part, t, generator=gen, perturb=True)
-            u = unrecovered_fraction(out.step, out.estimate, per_sample=True)
-            mags = out.step.norm(dim=1).flatten(1).mean(1)
-            residual += float((u * mags).sum())
-            size += float(mags.sum())
-        rows.append({"lo": lo, "hi": hi, "U": residual / max(size, 1e-30)})
-    return rows
 
 
 def _sha256(path: Path) -> str:

@@ -1,6 +1,6 @@
 """Typed configuration of a DRDM training run (Algorithm 1), read from YAML or JSON.
 
-A training config has seven parts, each a frozen dataclass::
+A training config has eight parts, each a frozen dataclass::
 
     seed: 0
     network: {NetworkConfig fields}          # drdm.nn.NetworkConfig (Appendix A)
@@ -9,6 +9,7 @@ A training config has seven parts, each a frozen dataclass::
     optim: {OptimConfig fields}              # Adam, batch, steps, loss weights (3.3, Eq. 14)
     output: {OutputConfig fields}            # output folder, checkpoints, logging
     distill: {DistillConfig fields}          # optional teacher (knowledge distillation)
+    monitor: {MonitorConfig fields}          # U per band of timesteps during training
 
 Every field has a default, so a config file only lists what differs. ``network.ndim`` and
 ``forward.ndim`` default to the dimensionality of ``data.image_size`` and
@@ -41,6 +42,7 @@ __all__ = [
     "AugmentConfig",
     "DataConfig",
     "DistillConfig",
+    "MonitorConfig",
     "OptimConfig",
     "OutputConfig",
     "PhantomConfig",
@@ -309,6 +311,38 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """How much of the forward steps the network recovers, measured during training
+    (:mod:`drdm.training.monitor`): the unrecovered fraction ``U`` per band of timesteps on
+    fixed images and fixed forward draws, written to ``recovery.csv`` and ``recovery.png``.
+    It uses its own random generator, so it changes nothing in the training run (a resumed
+    run stays bit-exact).
+
+    Attributes:
+        every: evaluate every this many steps and at the end (0: never).
+        files: NIfTI images (relative to the config file's folder), preprocessed as the
+            training files are, without augmentation.
+        phantoms: built-in phantoms to evaluate on (use another seed than training's for a
+            held-out set).
+        draws: forward draws per image and band.
+        seed: seed of the evaluation draws.
+    """
+
+    every: int = 0
+    files: tuple[str, ...] = ()
+    phantoms: PhantomConfig | None = None
+    draws: int = 2
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", tuple(str(f) for f in self.files))
+        if self.every < 0:
+            raise ValueError(f"every must be >= 0, got {self.every}")
+        if self.draws < 1:
+            raise ValueError(f"draws must be >= 1, got {self.draws}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A complete training run. See the module docstring for the file layout.
 
@@ -321,6 +355,7 @@ class TrainConfig:
         optim: optimiser, batch size, steps, loss weights (:class:`OptimConfig`).
         output: output folder, checkpoints and logging (:class:`OutputConfig`).
         distill: optional teacher (:class:`DistillConfig`).
+        monitor: U per band measured during training (:class:`MonitorConfig`).
         init_from: a model folder (or packaged model name) whose weights start the run
             instead of a random initialisation (same network config), e.g. to fine-tune the
             packaged default; relative to the config file's folder. ``null``: random.
@@ -333,6 +368,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -355,9 +391,10 @@ class TrainConfig:
             )
         if self.network.in_channels != 1:
             raise ValueError("network.in_channels must be 1 (single-channel images)")
-        kind = self.data.phantoms.kind if self.data.phantoms is not None else None
-        if kind is not None and {"cardiac2d": 2, "thorax3d": 3}[kind] != nd:
-            raise ValueError(f"data.phantoms.kind {kind!r} does not fit a {nd}D model")
+        for name, phantoms in (("data", self.data.phantoms), ("monitor", self.monitor.phantoms)):
+            kind = phantoms.kind if phantoms is not None else None
+            if kind is not None and {"cardiac2d": 2, "thorax3d": 3}[kind] != nd:
+                raise ValueError(f"{name}.phantoms.kind {kind!r} does not fit a {nd}D model")
         if self.distill.teacher is not None:
             if len(self.distill.teacher_size) != nd:
                 raise ValueError(
@@ -497,7 +534,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping at the top level, got {_describe(data)}")
-    for name in ("network", "forward", "data", "optim", "output", "distill"):
+    for name in ("network", "forward", "data", "optim", "output", "distill", "monitor"):
         if data.get(name) is None and name in data:
             data = {k: v for k, v in data.items() if k != name}
     data = _fill_implied(data)

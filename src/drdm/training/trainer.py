@@ -59,6 +59,7 @@ from .distill import (
     load_teacher,
 )
 from .distributed import DistContext, derive_seed, setup, teardown
+from .monitor import RecoveryMonitor
 from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
 __all__ = [
@@ -82,7 +83,7 @@ LOSS_COLUMNS = (
 )
 LOSS_TERMS = ("total", "distance", "angle", "regularisation", "distill")
 # Fields that may change when a run is resumed; anything else must match config.yaml.
-RESUMABLE_CHANGES = ("optim.steps", "output.")
+RESUMABLE_CHANGES = ("optim.steps", "output.", "monitor.")
 
 
 def training_memory_format(device: torch.device, ndim: int) -> torch.memory_format:
@@ -879,6 +880,12 @@ def _train(
         + f"; out {out}"
     )
 
+    monitor = None
+    if ctx.is_main:
+        try:
+            monitor = RecoveryMonitor(config, base_dir, out, start)
+        except ValueError as err:
+            raise InputError(str(err)) from None
     ema: dict[str, float] = {}
     rows: list[dict[str, float]] = []
     last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
@@ -914,6 +921,8 @@ def _train(
                 timed_out = bool(ctx.mean(over.double()) > 0)
             if step % config.output.checkpoint_every == 0 or step == end or timed_out:
                 last_ckpt = _save_state(config, data, ctx, state, ckpt_root, step, distill_card)
+            if monitor is not None:
+                monitor(step, model, final=step == end or timed_out)
             if timed_out:
                 end = step
                 break
