@@ -80,8 +80,8 @@ def test_deform_draws_every_bank_field_and_warps_once():
         seen.add(matches[0])
     assert seen == {0, 1, 2, 3}
     assert bank.expected_distinct(16) == pytest.approx(4 * (1 - 0.75**16))
-    # with the default stack (BigAug geometry) the returned field is the composed one
-    stacked = DRDMDeform(bank, ddf_key="ddf", seed=1)
+    # with BigAug's geometry stacked the returned field is the composed one
+    stacked = DRDMDeform(bank, stack="bigaug", ddf_key="ddf", seed=1)
     assert stacked.stack == "bigaug" and stacked.intensity is None
     moved = 0
     for k in range(6):

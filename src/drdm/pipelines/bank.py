@@ -64,11 +64,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from ..spatial import compose
+from ..spatial import compose, resample_separable
 from .core import (
     DRDMSampler,
     FieldSampler,
@@ -656,14 +655,14 @@ def _fresh_field(
     size: tuple[int, ...], jitter: float, generator: torch.Generator, dtype: torch.dtype
 ) -> Tensor:
     """A smooth random field ``(d, *size)`` in voxels: Gaussian displacements on a control
-    grid of ``_JITTER_POINTS`` per axis (standard deviation ``jitter`` times the size along
-    each component's axis), interpolated to the grid (bicubic in 2D, trilinear in 3D)."""
+    grid of ``_JITTER_POINTS`` per axis spanning the image (standard deviation ``jitter``
+    times the size along each component's axis), interpolated to the grid with the cubic
+    kernel, separably (:func:`drdm.spatial.resample_separable`)."""
     nd = len(size)
     coarse = torch.randn(1, nd, *[_JITTER_POINTS] * nd, generator=generator, dtype=torch.float32)
     scale = torch.tensor([jitter * n for n in size], dtype=torch.float32).view(1, nd, *[1] * nd)
-    mode = "bicubic" if nd == 2 else "trilinear"
-    field = F.interpolate(coarse * scale, size=size, mode=mode, align_corners=True)
-    return field[0].to(dtype)
+    positions = [torch.linspace(0, _JITTER_POINTS - 1, n) for n in size]
+    return resample_separable(coarse * scale, positions, "cubic")[0].to(dtype)
 
 
 def _jittered(field: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
