@@ -9,7 +9,7 @@ DICOM series; spatial units converted to mm) and :func:`write_image` /
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import (
     atomic_path,
@@ -20,19 +20,38 @@ from .files import (
     remove_stale_temporaries,
 )
 from .geometry import auto_slice_axis, spacing_from_affine
-from .image import (
-    GeometryWarning,
-    ITKGeometry,
-    MedicalImage,
-    Volume,
-    check_same_grid,
-    find_pairs,
-    read_displacement,
-    read_image,
-    read_volume,
-    resample_label_to,
-    write_displacement,
-    write_image,
+
+if TYPE_CHECKING:
+    from .image import (
+        GeometryWarning,
+        ITKGeometry,
+        MedicalImage,
+        Volume,
+        check_same_grid,
+        find_pairs,
+        read_displacement,
+        read_image,
+        read_volume,
+        resample_label_to,
+        write_displacement,
+        write_image,
+    )
+
+#: names of :mod:`drdm.io.image`, imported on first use: the readers need nibabel (and through
+#: it scipy), which ``drdm.pipelines`` and the adapters must not pull in
+_IMAGE_NAMES = (
+    "GeometryWarning",
+    "ITKGeometry",
+    "MedicalImage",
+    "Volume",
+    "check_same_grid",
+    "find_pairs",
+    "read_displacement",
+    "read_image",
+    "read_volume",
+    "resample_label_to",
+    "write_displacement",
+    "write_image",
 )
 
 __all__ = [
@@ -62,7 +81,12 @@ _DEPRECATED = ("write_volume", "write_ddf")
 
 
 def __getattr__(name: str) -> Any:
-    """``write_volume`` and ``write_ddf`` are deprecated (see :mod:`drdm.io.nifti`)."""
+    """The readers and writers of :mod:`drdm.io.image` (imported on first use);
+    ``write_volume`` and ``write_ddf`` are deprecated (see :mod:`drdm.io.nifti`)."""
+    if name in _IMAGE_NAMES:
+        from . import image
+
+        return getattr(image, name)
     if name in _DEPRECATED:
         import warnings
 
