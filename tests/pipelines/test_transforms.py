@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -97,22 +100,30 @@ def test_levels_with_tiny_drdm_model():
     assert [s.level for s in DRDMDeform(model).samplers] == list(default_levels(model.num_steps))
 
 
-def test_stack_defaults_are_geometry_only_and_one_field_for_image_and_labels():
+def test_stack_defaults_are_drdm_alone_and_one_field_for_image_and_labels():
     model = tiny_model()
     default = DRDMDeform(model, seed=0, ddf_key="ddf")
-    assert DEFAULT_STACK == "bigaug" and default.stack == "bigaug"
-    assert default.then is not None and default.intensity is None  # geometry only
+    assert default.stack is None and default.then is None  # the DRDM field alone
+    assert default.intensity is None  # geometry only
     image = smooth_image((32, 32), gen(8)).float()[0]
     out = default({"image": image}, generator=gen(0))
     # no intensity change: the output is exactly the warp of the input by the returned field
     torch.testing.assert_close(out["image"], warp(image[None], out["ddf"][None])[0])
+    # the same draw with the same generator: exactly the model's field, nothing stacked
+    sampled, _ = default.sample_fields(image[None], gen(0))
+    torch.testing.assert_close(out["ddf"], sampled[0])
+    # BigAug's geometry is one explicit option; drdm augment's recipe keeps it
+    bigaug = DRDMDeform(model, stack="bigaug")
+    assert DEFAULT_STACK == "bigaug" and bigaug.stack == "bigaug" and bigaug.then is not None
     plain = DRDMDeform(RandomSmoothSampler())
     assert plain.stack is None and plain.then is None and plain.intensity is None
-    assert DRDMDeform(model, stack=None).then is None
+    assert DRDMDeform(model, stack="none").stack is None
+    with pytest.raises(InputError, match="stack"):
+        DRDMDeform(model, stack="auto")  # the transforms have no implicit stack
     affine = DRDMDeform(RandomSmoothSampler(), stack="affine", ddf_key="ddf", seed=1)
     assert affine.then is not None and affine.intensity is None
     own = DRDMDeform(model, intensity=lambda x, g: x * 2)
-    assert own.then is not None and own.intensity(torch.ones(1), None) == 2
+    assert own.then is None and own.intensity(torch.ones(1), None) == 2
     with pytest.raises(InputError, match="stack"):
         DRDMDeform(model, stack="mirror")
     # image and labels follow ONE field: the composed one that is returned
@@ -300,3 +311,29 @@ def test_invert_field():
     grid = torch.stack(torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij"))
     zoom = grid - 16.0  # u(x) = (x - c) (1 / 0.5 - 1)
     torch.testing.assert_close(invert_field(zoom), -0.5 * zoom, atol=1e-4, rtol=0)
+
+
+def test_a_tuple_as_one_argument_is_a_clear_error():
+    deform = DRDMDeform(RandomSmoothSampler(), seed=0)
+    image = smooth_image((24, 24), gen(2)).float()[0]
+    label = torch.from_numpy(label_map())[None]
+    for wrong in ((image, label), [image, label]):
+        with pytest.raises(TypeError, match=r"separate arguments, deform\(image, label\)") as err:
+            deform(wrong)
+        assert "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="label map 0 is a tuple"):
+        deform(image, (label,))
+    with pytest.raises(TypeError, match="torch tensor or a numpy array"):
+        deform("image.nii.gz")
+
+
+def test_import_pipelines_pulls_in_neither_nibabel_nor_scipy():
+    # a fresh interpreter: in this one, other tests have imported both long ago
+    code = (
+        "import sys, drdm.pipelines, drdm.pipelines.transforms;"
+        "print(sorted(m for m in ('nibabel', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,7 +1,7 @@
 """On-the-fly deformation for training pipelines (PyTorch ``Dataset`` / ``DataLoader``).
 
 >>> deform = DRDMDeform(DRDM.from_pretrained("default"), seed=0)  # doctest: +SKIP
-...     # DRDM at level 32 or 48, then BigAug's rotation, scaling and elastic field (geometry)
+...     # a DRDM field at level 32 or 48 (stack="bigaug" adds BigAug's geometry)
 >>> image, label = deform(image, label)            # (C, H, W) tensors   # doctest: +SKIP
 >>> sample = deform({"image": image, "label": label})                   # doctest: +SKIP
 >>> sample = BigAugIntensity(seed=0)(sample)  # BigAug's appearance part, if wanted # doctest: +SKIP
@@ -11,7 +11,7 @@ to the image(s) and every label map with ONE warp at native resolution (see
 :func:`drdm.pipelines.deform_volume` for the geometry: 2D models slice by slice on 3D stacks).
 :class:`DRDMDeform` changes geometry only, unless an ``intensity`` transform is given;
 BigAug's six intensity transforms are their own transform, :class:`BigAugIntensity`, to
-compose after it (``drdm augment``'s default recipe is ``DRDMDeform`` followed by
+compose after it (``drdm augment``'s default recipe is ``DRDMDeform(stack="bigaug")`` followed by
 ``BigAugIntensity``).
 
 Sources of the deformation: a :class:`~drdm.DRDM` model (a fresh DRDM field per
@@ -296,12 +296,12 @@ class DRDMDeform(_Seeded):
         interpolation: ``"linear"`` or ``"cubic"`` image warping (MONAI's ``"bilinear"`` /
             ``"bicubic"`` are accepted); ``padding``: ``"zeros"`` or ``"border"``.
         stack: geometric transforms composed after the deformation into the same field (one
-            warp): ``"bigaug"`` (BigAug's rotation, scaling and elastic deformation, each with
-            probability 1/2), ``"affine"`` (its rotation and scaling) or ``None``. ``"auto"``
-            (default): ``"bigaug"`` for DRDM models and field banks (the geometry of
-            ``drdm augment``'s default recipe), ``None`` for a FieldSampler. The stacked
-            transforms have the model's dimensionality: a 2D model on a 3D stack rotates and
-            scales every slice alike. Never changes intensities.
+            warp). ``None`` (default): the DRDM field (or the sampler's) alone. ``"bigaug"``:
+            BigAug's rotation (±20°), scaling (0.4-1.6) and elastic deformation, each with
+            probability 1/2 (the geometry of ``drdm augment``'s default recipe); ``"affine"``:
+            its rotation and scaling. The stacked transforms have the model's dimensionality: a
+            2D model on a 3D stack rotates and scales every slice alike. Never changes
+            intensities.
         intensity: optional :class:`~drdm.pipelines.IntensityTransform` applied to the deformed
             images (after the warp). Default none: geometry only. For BigAug's appearance part
             compose :class:`BigAugIntensity` (or pass ``BigAug(2).intensity_transform()``).
@@ -335,7 +335,7 @@ class DRDMDeform(_Seeded):
         label_method: LabelMethod = "onehot",
         interpolation: ImageMode = "linear",
         padding: Padding = "zeros",
-        stack: str | None = "auto",
+        stack: str | None = None,
         intensity: IntensityTransform | None = None,
         layout: Layout = "auto",
         channel_first: bool | None = None,
@@ -381,8 +381,7 @@ class DRDMDeform(_Seeded):
             self.samplers = [model_or_sampler]
             model_ndim = int(ndim)
         self._ndim = int(model_ndim)
-        drdm_like = isinstance(model_or_sampler, (DRDM, FieldBank))
-        self.stack = resolve_stack(stack, drdm_like)
+        self.stack = None if stack in (None, "none") else stack
         self.then = _geometric_stack(self.stack, self._ndim, None)  # validates the name
         self._then_cache: dict[tuple[float, ...], Any] = {}
         if isinstance(keys, str) or isinstance(label_keys, str):
@@ -676,6 +675,17 @@ class DRDMDeform(_Seeded):
                 raise TypeError("a dict sample takes no further positional arguments")
             return self.apply_dict(data, generator=generator)
         names = ["image"] + [f"label map {i}" for i in range(len(labels))]
+        for name, value in zip(names, (data, *labels), strict=True):
+            if isinstance(value, (tuple, list)):
+                raise TypeError(
+                    f"DRDMDeform: the {name} is a {type(value).__name__} of {len(value)}; pass "
+                    "the image and its label maps as separate arguments, deform(image, label)"
+                )
+            if not isinstance(value, (Tensor, np.ndarray)):
+                raise TypeError(
+                    f"DRDMDeform: the {name} must be a torch tensor or a numpy array (or the "
+                    f"image a dict sample), got {type(value).__name__}"
+                )
         outputs, _ = self.apply(
             [data, *labels], [False] + [True] * len(labels), generator, names=names, key=key
         )
