@@ -23,13 +23,14 @@ What is instance-specific, what is reused, how diverse an epoch is:
   ``K (1 - (1 - 1/K)^E)`` distinct bank fields (``E = K = 16``: 10.3).
 * **never repeated**: every draw composes the bank field with a fresh random smooth field
   (``jitter``: a 5-point-per-axis control grid of Gaussian displacements, cubic-interpolated,
-  with standard deviation ``jitter`` times the image size along each axis, by default 1 %;
+  with standard deviation ``jitter`` times the image size along each axis, by default 0.5 %;
   in-plane and shared by the slices of a slice-wise stack). Two draws therefore never share
   their geometry, also with ``stack=None``: 200 draws of one 256 x 256 image from a K = 4 bank
-  gave 200 distinct fields, the closest two 2.0 voxels (RMS over the image) apart, while the
-  Table-1 magnitudes moved by 2 % (``benchmarks/bank_diversity.py``,
-  ``docs/results/bank_diversity.md``). ``jitter=0`` gives the bare bank fields (then 1 draw in
-  ``K`` repeats an earlier one).
+  gave 200 distinct fields, the closest two 0.94 voxels apart (RMS over the image; the median
+  pair 6.3), with the Table-1 magnitudes up by 2 % and 2 ms per draw
+  (``benchmarks/bank_diversity.py``, ``docs/results/bank_diversity.md``; ``jitter=0.01``:
+  closest pair 1.9 voxels, magnitudes up 8 %). ``jitter=0`` gives the bare bank fields (then
+  1 draw in ``K`` repeats an earlier one).
 * **not covered**: DRDM's own randomness beyond the ``K`` stored fields. Rebuild the bank (a
   new ``generator``) to renew it, e.g. every few epochs; more fields cost build time and
   memory (``nbytes``: ``K x ndim x voxels x 4`` bytes per image, 2 MB per 256 x 256 field
@@ -84,7 +85,7 @@ __all__ = ["DEFAULT_JITTER", "FieldBank", "ImageKey", "image_fingerprint"]
 
 #: standard deviation of the fresh field composed with every draw, as a fraction of the image
 #: size along each axis (:meth:`FieldBank.draw`)
-DEFAULT_JITTER = 0.01
+DEFAULT_JITTER = 0.005
 #: control points per axis of that field (including both ends)
 _JITTER_POINTS = 5
 #: largest difference between a stored affine and an image's, in mm (or the affine's units)
