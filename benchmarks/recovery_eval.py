@@ -41,8 +41,7 @@ import torch.nn.functional as F
 from drdm import DRDM
 from drdm.data.phantoms import cardiac_phantom_2d, thorax_phantom_3d
 from drdm.io import read_volume
-from drdm.losses import drdm_loss
-from drdm.spatial import compose
+from drdm.losses import drdm_loss, unrecovered_fraction
 from drdm.training.distill import TeacherTargets, downsample, load_teacher
 
 DEFAULT_IMAGE = (
@@ -65,7 +64,6 @@ def evaluate(
     (draw ``k`` takes images ``k * batch ...`` cyclically). With ``teacher``, its converted
     prediction (from ``image_hi``, the same images at its size) replaces the network's."""
     generator = torch.Generator().manual_seed(seed)
-    net = model.network.eval()
     rows = []
     for lo, hi in bands:
         sums = torch.zeros(7, dtype=torch.float64)
@@ -73,16 +71,16 @@ def evaluate(
             t = torch.randint(lo, hi + 1, (batch,), generator=generator)
             pick = (torch.arange(batch) + k * batch) % image.shape[0]
             with torch.inference_mode():
-                fwd = model.process.sample(image[pick], t, generator=generator, perturb=True)
-                if teacher is None:
-                    psi_hat = net(fwd.images, t)
+                if teacher is None:  # the public one-step API (same draws as below)
+                    out = model.recovery_step(image[pick], t, generator=generator, perturb=True)
+                    step, psi_hat = out.step, out.estimate
                 else:
-                    psi_hat = teacher(image_hi[pick], fwd.cumulative, t)
-                ours = drdm_loss(fwd.step, psi_hat)
-                zero = drdm_loss(fwd.step, torch.zeros_like(psi_hat))
-                residual = compose(psi_hat, fwd.step)
-                unrecovered = residual.norm(dim=1).mean() / fwd.step.norm(dim=1).mean()
-                cosine = F.cosine_similarity(fwd.step, -psi_hat, dim=1, eps=1e-8).mean()
+                    fwd = model.process.sample(image[pick], t, generator=generator, perturb=True)
+                    step, psi_hat = fwd.step, teacher(image_hi[pick], fwd.cumulative, t)
+                ours = drdm_loss(step, psi_hat)
+                zero = drdm_loss(step, torch.zeros_like(psi_hat))
+                unrecovered = unrecovered_fraction(step, psi_hat)
+                cosine = F.cosine_similarity(step, -psi_hat, dim=1, eps=1e-8).mean()
             sums += torch.tensor(
                 [
                     ours.distance.item(),
