@@ -41,7 +41,7 @@ class InversionReport(NamedTuple):
             its edge values. They are stepped like the others but never keep the solver
             running.
         unconverged: points inside the grid whose residual is still at or above the
-            tolerance (0 when the solver converged).
+            tolerance (or the float precision floor, if larger; 0 when the solver converged).
         max_residual: the largest ``|r|`` (largest component, voxels) over the inside points.
     """
 
@@ -66,7 +66,9 @@ def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5) -> 
     which diverges where ``|∇u| > 1`` (BigAug's zoom-out by 0.4 has ``∇u = 1.5``), Newton's
     method handles such fields; it is exact in one step for affine fields.
 
-    A point stops once ``|r| < tolerance`` (largest component, voxels). The solver stops when
+    A point stops once ``|r| < tolerance`` (largest component, voxels), or below the float
+    precision of its coordinates, ``eps x (grid size + largest |u|)`` (float32: 3e-5 voxels
+    for a 256 grid and 30-voxel displacements). The solver stops when
     every point whose source ``x + v(x)`` lies inside the grid has stopped, or after
     ``iterations`` steps: points outside the grid (content the forward warp pushed out of
     the field of view) never hold it up; :func:`invert_field_report` counts them. Not
@@ -250,6 +252,9 @@ def _newton_inverse(u: Tensor, iterations: int, tolerance: float) -> tuple[Tenso
     """Newton's method for ``v + u(x + v) = 0`` on ``u`` ``(B, d, *spatial)``, point by point
     (module docstring); returns ``v`` ``(B, d, *spatial)`` and the report."""
     batch, nd, spatial = u.shape[0], u.shape[1], tuple(u.shape[2:])
+    # below the precision of the coordinates x + v no step can improve a residual
+    reach = max(spatial) + (float(u.abs().max()) if u.numel() else 0.0)
+    tolerance = max(tolerance, float(torch.finfo(u.dtype).eps) * reach)
     points = _Points(u)
     upper = torch.tensor([n - 1 for n in spatial], dtype=u.dtype, device=u.device)
     everything = torch.arange(batch * points.count, device=u.device)
