@@ -183,3 +183,40 @@ def test_bigaug_intensityd_changes_images_only():
     again = BigAugIntensityd("image", seed=0, probability=1.0)(data)
     torch.testing.assert_close(again["image"].as_tensor(), out["image"].as_tensor())
     assert np.isfinite(out["image"].numpy()).all()
+
+
+def test_records_hold_one_field_per_sample_and_print_short():
+    import copy
+
+    from monai.transforms import RandSpatialCropSamplesd
+
+    pipeline = Compose(
+        [
+            deformd(),
+            RandFlipd(["image", "label"], prob=1.0, spatial_axis=0),
+            RandSpatialCropSamplesd(
+                ["image", "label"], roi_size=(16, 16), num_samples=3, random_size=False
+            ),
+        ]
+    )
+    pipeline.set_random_state(0)
+    crops = pipeline(sample())
+    crops.append(copy.deepcopy(crops[0]))  # e.g. a cache or a later transform's copy
+    fields = [
+        op["extra_info"]["ddf"]
+        for crop in crops
+        for key in ("image", "label")
+        for op in crop[key].applied_operations
+        if op["class"] == "DRDMDeformd"
+    ]
+    assert len(fields) == 8 and fields[0].shape == (2, 40, 40)
+    assert len({f.untyped_storage().data_ptr() for f in fields}) == 1  # one storage
+    assert len(repr(crops[0]["image"].applied_operations)) < 1500
+
+
+def test_defaults_are_the_drdm_field_alone():
+    from helpers import tiny_model
+
+    t = DRDMDeformd(["image"], tiny_model())
+    assert t.deformer.stack is None and t.deformer.then is None
+    assert DRDMDeformd(["image"], tiny_model(), stack="bigaug").deformer.stack == "bigaug"

@@ -139,3 +139,72 @@ def test_bigaug_intensity_for_subjects_is_replayable():
     assert torch.equal(out["seg"].data, subject["seg"].data)
     replayed = out.get_composed_history()(subject)
     assert torch.equal(replayed["image"].data, out["image"].data)
+
+
+def volume_subject(shape=(16, 16, 8), image_dtype=torch.float32):
+    image = smooth_image(shape, gen(4)).float()[0] * 100
+    label = (image > 0).to(torch.int16)
+    return tio.Subject(
+        image=tio.ScalarImage(tensor=image.to(image_dtype)), seg=tio.LabelMap(tensor=label)
+    )
+
+
+def test_queue_patches_share_one_recorded_field_and_invertible_false_keeps_none():
+    subject = volume_subject()
+    transform = RandomDRDMDeformation(RandomSmoothSampler(3), seed=0)
+    queue = tio.Queue(
+        tio.SubjectsDataset([subject], transform),
+        max_length=4,
+        samples_per_volume=4,
+        sampler=tio.UniformSampler((8, 8, 4)),
+        shuffle_patches=False,
+    )
+    patches = [queue[i] for i in range(4)]
+    fields = [
+        arguments["ddf"]
+        for patch in patches
+        for name, arguments in patch.applied_transforms
+        if name == "DRDMFieldDeformation"
+    ]
+    assert len(fields) == 4
+    assert all(f.shape == (3, 16, 16, 8) for f in fields)  # the full volume's field ...
+    assert len({f.untyped_storage().data_ptr() for f in fields}) == 1  # ... held once
+    # a patch's record still replays on the full subject (the field is the full field)
+    out = RandomDRDMDeformation(RandomSmoothSampler(3), seed=0)(subject)
+    field = out.applied_transforms[0][1]["ddf"]
+    assert len(repr(out.applied_transforms)) < 300 and "SharedField((3, 16, 16, 8)" in repr(field)
+    replayed = out.get_composed_history()(subject)
+    assert torch.equal(replayed["image"].data, out["image"].data)
+    # the opt-out records what ran, without the field; replaying or inverting says why not
+    off = RandomDRDMDeformation(RandomSmoothSampler(3), seed=0, invertible=False)(subject)
+    name, arguments = off.applied_transforms[0]
+    assert name == "DRDMFieldDeformation" and arguments["ddf"] is None
+    assert torch.equal(off["image"].data, out["image"].data)  # the same deformation ran
+    with pytest.raises(RuntimeError, match="invertible=False"):
+        off.apply_inverse_transform()
+    with pytest.raises(RuntimeError, match="not recorded"):
+        off.get_composed_history()(subject)
+
+
+def test_integer_images_come_back_float32_and_labels_keep_their_dtype():
+    integer = volume_subject(image_dtype=torch.int16)
+    floating = volume_subject()
+    floating["image"].set_data(integer["image"].data.float())
+    a = RandomDRDMDeformation(RandomSmoothSampler(3), seed=2)(integer)
+    b = RandomDRDMDeformation(RandomSmoothSampler(3), seed=2)(floating)
+    assert a["image"].data.dtype == torch.float32  # as TorchIO's RandomElasticDeformation
+    torch.testing.assert_close(a["image"].data, b["image"].data)  # not rounded
+    assert not torch.equal(a["image"].data, a["image"].data.round())
+    assert a["seg"].data.dtype == torch.int16
+
+
+def test_repr_shows_the_arguments_and_defaults_are_the_drdm_field_alone():
+    from helpers import tiny_model
+
+    transform = RandomDRDMDeformation(tiny_model(), levels=(2, 6), seed=1)
+    text = repr(transform)
+    assert text.startswith("RandomDRDMDeformation(source=DRDM(2D, T=10")
+    for part in ("levels=(2, 6)", "stack=None", "seed=1", "invertible=True"):
+        assert part in text
+    assert transform.deformer.stack is None and transform.deformer.then is None
+    assert RandomDRDMDeformation(tiny_model(), stack="bigaug").deformer.then is not None

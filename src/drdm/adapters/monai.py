@@ -14,7 +14,10 @@ included, as MONAI's random transforms do); the field under ``ddf_key`` is a ``M
 with the image's affine.
 
 Inversion (``Invertd``, ``Compose.inverse``): the record holds the sampled field ``u``
-(``(ndim, *spatial)`` float32 voxels, pull-back: 1 MB for a 256 x 256 x 2 field); the inverse
+(``(ndim, *spatial)`` float32 voxels, pull-back: 0.5 MB for a 256 x 256 field) as a
+:class:`~drdm.adapters.records.SharedField`, one storage per sample however often MONAI copies
+the records (every key, every later transform, every crop of ``RandSpatialCropSamplesd``:
+``benchmarks/record_memory.py``); the inverse
 warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.pipelines.invert_field`;
 residual below 1e-3 voxels wherever the deformed image held content), label keys with their
 label method (``Invertd(nearest_interp=True)`` gives nearest). Round trip on a label:
@@ -60,6 +63,7 @@ from ..pipelines.transforms import (
     invert_field,
     warp_channels,
 )
+from .records import SharedField
 
 __all__ = ["BigAugIntensityd", "DRDMDeformd"]
 
@@ -107,8 +111,9 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         padding_mode: ``"zeros"`` or ``"border"``.
         slice_axis, spacing: slice axis of a 2D model on 3D stacks; ``spacing`` (mm per
             spatial axis) overrides the ``MetaTensor``'s.
-        stack: geometric stack after the deformation (``"auto"``: BigAug's rotation, scaling
-            and elastic field for DRDM models and banks); see
+        stack: geometric transforms composed into the same field: ``None`` (default) the DRDM
+            field alone, ``"bigaug"`` BigAug's rotation, scaling and elastic field (the
+            geometry of ``drdm augment``'s default recipe), ``"affine"``; see
             :class:`~drdm.pipelines.DRDMDeform`. Geometry only: compose
             :class:`BigAugIntensityd` for BigAug's intensity part.
         intensity: optional intensity transform after the warp (default none).
@@ -137,7 +142,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         padding_mode: str = "zeros",
         slice_axis: str | int | None = "auto",
         spacing: Sequence[float] | None = None,
-        stack: str | None = "auto",
+        stack: str | None = None,
         intensity: IntensityTransform | None = None,
         ddf_key: str | None = None,
         seed: int | None = None,
@@ -244,7 +249,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
             names=names,
             key=self._bank_key(d, reference),
         )
-        stored = ddf.detach().to("cpu", torch.float32)
+        stored = SharedField(ddf.detach().to("cpu", torch.float32))  # one storage per sample
         for key, out in zip(names, outputs, strict=True):
             original = d[key]
             if isinstance(original, MetaTensor):
@@ -279,7 +284,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
                     f"DRDMDeformd: cannot invert {key!r}: the transform was built with "
                     "invertible=False, so the field was not recorded"
                 )
-            field = torch.as_tensor(extra["ddf"])
+            field = torch.as_tensor(extra["ddf"]).as_subclass(torch.Tensor)
             value = d[key]
             d[key] = _warp_inverse(value, field, str(extra.get("mode", "bilinear")), self)
         return d

@@ -18,7 +18,10 @@ Following TorchIO's design, :class:`RandomDRDMDeformation` samples the field and
 deterministic :class:`DRDMFieldDeformation`, which is what the subject's history records (the
 field itself, ``(3, W, H, D)`` float32 voxels): ``subject.get_composed_history()`` replays it
 exactly, and ``get_inverse_transform()`` / ``apply_inverse_transform()`` warp with its inverse
-(Newton's method, :func:`drdm.pipelines.invert_field`).
+(Newton's method, :func:`drdm.pipelines.invert_field`). The field is recorded once per subject
+(a :class:`~drdm.adapters.records.SharedField`: the patches of a ``Queue`` share it;
+``benchmarks/record_memory.py``); ``invertible=False`` records the transform without it.
+Integer ``ScalarImage``s come back float32, as with TorchIO's ``RandomElasticDeformation``.
 
 Units: the subject's spacing picks the slice axis and makes the stacked BigAug rotation a
 rotation in mm. A DRDM field is relative to the image's extent (the network sees every image
@@ -36,6 +39,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from .records import SharedField
 
 try:
     import torchio as tio
@@ -76,20 +81,29 @@ def _image_mode(name: str) -> str:
 class DRDMFieldDeformation(tio.SpatialTransform):
     """Warp every image of a subject by a given displacement field (deterministic).
 
+    The field is kept as a :class:`~drdm.adapters.records.SharedField`: the history records
+    it once per subject, and the patches a ``Queue`` cuts share it instead of each holding a
+    copy; its ``repr`` is a summary.
+
     Args:
         ddf: ``(3, W, H, D)`` float displacement in voxels of the subject's grid (pull-back,
-            TorchIO's array order; a zero component along the slice axis for 2D models).
+            TorchIO's array order; a zero component along the slice axis for 2D models), or
+            ``None`` for a record made with ``RandomDRDMDeformation(invertible=False)``, which
+            cannot be applied (replaying or inverting it raises ``RuntimeError``).
         image_interpolation: ``"linear"``, ``"bspline"`` (cubic) or ``"nearest"`` for
             ``ScalarImage``s.
         label_method: ``"onehot"`` or ``"nearest"`` for ``LabelMap``s.
         padding: ``"zeros"`` or ``"border"``.
         invert: warp with the inverse field instead (what ``inverse()`` returns).
         **kwargs: TorchIO's ``Transform`` options.
+
+    ``ScalarImage``s come back floating (float32 for integer images, as TorchIO's elastic
+    deformation gives); ``LabelMap``s keep their dtype and values.
     """
 
     def __init__(
         self,
-        ddf: torch.Tensor,
+        ddf: torch.Tensor | None,
         image_interpolation: str = "linear",
         label_method: str = "onehot",
         padding: str = "zeros",
@@ -97,9 +111,14 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        field = torch.as_tensor(ddf)
-        if not field.is_floating_point() or field.dim() != 4 or field.shape[0] != 3:
-            raise ValueError(f"ddf must be a float (3, W, H, D) field, got {tuple(field.shape)}")
+        field = None
+        if ddf is not None:
+            field = torch.as_tensor(ddf)
+            if not field.is_floating_point() or field.dim() != 4 or field.shape[0] != 3:
+                raise ValueError(
+                    f"ddf must be a float (3, W, H, D) field, got {tuple(field.shape)}"
+                )
+            field = SharedField(field)
         _image_mode(image_interpolation)
         check_mode(label_method, True, "label_method")
         if padding not in ("zeros", "border"):
@@ -113,7 +132,14 @@ class DRDMFieldDeformation(tio.SpatialTransform):
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         """Warp the subject's images (TorchIO copies the subject first)."""
-        field = invert_field(self.ddf.float()) if self.invert_transform else self.ddf.float()
+        if self.ddf is None:
+            raise RuntimeError(
+                "DRDMFieldDeformation: the field was not recorded "
+                "(RandomDRDMDeformation(invertible=False)), so this deformation cannot be "
+                "replayed or inverted"
+            )
+        plain = self.ddf.as_subclass(torch.Tensor).float()
+        field = invert_field(plain) if self.invert_transform else plain
         images = subject.get_images_dict(
             intensity_only=False, include=self.include, exclude=self.exclude
         )
@@ -128,6 +154,8 @@ class DRDMFieldDeformation(tio.SpatialTransform):
             else:
                 mode = _image_mode(self.image_interpolation)
                 mode = "bilinear" if mode == "linear" else mode
+                if not data.is_floating_point():  # as TorchIO's elastic: float32
+                    data = data.float()
             image.set_data(warp_channels(data, field, mode, self.padding))  # type: ignore[arg-type]
         return subject
 
@@ -143,14 +171,21 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
         image_interpolation: ``"linear"`` or ``"bspline"`` (cubic).
         label_method: ``"onehot"`` or ``"nearest"``; ``padding``: ``"zeros"`` or ``"border"``.
-        stack: geometric stack (``"auto"``: BigAug's rotation, scaling and elastic field for
-            DRDM models and banks), see :class:`~drdm.pipelines.DRDMDeform`. Geometry only:
-            add :class:`RandomBigAugIntensity` for BigAug's intensity part.
+        stack: geometric transforms composed into the same field: ``None`` (default) the DRDM
+            field alone, ``"bigaug"`` BigAug's rotation, scaling and elastic field (the
+            geometry of ``drdm augment``'s default recipe), ``"affine"``; see
+            :class:`~drdm.pipelines.DRDMDeform`. Geometry only: add
+            :class:`RandomBigAugIntensity` for BigAug's intensity part.
         seed: ``None`` (default): seeds from torch's global generator; an int: per-process
             generators as in :class:`~drdm.pipelines.DRDMDeform`.
         batch_size: slices per network call for DRDM models.
         bank_key: for a bank: the subject attribute holding the key (default: the reference
             image's file path, else lookup by content).
+        invertible: record the field in the history (default; one shared storage per
+            subject, also across the patches of a ``Queue``), so that the history replays and
+            inverts. ``False`` records the transform without its field (``ddf=None``):
+            nothing of the field's size is kept, and replaying or inverting raises
+            ``RuntimeError``.
         **kwargs: TorchIO's ``Transform`` options (``p``, ``include``, ``exclude``, ...).
     """
 
@@ -163,10 +198,11 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         image_interpolation: str = "linear",
         label_method: str = "onehot",
         padding: str = "zeros",
-        stack: str | None = "auto",
+        stack: str | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
         bank_key: str | None = None,
+        invertible: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -176,6 +212,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         self.label_method = label_method
         self.padding = padding
         self.bank_key = bank_key
+        self.invertible = bool(invertible)
         self.deformer = DRDMDeform(
             model_or_sampler,
             level=level,
@@ -187,6 +224,22 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
             seed=seed,
             batch_size=batch_size,
         )
+        self.source = _describe(model_or_sampler)
+        self.levels = None if self.deformer.bank is not None else _levels(self.deformer)
+        self.slice_axis = slice_axis
+        self.stack = self.deformer.stack
+        self.seed = seed
+        self.args_names = [
+            "source",
+            "levels",
+            "slice_axis",
+            "image_interpolation",
+            "label_method",
+            "padding",
+            "stack",
+            "seed",
+            "invertible",
+        ]
 
     def _bank_key(self, subject: tio.Subject, reference: tio.Image) -> Any:
         if self.deformer.bank is None:
@@ -194,8 +247,8 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         if self.bank_key is not None:
             return subject[self.bank_key]
         path = getattr(reference, "path", None)
-        if path is not None:  # the file's entry; the bank checks its geometry
-            return self.deformer.bank.key_for(str(path), reference.affine)
+        if path is not None and str(path) in self.deformer.bank:
+            return str(path)
         return None
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -226,7 +279,25 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
             "padding": self.padding,
         }
         transform = DRDMFieldDeformation(**self._add_base_args(arguments))
-        return transform(subject)
+        out = transform(subject)
+        if not self.invertible:  # keep the record (what ran), not the field
+            name, parameters = out.applied_transforms[-1]
+            out.applied_transforms[-1] = (name, {**parameters, "ddf": None})
+        return out
+
+
+def _describe(source: Any) -> str:
+    """A one-line description of a model, bank or sampler for ``repr``."""
+    from ..model import DRDM
+
+    if isinstance(source, DRDM):
+        return f"DRDM({source.ndim}D, T={source.num_steps}, grid={source.image_size})"
+    return type(source).__name__
+
+
+def _levels(deformer: DRDMDeform) -> tuple[int, ...] | None:
+    levels = tuple(int(s.level) for s in deformer.samplers if hasattr(s, "level"))
+    return levels or None
 
 
 class BigAugIntensityTransform(tio.IntensityTransform):
