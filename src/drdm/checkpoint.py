@@ -182,6 +182,31 @@ def read_checkpoint_config(directory: str | Path) -> CheckpointInfo:
     )
 
 
+def _state_mismatch(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> str | None:
+    """One line on how the weights ``found`` differ from the network's ``expected`` state
+    (missing and unexpected tensors, shape mismatches, an example of each), else ``None``."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for count, what, example in (
+        (len(missing), "missing", missing[:1]),
+        (len(unexpected), "unexpected", unexpected[:1]),
+        (len(shapes), "of another shape (weights vs config)", shapes[:1]),
+    ):
+        if count:
+            parts.append(f"{count} tensor(s) {what}, e.g. {example[0]}")
+    if not parts:
+        return None
+    return "; ".join(parts) + " (config.json and model.safetensors come from different models?)"
+
+
 def load_pretrained(
     directory: str | Path, device: torch.device | str | None = None
 ) -> RecursiveUNet:
@@ -208,9 +233,14 @@ def load_pretrained(
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
     model = _MODEL_CLASSES[info.model_class](info.network)
+    problem = _state_mismatch(model.state_dict(), tensors)
+    if problem is not None:
+        raise CheckpointError(f"{path} does not fit the network in {CONFIG_NAME}: {problem}")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit the network in {CONFIG_NAME}: {err}") from None
+        first = str(err).strip().splitlines()[0][:200]
+        message = f"{path} does not fit the network in {CONFIG_NAME}: {first}"
+        raise CheckpointError(message) from None
     model.checkpoint_info = info
     return model.to(device if device is not None else "cpu").eval()

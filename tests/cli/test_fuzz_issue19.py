@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +15,7 @@ from safetensors import SafetensorError
 
 from drdm.cli.main import main
 from drdm.data.phantoms import cardiac_phantom_2d
+from drdm.errors import InputError
 from drdm.io import read_image, write_image
 
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
@@ -222,3 +224,280 @@ def test_disk_full_while_writing_an_output_names_the_file(tmp_path, phantom, cap
     assert len(lines) == 1, lines
     assert "_ddf.nii.gz: no space left on device" in lines[0] and str(out) in lines[0]
     assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".png"]
+
+
+# ---------------------------------------------------- 4 and 14. DRDM.generate's inputs
+
+
+def test_generate_refuses_intensities_the_network_cannot_take():
+    import torch
+
+    from helpers import gen, tiny_model
+
+    model = tiny_model()
+    with torch.no_grad():  # a network whose output overflows, as the default one at 1e36
+        for param in model.network.parameters():
+            param.fill_(1e3)
+    images = torch.full((1, 1, 32, 32), 1e36)
+    images[..., :16] = 0.0
+    with pytest.raises(ValueError, match="not finite .* up to 1e\\+36.*normalize=True"):
+        model.generate(images, 3, generator=gen(), engine="torch")
+
+
+def test_generate_normalize_survives_float32_extremes():
+    import torch
+
+    from helpers import gen, tiny_model
+
+    images = (torch.rand(1, 1, 32, 32) * 2 - 1) * 3e38  # max - min overflows float32
+    out = tiny_model().generate(images, 3, generator=gen(), normalize=True, engine="torch")
+    assert bool(torch.isfinite(out.ddf).all())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
+        ({"images": "meta"}, ValueError, "meta-device"),
+        ({"images": "empty"}, ValueError, "images need >= 1 image"),
+    ],
+)
+def test_generate_bad_arguments_one_line_errors_naming_the_parameter(kwargs, error, names):
+    import torch
+
+    from helpers import tiny_model
+
+    images = {
+        "meta": torch.empty(1, 1, 32, 32, device="meta"),
+        "empty": torch.empty(0, 1, 32, 32),
+    }.get(kwargs.pop("images", None), torch.rand(1, 1, 32, 32))
+    with pytest.raises(error, match=names) as caught:
+        tiny_model().generate(images, 3, **kwargs)
+    assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------- 5. --out ""
+
+
+@pytest.mark.parametrize("command", ["augment", "generate", "diffuse", "train", "show"])
+def test_empty_out_is_refused(tmp_path, phantom, capsys, monkeypatch, command, model_dir):
+    image, _ = phantom
+    monkeypatch.chdir(tmp_path)
+    argv = {
+        "augment": ["augment", "--image", str(image), "--model", str(model_dir)],
+        "generate": ["generate", str(image), "--level", "3", "--model", str(model_dir)],
+        "diffuse": ["diffuse", str(image), "--t", "3"],
+        "train": ["train", "--config", str(tmp_path / "none.yaml")],
+        "show": ["show", str(tmp_path)],
+    }[command]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", "", "--quiet"] if command != "show" else [*argv, "--out", ""])
+    assert stop.value.code == 2
+    assert "--out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+def test_empty_out_is_refused_by_the_library(tmp_path, phantom, monkeypatch):
+    from drdm.batch import diffuse_file
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="empty path"):
+        diffuse_file(phantom[0], 3, "", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------- 6. messages naming real options
+
+
+def test_generate_and_diffuse_grid_mismatch_names_no_missing_option(tmp_path, phantom, capsys):
+    image, label = phantom
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 30.0
+    lab = save(tmp_path / "lab.nii.gz", label.astype(np.uint8), shifted)
+    out = tmp_path / "out"
+    for argv in (["diffuse", str(image), "--t", "3"], ["generate", str(image), "--level", "3"]):
+        assert main([*argv, "--label", str(lab), "--out", str(out), "--quiet"]) == 2
+        lines = stderr_lines(capsys)
+        assert len(lines) == 1 and "lab.nii.gz" in lines[0], lines
+        assert "--resample-label" not in lines[0] and "resample" in lines[0]
+    assert not out.exists()
+
+
+def test_4d_series_frame_option_exists_where_the_message_names_it(tmp_path, phantom, capsys):
+    image, _ = phantom
+    series = np.stack([nib.load(str(image)).get_fdata()] * 3, -1)[:, :, None]
+    cine = save(tmp_path / "cine.nii.gz", series.astype(np.float32))
+    out = tmp_path / "out"
+    assert main(["diffuse", str(cine), "--t", "3", "--out", str(out), "--quiet"]) == 2
+    assert "--frame" in capsys.readouterr().err
+    argv = ["diffuse", str(cine), "--t", "3", "--frame", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0  # the option the message names exists
+    from drdm.io import read_volume
+
+    with pytest.raises(InputError, match="4D time series") as error:  # train's reader
+        read_volume(cine)
+    assert "--frame" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_broken_symlink_as_out_says_so(tmp_path, phantom, capsys, kind):
+    out = tmp_path / "out"
+    if kind == "dangling":
+        out.symlink_to(tmp_path / "missing")
+    else:
+        out.symlink_to(out)
+    argv = ["diffuse", str(phantom[0]), "--t", "3", "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and "symbolic link" in lines[0] and "exists" not in lines[0], lines
+
+
+def test_warnings_print_no_numpy_reprs(tmp_path, capsys):
+    array = cardiac_phantom_2d(32, generator=1).image.numpy()
+    path = save(tmp_path / "img.nii.gz", array)
+    image = nib.load(str(path))
+    image.header["pixdim"][1] = np.nan
+    nib.save(image, str(path))
+    out = tmp_path / "out"
+    assert main(["diffuse", str(path), "--t", "3", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "pixdim (nan, 1.5)" in err and "np.float" not in err
+
+
+# ------------------------------------------------------------ 7. a 300-digit seed
+
+
+@pytest.mark.parametrize("command", ["diffuse", "generate"])
+def test_huge_seed_gives_short_names(tmp_path, phantom, model_dir, command):
+    seed = "9" * 300
+    out = tmp_path / "out"
+    argv = {
+        "diffuse": ["diffuse", str(phantom[0]), "--t", "3"],
+        "generate": ["generate", str(phantom[0]), "--level", "3", "--model", str(model_dir)],
+    }[command]
+    assert main([*argv, "--seed", seed, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    names = [p.name for p in out.iterdir()]
+    assert names and max(len(n) for n in names) < 100
+    again = tmp_path / "again"
+    main([*argv, "--seed", "9" * 299 + "8", "--out", str(again), "--quiet", "--device", "cpu"])
+    assert set(names).isdisjoint(p.name for p in again.iterdir())  # other seed, other names
+
+
+# ---------------------------------------------------- 10. SIGTERM and killed runs
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, phantom, model_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "drdm", "augment", "--image", str(phantom[0]), "--model"]
+    argv += [str(model_dir), "--levels", "3", "--per-level", "400", "--stack", "none"]
+    argv += ["--no-figure", "--quiet", "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("heart/*_image.nii.gz"))) < 3 and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "drdm augment: interrupted (SIGTERM)"
+    assert not list(out.glob(".drdm-*.lock"))
+    rows = (out / "manifest.csv").read_text().splitlines()[1:]
+    written = len(list(out.glob("heart/*_image.nii.gz")))
+    assert 2 <= len(rows) < 400
+    assert written - 1 <= len(rows) <= written  # the sample being written may lack its row
+
+
+def test_rows_of_a_killed_run_are_not_recomputed(tmp_path):
+    """SIGKILL runs no clean-up: the rows since the last manifest flush come from the journal."""
+    from drdm.batch.jobs import AUGMENT_COLUMNS, ManifestBook
+
+    files = ("image", "label", "ddf")
+    keys = [f"x/L003_s{k:03d}_image.nii.gz" for k in range(3)]
+    book = ManifestBook(tmp_path / "manifest.csv", AUGMENT_COLUMNS, tmp_path, files, keys)
+    book.flush()  # the periodic flush: no rows yet
+    (tmp_path / "x").mkdir()
+    for k, key in enumerate(keys[:2]):  # two samples written, then the process is killed
+        row = {c: "" for c in AUGMENT_COLUMNS}
+        row.update(image=key, ddf=key.replace("image", "ddf"), seed=k, level=3, sample=k)
+        row["max_disp_pct"] = 0.5
+        for name in (row["image"], row["ddf"]):
+            (tmp_path / name).write_bytes(b"x")
+        book.add(row)
+    del book  # no flush
+    again = ManifestBook(tmp_path / "manifest.csv", AUGMENT_COLUMNS, tmp_path, files, keys)
+    assert [again.done(key, k) for k, key in enumerate(keys)] == [True, True, False]
+    again.flush(final=True)
+    text = (tmp_path / "manifest.csv").read_text()
+    assert keys[0] in text and keys[1] in text and ",0.5," in text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".jsonl")]
+
+
+# ------------------------------------------------ 11. config that does not fit weights
+
+
+def test_model_config_not_fitting_its_weights_one_line(tmp_path, phantom, capsys):
+    import json
+
+    from helpers import tiny_model
+
+    folder = tiny_model().save_pretrained(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["network"]["widths"] = [4, 8, 16]
+    (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    argv = ["generate", str(phantom[0]), "--level", "3", "--model", str(folder), "--out"]
+    assert main([*argv, str(out), "--quiet"]) == 2
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and len(lines[0]) < 600, lines
+    assert "model.safetensors does not fit the network in config.json" in lines[0]
+    assert "of another shape" in lines[0]
+
+
+# ------------------------------------------------------- 12. absurd sample counts
+
+
+def test_absurd_per_level_is_refused_at_once(tmp_path, phantom, model_dir, capsys):
+    import time
+
+    out = tmp_path / "out"
+    argv = ["augment", "--image", str(phantom[0]), "--model", str(model_dir), "--levels", "3,5"]
+    start = time.monotonic()
+    assert main([*argv, "--per-level", "10000000", "--out", str(out), "--quiet"]) == 2
+    assert time.monotonic() - start < 5
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and "--per-level 10000000" in lines[0] and "limit" in lines[0]
+    assert not out.exists()
+
+
+# --------------------------------------------------------- 13. images/ + labels/
+
+
+def test_images_labels_layout_warns_about_orphans(tmp_path, phantom):
+    from drdm.io import find_pairs
+
+    image, label = phantom
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        shutil.copy(image, tmp_path / "images" / f"{name}.nii.gz")
+    save(tmp_path / "labels" / "a.nii.gz", label.astype(np.uint8))
+    save(tmp_path / "labels" / "z.nii.gz", label.astype(np.uint8))
+    with pytest.warns(UserWarning) as caught:
+        pairs = find_pairs(tmp_path)
+    assert [(p.name, lab and lab.name) for p, lab in pairs] == [
+        ("a.nii.gz", "a.nii.gz"),
+        ("b.nii.gz", None),
+    ]
+    messages = [str(w.message) for w in caught]
+    assert any("b.nii.gz" in m and "no label map" in m for m in messages), messages
+    assert any("z.nii.gz" in m and "without its image" in m for m in messages), messages

@@ -601,8 +601,11 @@ def test_check_same_grid_and_resample(tmp_path):
     shifted[:3, 3] += OBLIQUE[:3, :3] @ np.array([2.0, 0.0, 0.0])  # two voxels along i
     moved = MedicalImage(blob_labels((10, 9, 6)), shifted, tmp_path / "lab.nii.gz")
     with pytest.raises(InputError, match="--resample-label") as error:
-        check_same_grid(image, moved)
+        check_same_grid(image, moved, resample_option="--resample-label")
     assert "img.nii.gz" in str(error.value) and "lab.nii.gz" in str(error.value)
+    with pytest.raises(InputError, match="resample_label_to") as error:  # no option to name
+        check_same_grid(image, moved)
+    assert "--resample-label" not in str(error.value)
     wrong = MedicalImage(np.zeros((10, 9, 5), np.uint8), OBLIQUE, tmp_path / "lab.nii.gz")
     with pytest.raises(InputError, match="shape"):
         check_same_grid(image, wrong)

@@ -214,9 +214,13 @@ def load_input(
     frame: int | None = None,
     resample_label: bool = False,
     slice_axis: str | int = "auto",
+    resample_option: str | None = "--resample-label",
 ) -> LoadedInput:
     """Read an image and its label maps (:func:`drdm.io.read_image`) and check them against
     ``method``.
+
+    ``resample_option``: the caller's option that resamples a label map on another grid,
+    named in the error (``None``: the caller has none, e.g. ``drdm generate``).
 
     Errors (:class:`~drdm.errors.InputError`, one line naming the file): unreadable or
     truncated file, NaN/Inf voxels or values beyond float32, a 4D series without ``frame``, a
@@ -233,7 +237,7 @@ def load_input(
     for path in label_paths:
         label = read_image(path, kind="label", frame=frame)  # integer values >= 0
         try:
-            check_same_grid(image, label)
+            check_same_grid(image, label, resample_option=resample_option)
         except InputError:
             if not resample_label:
                 raise

@@ -58,6 +58,7 @@ from ..io.manifest import read_manifest
 
 __all__ = [
     "AUGMENT_COLUMNS",
+    "MAX_JOBS",
     "MANIFEST_SCHEMAS",
     "RUN_SETTINGS_NAME",
     "SYNTH_COLUMNS",
@@ -66,6 +67,7 @@ __all__ = [
     "Job",
     "ManifestBook",
     "RunLock",
+    "check_job_count",
     "check_run_settings",
     "claim_run_settings",
     "derive_seed",
@@ -220,6 +222,20 @@ def parse_int_list(text: str, option: str) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # Jobs, seeds, shards
 # ----------------------------------------------------------------------------------------------
+
+
+#: the most samples one run (all shards together) may list; a larger count is refused before
+#: anything is read or written (the job list is built in memory: about 70 bytes per sample)
+MAX_JOBS = 1_000_000
+
+
+def check_job_count(count: int, option: str, value: int) -> None:
+    """Refuse a run of more than :data:`MAX_JOBS` samples (one line naming ``option``)."""
+    if count > MAX_JOBS:
+        raise InputError(
+            f"{option} {value}: {count:,} samples in all exceed the limit of {MAX_JOBS:,} per "
+            "run; split the work into several runs (other --levels or inputs)"
+        )
 
 
 def derive_seed(command: str, seed: int, name: str, level: str | int, sample: int) -> int:
@@ -387,6 +403,12 @@ class ManifestBook:
     yet (so an interruption loses nothing; ``final=True`` leaves these out), and the manifest
     file's own rows of samples outside this run (e.g. other levels of an earlier run into the
     same folder) whose files all still exist.
+
+    Between flushes every new row is also appended to a journal beside the manifest
+    (``.<manifest name>.rows.jsonl``, one JSON object per line), so that a run killed
+    without clean-up (SIGKILL, power loss of the process) loses no finished sample: the next
+    run reads the journal's rows as it reads the manifest's.  A flush writes the rows into the
+    manifest and removes the journal.
     """
 
     def __init__(
@@ -403,6 +425,8 @@ class ManifestBook:
         self.root = Path(root)
         self.file_columns = list(file_columns)
         self.rows: dict[str, dict[str, Any]] = {}
+        self.journal = journal_path(self.path)
+        self._journal: Any = None
         self._previous: dict[str, dict[str, str]] = {}
         own: dict[str, dict[str, str]] = {}
         for source in [*other_sources, self.path]:  # this manifest's own rows win
@@ -415,6 +439,10 @@ class ManifestBook:
                     self._previous.update((r[self.columns[0]], r) for r in rows)
                     if Path(source) == self.path:
                         own = {r[self.columns[0]]: r for r in rows}
+        # rows of a killed run that never reached the manifest (newer than its rows)
+        journal_rows = _read_journal(self.journal, self.columns)
+        self._previous.update(journal_rows)
+        own.update(journal_rows)
         pending = list(pending)
         self._pending = [k for k in pending if k in self._previous]
         jobs = set(pending)
@@ -444,16 +472,50 @@ class ManifestBook:
         return True
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Record the row of a newly computed sample."""
+        """Record the row of a newly computed sample (and append it to the journal)."""
         self.rows[str(row[self.columns[0]])] = dict(row)
+        if self._journal is None:
+            self._journal = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115
+        cells = {c: _cell(row[c]) for c in self.columns}
+        self._journal.write(json.dumps(cells, ensure_ascii=False) + "\n")
+        self._journal.flush()  # in the operating system's hands: survives a killed process
 
     def flush(self, final: bool = False) -> None:
-        """Rewrite the manifest file atomically (see the class docstring)."""
+        """Rewrite the manifest file atomically (see the class docstring) and drop the
+        journal, whose rows it now holds."""
         rows = {**self._kept, **self.rows}
         if not final:
             for key in self._pending:
                 rows.setdefault(key, self._previous[key])
         write_manifest(self.path, self.columns, rows.values())
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        with contextlib.suppress(FileNotFoundError):
+            self.journal.unlink()
+
+
+def journal_path(manifest: str | Path) -> Path:
+    """The journal of new rows beside ``manifest`` (:class:`ManifestBook`)."""
+    manifest = Path(manifest)
+    return manifest.with_name(f".{manifest.name}.rows.jsonl")
+
+
+def _read_journal(path: Path, columns: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The complete rows of a journal (a line cut short by a kill is ignored)."""
+    rows: dict[str, dict[str, str]] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and all(isinstance(row.get(c), str) for c in columns):
+            rows[row[columns[0]]] = {c: row[c] for c in columns}
+    return rows
 
 
 @dataclass

@@ -32,12 +32,14 @@ from .inputs import (
 from .jobs import (
     AUGMENT_COLUMNS,
     MANIFEST_SCHEMAS,
+    MAX_JOBS,
     SYNTH_COLUMNS,
     BatchReport,
     InputItem,
     Job,
     ManifestBook,
     RunLock,
+    check_job_count,
     check_run_settings,
     claim_run_settings,
     derive_seed,
@@ -49,6 +51,7 @@ from .jobs import (
 )
 
 __all__ = [
+    "MAX_JOBS",
     "BatchOptions",
     "RunReport",
     "augment_files",
@@ -311,9 +314,11 @@ def augment_files(
         raise InputError(f"--levels {bad}: levels must be >= {1 if drdm else 0}")
     if per_level < 1:
         raise InputError(f"--per-level {per_level}: must be >= 1")
+    check_job_count(per_level * max(len(levels), 1), "--per-level", per_level)
     setup = _prepare(options, levels, "--levels")
     if not levels:  # --method drdm without --levels: the default levels of the model's T
         levels = list(default_levels(setup.method.model.num_steps))
+    check_job_count(len(setup.items) * len(levels) * per_level, "--per-level", per_level)
     stack_name = resolve_stack(stack, drdm) or "none"
     then, stack_intensity = make_stack(stack_name, setup.method.ndim)
     settings = {**_settings(options, setup), "stack": stack_name}
@@ -420,8 +425,10 @@ def synthesize_files(
         raise InputError(f"--level-pairs {pairs}: need T'_aug >= 0 and T'_syn >= 1")
     if per_pair < 1:
         raise InputError(f"--per-pair {per_pair}: must be >= 1")
+    check_job_count(per_pair * len(pairs), "--per-pair", per_pair)
     levels = sorted({lv for pair in pairs for lv in pair if lv > 0})
     setup = _prepare(options, levels, "--level-pairs")
+    check_job_count(len(setup.items) * len(pairs) * per_pair, "--per-pair", per_pair)
     settings = _settings(options, setup)
     jobs = build_synth_jobs(setup.items, pairs, per_pair, options.seed)
 

@@ -12,6 +12,7 @@ Every sample has its own seed (:func:`drdm.batch.jobs.derive_seed`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,9 @@ from .inputs import (
     parse_slice_axis,
     write_outputs,
 )
-from .jobs import sample_generator
+from .jobs import check_job_count, sample_generator
 
-__all__ = ["SampleRecord", "SingleReport", "diffuse_file", "generate_file"]
+__all__ = ["SampleRecord", "SingleReport", "diffuse_file", "generate_file", "seed_tag"]
 
 
 @dataclass
@@ -137,11 +138,22 @@ def _run_samples(
 
 
 def _load(
-    image: str | Path, label: str | Path | None, method: Method, slice_axis: str | int
+    image: str | Path,
+    label: str | Path | None,
+    method: Method,
+    slice_axis: str | int,
+    frame: int | None = None,
 ) -> LoadedInput:
     """:func:`~drdm.batch.inputs.load_input`; a problem of the label map names ``--label``."""
     try:
-        return load_input(image, [] if label is None else [label], method, slice_axis=slice_axis)
+        return load_input(
+            image,
+            [] if label is None else [label],
+            method,
+            frame=frame,
+            slice_axis=slice_axis,
+            resample_option=None,  # no --resample-label here
+        )
     except InputError as exc:
         if label is not None and str(exc).startswith(str(label)):
             raise InputError(f"--label {exc}") from None
@@ -164,6 +176,27 @@ def _figure(path: Path, original: np.ndarray, records: Sequence[SampleRecord], t
     return path
 
 
+def seed_tag(seed: int) -> str:
+    """``seed<seed>`` for output names; a seed of more than 24 digits (any integer is allowed)
+    is shortened to its first 12 digits and a hash of the whole, so names stay short."""
+    text = str(int(seed))
+    if len(text) <= 24:
+        return f"seed{text}"
+    digest = hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+    return f"seed{text[:12]}-{digest}"
+
+
+def _check_options(out: str | Path, frame: int | None, ddf_format: str) -> Path:
+    """The options :func:`generate_file` and :func:`diffuse_file` share (nothing written)."""
+    from ..io import check_output_folder
+
+    if frame is not None and (isinstance(frame, bool) or int(frame) < 0):
+        raise InputError(f"--frame {frame}: must be >= 0")
+    if ddf_format not in ("nifti", "npy"):
+        raise InputError(f"--ddf-format {ddf_format}: expected nifti or npy")
+    return check_output_folder(out)
+
+
 def generate_file(
     image: str | Path,
     level: int,
@@ -173,6 +206,7 @@ def generate_file(
     model: str = "default",
     seed: int = 0,
     label: str | Path | None = None,
+    frame: int | None = None,
     normalize: bool = False,
     slice_axis: str | int = "auto",
     ddf_format: str = "nifti",
@@ -189,21 +223,21 @@ def generate_file(
 
     Writes ``OUT/<stem>_T<level>_seed<seed>_<k>_image<ext>``, ``_ddf.nii.gz`` (mm; ``.npy``
     voxels with ``ddf_format="npy"``), ``_label<ext>`` with ``label``, and
-    ``OUT/<stem>_T<level>_seed<seed>.png``. ``normalize``: min-max rescale the image for the
-    network only. A 2D model deforms a 3D volume slice by slice. Sample ``k`` is seeded with
-    ``derive_seed("generate", seed, stem, level, k)``.
+    ``OUT/<stem>_T<level>_seed<seed>.png`` (a seed of more than 24 digits is shortened in the
+    names, :func:`seed_tag`). ``normalize``: min-max rescale the image for the network only.
+    ``frame``: the time point of a 4D series. A 2D model deforms a 3D volume slice by slice.
+    Sample ``k`` is seeded with ``derive_seed("generate", seed, stem, level, k)``.
 
     Raises :class:`~drdm.errors.InputError` (one line, nothing written) for a bad file, label
     (other grid, negative or non-integer values), model, level, ``n`` or output folder.
     """
     from ..device import resolve_device
-    from ..io import check_output_folder, file_stem
+    from ..io import file_stem
 
     if n < 1:
         raise InputError(f"--n {n}: must be >= 1")
-    out = check_output_folder(out)
-    if ddf_format not in ("nifti", "npy"):
-        raise InputError(f"--ddf-format {ddf_format}: expected nifti or npy")
+    check_job_count(n, "--n", n)
+    out = _check_options(out, frame, ddf_format)
     axis_choice = parse_slice_axis(slice_axis)
     dev = resolve_device(device)
     sampler_options: dict[str, object] = {"normalize": bool(normalize)}
@@ -213,9 +247,9 @@ def generate_file(
         "drdm", [level], model=model, options=sampler_options, device=dev,
         level_option="--level", engine=engine,
     )  # fmt: skip
-    data = _load(image, label, method, axis_choice)
+    data = _load(image, label, method, axis_choice, frame)
     stem = file_stem(image)
-    prefix = f"{stem}_T{level}_seed{seed}"
+    prefix = f"{stem}_T{level}_{seed_tag(seed)}"
     sampler = method.make(level)[0]
     records = _run_samples(
         data,
@@ -243,6 +277,7 @@ def diffuse_file(
     *,
     seed: int = 0,
     label: str | Path | None = None,
+    frame: int | None = None,
     ndim: str | int = "auto",
     slice_axis: str | int = "auto",
     ddf_format: str = "nifti",
@@ -258,25 +293,24 @@ def diffuse_file(
     spacing > 1.5 x the second largest, :func:`drdm.io.geometry.is_anisotropic`), else 3.
     Writes ``OUT/<prefix>_image<ext>``, ``_ddf.nii.gz`` (mm) or ``.npy`` (voxels),
     ``_label<ext>`` with ``label`` and ``<prefix>.png``; ``prefix`` defaults to
-    ``<stem>_t<t>_seed<seed>``. Seeded with ``derive_seed("diffuse", seed, stem, t, 0)``.
+    ``<stem>_t<t>_seed<seed>`` (:func:`seed_tag`). ``frame``: the time point of a 4D series.
+    Seeded with ``derive_seed("diffuse", seed, stem, t, 0)``.
     """
     from ..device import resolve_device
     from ..diffusion import ForwardDiffusion, ForwardDiffusionConfig
-    from ..io import check_output_folder, file_stem
+    from ..io import file_stem
     from ..io.geometry import is_anisotropic
     from ..io.image import read_image
 
     defaults = ForwardDiffusionConfig()
     if isinstance(t, bool) or not 1 <= int(t) <= defaults.num_steps:
         raise InputError(f"--t {t}: must lie in 1..{defaults.num_steps}")
-    out = check_output_folder(out)
-    if ddf_format not in ("nifti", "npy"):
-        raise InputError(f"--ddf-format {ddf_format}: expected nifti or npy")
+    out = _check_options(out, frame, ddf_format)
     axis_choice = parse_slice_axis(slice_axis)
     if ndim not in ("auto", 2, 3, "2", "3"):
         raise InputError(f"--ndim {ndim}: expected auto, 2 or 3")
     dev = resolve_device(device)
-    head = read_image(image, kind="image")
+    head = read_image(image, kind="image", frame=frame)
     if ndim == "auto":
         flat = head.ndim == 2 or is_anisotropic(head.spacing) or axis_choice != "auto"
         dims = 2 if flat else 3
@@ -285,12 +319,12 @@ def diffuse_file(
     if dims == 3 and head.ndim == 2:
         raise InputError(f"{image}: --ndim 3 needs a 3D image, got shape {head.shape}")
     method = Method("forward", dims, MIN_VOXELS, {})
-    data = _load(image, label, method, axis_choice)
+    data = _load(image, label, method, axis_choice, frame)
     process = ForwardDiffusion(dataclasses.replace(defaults, ndim=dims))
     from ..pipelines.core import ForwardProcessSampler
 
     stem = file_stem(image)
-    name = prefix or f"{stem}_t{t}_seed{seed}"
+    name = prefix or f"{stem}_t{t}_{seed_tag(seed)}"
     records = _run_samples(
         data,
         None if label is None else Path(label),

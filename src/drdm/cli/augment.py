@@ -135,7 +135,7 @@ def add_sampler_arguments(g: argparse._ActionsContainer) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Method, output, sharding and device options (shared with ``drdm synth``)."""
     p.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=output_path, required=True, help="output folder")
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
@@ -206,6 +206,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="the shard to run, 0..K-1 (default: RANK, else 0)",
     )
     add_device_arguments(r)
+
+
+def output_path(text: str) -> Path:
+    """``--out`` (argparse ``type``): a path; an empty one (an unset shell variable, which
+    would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: empty path (an unset shell variable?); give an output folder"
+        )
+    return Path(text)
 
 
 def add_device_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

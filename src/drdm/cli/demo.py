@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..pretrained import is_available
+from .augment import output_path
 
 TIMESTEPS_2D = (10, 30, 55, 80)
 TIMESTEPS_3D = (30, 80)
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "then deform the phantoms with the random forward process (as drdm diffuse). Without "
         "an installed model only the forward process runs.",
     )
-    p.add_argument("--out", type=Path, default=Path("drdm-demo"), help="output directory")
+    p.add_argument("--out", type=output_path, default=Path("drdm-demo"), help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size-2d", type=int, default=256, help="2D phantom size (default 256)")
     p.add_argument("--size-3d", type=int, default=64, help="3D phantom size (default 64)")

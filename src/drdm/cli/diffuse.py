@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .augment import output_path
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,9 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=Path, help="input image (2D or 3D)")
     p.add_argument("--t", type=int, required=True, help="timestep, 1..T (T = 80)")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=output_path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed, any integer (default 0)")
     p.add_argument("--label", type=Path, help="label map on the image's grid, deformed alike")
+    p.add_argument("--frame", type=int, help="frame (0-based) of a 4D time series input")
     p.add_argument(
         "--ndim",
         default="auto",
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         label=args.label,
+        frame=args.frame,
         ndim=args.ndim if args.ndim == "auto" else int(args.ndim),
         slice_axis=args.slice_axis,
         ddf_format=args.ddf_format,

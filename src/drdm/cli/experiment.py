@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .augment import output_path
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -23,7 +24,7 @@ def _words(text: str) -> tuple[str, ...]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="a YAML/JSON config (options below override it)")
-    p.add_argument("--out", type=Path, required=True, help="result folder")
+    p.add_argument("--out", type=output_path, required=True, help="result folder")
     p.add_argument("--model", help="DRDM model: 'default' or a checkpoint folder")
     p.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--size", dest="image_size", type=int, help="image size in voxels per axis")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .augment import add_sampler_arguments
+from .augment import add_sampler_arguments, output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--level", type=int, required=True, help="deformation level T' in 1..T (e.g. 55)"
     )
     p.add_argument("--n", type=int, default=1, help="number of deformations (default 1)")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=output_path, required=True, help="output directory")
     p.add_argument(
         "--model",
         default="default",
@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed, any integer (default 0)")
     p.add_argument("--label", type=Path, help="label map on the image's grid, deformed alike")
+    p.add_argument("--frame", type=int, help="frame (0-based) of a 4D time series input")
     p.add_argument(
         "--normalize",
         action="store_true",
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         seed=args.seed,
         label=args.label,
+        frame=args.frame,
         normalize=args.normalize,
         slice_axis=args.slice_axis,
         ddf_format=args.ddf_format,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from .augment import output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "'drdm generate IMAGE --model OUT_DIR'.",
     )
     p.add_argument("pth", type=Path, help="the authors' .pth file (a plain state_dict)")
-    p.add_argument("out_dir", type=Path, help="output checkpoint directory (created)")
+    p.add_argument("out_dir", type=output_path, help="output checkpoint directory (created)")
     p.add_argument(
         "--image-size",
         type=int,

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
+from .augment import output_path
 
 _SHARD = re.compile(r"^manifest-shard(\d+)of(\d+)\.csv$")
 
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         default=None,
         help="merged manifest (default: manifest.csv in the single folder given)",
     )

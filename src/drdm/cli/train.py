@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from .augment import output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         default=None,
         help="output folder (default: output.dir of the config, relative to the config file)",
     )

@@ -161,6 +161,9 @@ def _folder_problem(path: Path) -> str | None:
         return f"{path} exists and is not a folder"
     existing = path
     while not existing.exists() and existing.parent != existing:
+        if existing.is_symlink():  # exists() is False: dangling or a loop
+            target = os.readlink(existing)
+            return f"{existing} is a broken symbolic link (to {target}: missing or a loop)"
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         return f"{existing} is a file, not a folder"
@@ -176,6 +179,7 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     ``path`` or one of its parents is a file, or when the nearest existing folder is not
     writable. Creates nothing.
     """
+    _check_not_empty(path, option)
     path = Path(path)
     problem = _folder_problem(path)
     if problem is not None:
@@ -183,9 +187,16 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
+def _check_not_empty(path: str | Path, option: str) -> None:
+    """An empty name (e.g. an unset shell variable) would mean the current folder."""
+    if isinstance(path, str) and not path.strip():
+        raise InputError(f"{option} {path!r}: empty path (an unset shell variable?)")
+
+
 def check_output_file(path: str | Path, option: str = "--out") -> Path:
     """Check that a file can be written at ``path``: not a folder, and its folder writable or
     creatable (as :func:`check_output_folder`). Creates nothing."""
+    _check_not_empty(path, option)
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a folder, expected a file name")

@@ -214,7 +214,13 @@ class MedicalImage:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None) -> MedicalImage:
+def read_image(
+    path: str | Path,
+    kind: Kind = "image",
+    frame: int | None = None,
+    *,
+    frame_option: str | None = "--frame",
+) -> MedicalImage:
     """Read a 2D or 3D image or label map with its geometry.
 
     Args:
@@ -223,6 +229,8 @@ def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None)
         kind: ``"image"`` (float32, float64 kept) or ``"label"`` (integer, validated).
         frame: the time point to take from a 4D time series (0-based); ignored for images
             without a time axis. A 4D series without ``frame`` is an error.
+        frame_option: the option that chooses ``frame``, named in the messages about 4D
+            series (``None``: the caller has none; the message says to extract one frame).
 
     Returns:
         :class:`MedicalImage` in ``(i, j[, k])`` order with a RAS+ affine (policy: module
@@ -251,7 +259,7 @@ def read_image(path: str | Path, kind: Kind = "image", frame: int | None = None)
                 f"{path}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)} "
                 "or a DICOM series folder)"
             )
-    array = _select_frame(array, path, frame)
+    array = _select_frame(array, path, frame, frame_option)
     squeezed = False
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -287,7 +295,7 @@ def read_volume(path: str | Path, allow_ndim: tuple[int, ...] = (2, 3)) -> Volum
     Raises :class:`~drdm.errors.InputError` (one line naming the file) for everything
     :func:`read_image` refuses and for a dimensionality outside ``allow_ndim``.
     """
-    image = read_image(path, kind="image")
+    image = read_image(path, kind="image", frame_option=None)
     if image.ndim not in allow_ndim:
         wanted = " or ".join(f"{d}D" for d in allow_ndim)
         raise InputError(
@@ -306,21 +314,27 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"\w+\(0x[0-9a-fA-F]+\):\s*", "", text).strip()[:200]
 
 
-def _select_frame(array: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
+def _select_frame(
+    array: np.ndarray, path: Path, frame: int | None, option: str | None = "--frame"
+) -> np.ndarray:
     """Drop trailing singleton axes beyond the third; pick ``frame`` of a 4D series."""
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 4:
         frames = array.shape[3]
         if frame is None:
+            how = (
+                f"choose one with {option} (0..{frames - 1})"
+                if option
+                else "save the frame to use as a 2D or 3D file"
+            )
             raise InputError(
-                f"{path}: 4D time series with {frames} frames (shape {array.shape}); "
-                f"choose one with --frame (0..{frames - 1})"
+                f"{path}: 4D time series with {frames} frames (shape {array.shape}); {how}"
             )
         if not 0 <= frame < frames:
             raise InputError(
-                f"{path}: --frame {frame} is out of range, the series has {frames} frames "
-                f"(0..{frames - 1})"
+                f"{path}: {option or 'frame'} {frame} is out of range, the series has {frames} "
+                f"frames (0..{frames - 1})"
             )
         array = array[..., frame]
     return array
@@ -927,16 +941,23 @@ def check_same_grid(
     label: MedicalImage,
     path_hint: str | None = None,
     tolerance: float = 1e-2,
+    resample_option: str | None = None,
 ) -> None:
     """Raise :class:`InputError` unless ``label`` lies on ``image``'s voxel grid.
 
     Shapes must be equal and the world positions of the grid corners may differ by at most
     ``tolerance`` voxels (of the smallest spacing). ``path_hint`` names the pair in the
-    message when the images carry no path (e.g. ``"row 3 of pairs.csv"``).
+    message when the images carry no path (e.g. ``"row 3 of pairs.csv"``);
+    ``resample_option`` the caller's option that resamples the label instead (e.g.
+    ``"--resample-label"``; ``None``: the message points at :func:`resample_label_to`).
     """
     image_name = str(image.path) if image.path is not None else (path_hint or "<image>")
     label_name = str(label.path) if label.path is not None else (path_hint or "<label>")
-    advice = "; use --resample-label to resample the label onto the image grid"
+    advice = (
+        f"; use {resample_option} to resample the label onto the image grid"
+        if resample_option
+        else "; resample the label onto the image grid first (drdm.io.resample_label_to)"
+    )
     if image.shape != label.shape:
         raise InputError(
             f"{label_name}: label shape {label.shape} differs from image {image_name} "
@@ -1006,7 +1027,8 @@ def find_pairs(
 
     * with a ``labels/`` (or ``labelsTr``/``labelsTs``) subfolder: images are the files in
       ``images/`` (``imagesTr``/``imagesTs``) if present, else in the folder itself; the
-      label of ``X.ext`` is ``labels/X.*`` (also for nnU-Net's ``X_0000.ext``);
+      label of ``X.ext`` is ``labels/X.*`` (also for nnU-Net's ``X_0000.ext``); an image
+      without a label and a label without an image (skipped) each give a ``UserWarning``;
     * otherwise the label of ``X.ext`` is the file ``X_gt.*`` (ACDC), ``X_label.*``,
       ``X_labels.*``, ``X_seg.*`` or ``X_mask.*`` beside it; such files are never images (a
       label file without its image is skipped with a ``UserWarning`` naming it).
@@ -1030,7 +1052,7 @@ def find_pairs(
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")
     if source.is_dir():
-        pairs = _pairs_from_folder(source)
+        pairs = _pairs_from_folder(source, labeled_only)
     elif source.suffix.lower() == ".csv":
         pairs = _pairs_from_csv(source, require_files)
     elif source.suffix.lower() == ".json":
@@ -1049,7 +1071,7 @@ def find_pairs(
     return pairs
 
 
-def _pairs_from_folder(folder: Path) -> list[tuple[Path, Path | None]]:
+def _pairs_from_folder(folder: Path, labeled_only: bool = False) -> list[tuple[Path, Path | None]]:
     label_dir = next((folder / n for n in _LABEL_FOLDERS if (folder / n).is_dir()), None)
     if label_dir is not None:
         image_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
@@ -1057,11 +1079,31 @@ def _pairs_from_folder(folder: Path) -> list[tuple[Path, Path | None]]:
         for path in _image_files(label_dir):
             labels.setdefault(file_stem(path), []).append(path)
         pairs = []
+        used: set[str] = set()
         for image in _image_files(image_dir):
             stem = file_stem(image)
             keys = [stem, stem[:-5]] if stem.endswith("_0000") else [stem]
-            found = next((labels[k] for k in keys if k in labels), [])
+            key = next((k for k in keys if k in labels), None)
+            found = [] if key is None else labels[key]
+            if key is None:
+                warnings.warn(
+                    f"{image}: no label map in {label_dir} ({stem}.*); "
+                    + ("skipped" if labeled_only else "used without a label map"),
+                    UserWarning,
+                    stacklevel=4,
+                )
+            else:
+                used.add(key)
             pairs.append((image, _one_label(image, found)))
+        for stem, paths in labels.items():
+            if stem not in used:
+                for path in paths:
+                    warnings.warn(
+                        f"{path}: a label file without its image in {image_dir} ({stem}.*); "
+                        "skipped",
+                        UserWarning,
+                        stacklevel=4,
+                    )
         return pairs
     files = _image_files(folder)
     by_stem: dict[str, list[Path]] = {}
