@@ -164,7 +164,7 @@ def monai_patches(shape, patch, patches: int, invertible: bool) -> dict[str, flo
     pipeline.set_random_state(0)
     kept = pipeline({"image": MetaTensor(image), "label": MetaTensor(label)})
     total = storage_bytes(tensors_in(kept))
-    data = storage_bytes([t for p in kept for t in (p["image"].as_tensor(), p["label"].as_tensor())])
+    data = storage_bytes([p[key].as_tensor() for p in kept for key in ("image", "label")])
     return {"per_patch_mb": total / patches / 1e6, "data_per_patch_mb": data / patches / 1e6}
 
 
