@@ -43,8 +43,9 @@ def test_monitor_logs_u_per_band_and_leaves_training_unchanged(tmp_path):
     with open(tmp_path / "a" / "recovery.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4]
-    assert list(rows[0]) == ["step", "U_1-5", "U_6-10", "U_11-15", "U_16-20"]
-    assert all(0.0 < float(v) < 10.0 for r in rows for k, v in r.items() if k != "step")
+    assert list(rows[0]) == ["step", "U_1-5", "U_6-10", "U_11-15", "U_16-20", "cpu_seconds"]
+    assert all(0.0 < float(r[k]) < 10.0 for r in rows for k in r if k.startswith("U_"))
+    assert 0 < float(rows[0]["cpu_seconds"]) < float(rows[1]["cpu_seconds"])
     assert (tmp_path / "a" / "recovery.png").stat().st_size > 1000
     assert not (tmp_path / "b" / "recovery.csv").exists()
     m1 = load_pretrained(tmp_path / "a" / "model").state_dict()
@@ -64,6 +65,7 @@ def test_monitor_resumes_its_log(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert rows[:3] == first
+    assert float(rows[3]["cpu_seconds"]) > float(rows[2]["cpu_seconds"])  # accumulated
 
 
 def test_monitor_without_images_is_refused(tmp_path):

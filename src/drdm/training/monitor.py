@@ -6,13 +6,16 @@ predicts nothing, 0 for an exact inverse. :func:`recovery_table` measures it per
 ``T`` on fixed forward draws (the same draws for the same seed, images and process, so two
 models or two steps of one run are compared on identical steps). :class:`RecoveryMonitor`
 does that every ``monitor.every`` steps of a training run and keeps ``recovery.csv`` and
-``recovery.png`` in the run folder.
+``recovery.png`` in the run folder; ``recovery.csv`` also records the CPU time of the run
+(this process's, the evaluations included, summed over resumed invocations).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,7 @@ def plot_recovery(rows: list[dict[str, float]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bands = [k for k in rows[0] if k.startswith("U_")]
+    bands = [k for k in rows[-1] if k.startswith("U_")]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     steps = [r["step"] for r in rows]
     for band in bands:
@@ -108,12 +111,20 @@ class RecoveryMonitor:
         )
         self.images = build_training_data(data, base_dir).images
         self.rows = [r for r in self._read() if r["step"] <= start]
+        # CPU time of this process from here on, added to the last logged value of the run
+        known = [
+            r["cpu_seconds"] for r in self.rows if math.isfinite(r.get("cpu_seconds", math.nan))
+        ]
+        self.cpu_offset = (known[-1] if known else 0.0) - time.process_time()
 
     def _read(self) -> list[dict[str, float]]:
         if not self.csv.is_file():
             return []
         with open(self.csv, newline="", encoding="utf-8") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            return [
+                {k: float(v) if v else math.nan for k, v in row.items()}
+                for row in csv.DictReader(f)
+            ]
 
     def __call__(self, step: int, network: torch.nn.Module, final: bool = False) -> None:
         """Measure at ``step`` if it is due (or ``final``); ``network`` is left as it was."""
@@ -137,10 +148,11 @@ class RecoveryMonitor:
         network.train(was_training)
         row: dict[str, float] = {"step": float(step)}
         row.update({f"U_{r['lo']}-{r['hi']}": r["U"] for r in table})
+        row["cpu_seconds"] = time.process_time() + self.cpu_offset
         self.rows.append(row)
         tmp = self.csv.with_name(self.csv.name + ".partial")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.DictWriter(f, fieldnames=list(row), restval="")
             writer.writeheader()
             for r in self.rows:
                 writer.writerow({k: (int(v) if k == "step" else f"{v:.5f}") for k, v in r.items()})
