@@ -220,3 +220,24 @@ def test_defaults_are_the_drdm_field_alone():
     t = DRDMDeformd(["image"], tiny_model())
     assert t.deformer.stack is None and t.deformer.then is None
     assert DRDMDeformd(["image"], tiny_model(), stack="bigaug").deformer.stack == "bigaug"
+
+
+def test_one_inverse_per_record_shared_by_every_key(monkeypatch):
+    import drdm.pipelines.transforms as transforms
+
+    calls = []
+    original = transforms.invert_field
+
+    def counting(ddf, *args, **kwargs):
+        calls.append(tuple(ddf.shape))
+        return original(ddf, *args, **kwargs)
+
+    monkeypatch.setattr(transforms, "invert_field", counting)
+    pipeline = Compose([deformd(mode=("bilinear", "nearest"))])
+    pipeline.set_random_state(1)
+    out = pipeline(sample())
+    out["pred"] = out["label"].clone()
+    Invertd("pred", transform=pipeline, orig_keys="label", nearest_interp=True)(out)
+    back = pipeline.inverse(out)  # image and label
+    assert calls == [(2, 40, 40)]  # one inverse for the record's three uses
+    assert dice(back["label"].as_tensor() == 2, sample()["label"].as_tensor() == 2) > 0.96

@@ -284,15 +284,16 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
                     f"DRDMDeformd: cannot invert {key!r}: the transform was built with "
                     "invertible=False, so the field was not recorded"
                 )
-            field = torch.as_tensor(extra["ddf"]).as_subclass(torch.Tensor)
             value = d[key]
-            d[key] = _warp_inverse(value, field, str(extra.get("mode", "bilinear")), self)
+            d[key] = _warp_inverse(value, extra["ddf"], str(extra.get("mode", "bilinear")), self)
         return d
 
 
-def _warp_inverse(value: Any, ddf: torch.Tensor, mode: str, owner: DRDMDeformd) -> Any:
-    """Warp a channel-first value by the inverse of ``ddf`` with ``mode``."""
+def _warp_inverse(value: Any, recorded: Any, mode: str, owner: DRDMDeformd) -> Any:
+    """Warp a channel-first value by the inverse of the ``recorded`` field with ``mode``; a
+    record's :class:`SharedField` is inverted once for all its keys."""
     x = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
+    ddf = torch.as_tensor(recorded)
     while ddf.dim() > x.dim():  # collated records: (1, ndim, *spatial)
         ddf = ddf[0]
     if tuple(ddf.shape[1:]) != tuple(x.shape[1:]):
@@ -300,7 +301,10 @@ def _warp_inverse(value: Any, ddf: torch.Tensor, mode: str, owner: DRDMDeformd) 
             f"DRDMDeformd.inverse: the recorded field is on a {tuple(ddf.shape[1:])} grid, the "
             f"data is {tuple(x.shape[1:])} (invert the spatial transforms after it first)"
         )
-    inverse = invert_field(ddf.to(x.device, torch.float32))
+    if isinstance(ddf, SharedField):
+        inverse = ddf.inverse().to(x.device)
+    else:
+        inverse = invert_field(ddf.as_subclass(torch.Tensor).to(x.device, torch.float32))
     result = warp_channels(x, inverse, mode, owner.padding_mode)  # type: ignore[arg-type]
     if isinstance(value, MetaTensor):
         restored = MetaTensor(result, affine=value.affine.clone())

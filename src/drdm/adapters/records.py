@@ -11,12 +11,16 @@ pickling (DataLoader workers, ``torch.save``) writes it once per pickle, as any 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = ["SharedField"]
+
+#: inverses of the live shared fields of this process, by ``id`` (dropped with the field)
+_INVERSES: dict[int, Tensor] = {}
 
 
 class SharedField(Tensor):
@@ -37,6 +41,20 @@ class SharedField(Tensor):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedField:
         return self
+
+    def inverse(self) -> Tensor:
+        """The inverse field (:func:`drdm.pipelines.invert_field`, float32, a plain tensor),
+        computed once per field and process and shared by every record that holds it (every
+        key of a MONAI sample); kept while the field lives, never pickled."""
+        key = id(self)
+        cached = _INVERSES.get(key)
+        if cached is None:
+            from ..pipelines.transforms import invert_field
+
+            cached = invert_field(self.as_subclass(Tensor).float())
+            _INVERSES[key] = cached
+            weakref.finalize(self, _INVERSES.pop, key, None)
+        return cached
 
     def summary(self) -> str:
         """``SharedField(shape, dtype, max |u| = ... voxels)``."""

@@ -54,7 +54,6 @@ from ..pipelines.transforms import (
     BigAugIntensity,
     DRDMDeform,
     check_mode,
-    invert_field,
     warp_channels,
 )
 
@@ -138,8 +137,9 @@ class DRDMFieldDeformation(tio.SpatialTransform):
                 "(RandomDRDMDeformation(invertible=False)), so this deformation cannot be "
                 "replayed or inverted"
             )
-        plain = self.ddf.as_subclass(torch.Tensor).float()
-        field = invert_field(plain) if self.invert_transform else plain
+        # the inverse once per recorded field (shared by the copies TorchIO makes of it)
+        field = self.ddf.inverse() if self.invert_transform else self.ddf.as_subclass(torch.Tensor)
+        field = field.float()
         images = subject.get_images_dict(
             intensity_only=False, include=self.include, exclude=self.exclude
         )
