@@ -7,8 +7,11 @@
   ``DRDMFieldDeformation`` in the subject's history) and ``RandomBigAugIntensity``
   (``pip install drdm[torchio]``).
 
-Both apply one sampled deformation (geometry only) to all images and label maps of a sample
-through :class:`drdm.pipelines.DRDMDeform`, from a DRDM model, a
-:class:`drdm.pipelines.FieldBank` or any field sampler. Importing this package imports neither
+Both apply one sampled deformation (geometry only; the DRDM field alone unless
+``stack="bigaug"``) to all images and label maps of a sample through
+:class:`drdm.pipelines.DRDMDeform`, from a DRDM model, a :class:`drdm.pipelines.FieldBank` or
+any field sampler, and record the field once per sample (:mod:`drdm.adapters.records`). They
+pickle before and after their model's first use and work in forked, spawned and forkserver
+``DataLoader`` workers (README, *DataLoader modes*). Importing this package imports neither
 framework.
 """
