@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 from ..errors import InputError
+from .augment import output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="NIfTI files, folders (searched recursively) or a .csv with an 'image' column",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=output_path, required=True, help="output folder")
     p.add_argument(
         "--init", default="default", help="base model: default, default-3d or a model folder"
     )
