@@ -76,6 +76,12 @@ def main() -> None:
     parser.add_argument("--network", default="{}", help="JSON overrides of NetworkConfig")
     parser.add_argument("--forward", default="{}", help="JSON overrides of the process config")
     parser.add_argument("--perturb", action="store_true", help="training perturbation (5 %%)")
+    parser.add_argument(
+        "--template",
+        action="store_true",
+        help="also give the network I_0 (a second channel; one recursion): registration to a "
+        "known template instead of inference from I_t alone",
+    )
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--eval-draws", type=int, default=16)
@@ -86,12 +92,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     image = load_image(args.image, args.size)
+    overrides = {"in_channels": 2, "recursions": 1} if args.template else {}
     net_cfg = NetworkConfig(
-        **{"widths": (10, 20, 40), "bottleneck_width": 20, **json.loads(args.network)}
+        **{"widths": (10, 20, 40), "bottleneck_width": 20, **overrides, **json.loads(args.network)}
     )
-    net = RecursiveUNet(net_cfg, generator=torch.Generator().manual_seed(args.seed))
+    network = RecursiveUNet(net_cfg, generator=torch.Generator().manual_seed(args.seed))
+
+    def net(images: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if args.template:
+            images = torch.cat([images, image.expand(images.shape[0], -1, -1, -1)], dim=1)
+        return network(images, t)
+
     process = ForwardDiffusion(ForwardDiffusionConfig(**json.loads(args.forward)))
-    optim = torch.optim.Adam(net.parameters(), lr=args.lr)
+    optim = torch.optim.Adam(network.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed + 1)
     eval_gen = torch.Generator().manual_seed(10_000 + args.seed)
     t_max = process.config.num_steps
@@ -111,10 +124,10 @@ def main() -> None:
         evals.append((t, fwd.images, fwd.step))
 
     def evaluate() -> list[float]:
-        net.eval()
+        network.eval()
         with torch.no_grad():
             out = [unrecovered(step, net(images, t)) for t, images, step in evals]
-        net.train()
+        network.train()
         return out
 
     print(

@@ -108,7 +108,7 @@ def main() -> None:
     # ------------------------------------------------------------------ 2D
     image, label = data_2d()
     bank = FieldBank.build(model, [image[0]], num_fields=args.num_fields, generator=gen(0))
-    deform = DRDMDeform(bank, seed=0, layout="channel_first")  # stack: BigAug geometry
+    deform = DRDMDeform(bank, seed=0, layout="channel_first", stack="bigaug")
     elastic = Rand2DElasticd(
         ["image", "label"],
         spacing=(20, 20),
@@ -130,7 +130,9 @@ def main() -> None:
         bank3 = FieldBank.build(
             model, [vol[0]], num_fields=args.num_fields, spacing=SPACING_3D, generator=gen(1)
         )
-        deform3 = DRDMDeform(bank3, seed=0, layout="channel_first", spacing=SPACING_3D)
+        deform3 = DRDMDeform(
+            bank3, seed=0, layout="channel_first", spacing=SPACING_3D, stack="bigaug"
+        )
         elastic3 = Rand3DElasticd(
             ["image", "label"],
             sigma_range=(5, 8),
