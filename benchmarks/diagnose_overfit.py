@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
+from drdm.diffusion.official_process import OfficialForwardProcess, OfficialProcessConfig
 from drdm.io import read_volume
 from drdm.losses import drdm_loss
 from drdm.nn import NetworkConfig, RecursiveUNet
@@ -75,6 +76,12 @@ def main() -> None:
     parser.add_argument("--lambda-reg", type=float, default=0.15)
     parser.add_argument("--network", default="{}", help="JSON overrides of NetworkConfig")
     parser.add_argument("--forward", default="{}", help="JSON overrides of the process config")
+    parser.add_argument(
+        "--process",
+        choices=("drdm", "official"),
+        default="drdm",
+        help="the package's forward process or the authors' (preset 'official')",
+    )
     parser.add_argument("--perturb", action="store_true", help="training perturbation (5 %%)")
     parser.add_argument(
         "--template",
@@ -103,7 +110,10 @@ def main() -> None:
             images = torch.cat([images, image.expand(images.shape[0], -1, -1, -1)], dim=1)
         return network(images, t)
 
-    process = ForwardDiffusion(ForwardDiffusionConfig(**json.loads(args.forward)))
+    if args.process == "official":  # diagnosis (b): the authors' process, our trainer and loss
+        process = OfficialForwardProcess(OfficialProcessConfig(**json.loads(args.forward)))
+    else:
+        process = ForwardDiffusion(ForwardDiffusionConfig(**json.loads(args.forward)))
     optim = torch.optim.Adam(network.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed + 1)
     eval_gen = torch.Generator().manual_seed(10_000 + args.seed)
