@@ -196,7 +196,7 @@ def test_from_pretrained_bad_paths(tmp_path):
     bare = save_pretrained(tiny_model().network, tmp_path / "bare")  # no forward config
     with pytest.raises(InputError, match="no forward-process config"):
         DRDM.from_pretrained(bare)
-    # weights imported by drdm.official alone fall back to the authors' setting
+    # weights imported by drdm.official_weights alone fall back to the authors' setting
     net = RecursiveUNet(NetworkConfig(widths=(4, 8, 8), bottleneck_width=4, num_steps=80))
     imported = save_pretrained(net, tmp_path / "imp", {"source": {"imported_from": "official"}})
     model = DRDM.from_pretrained(imported)

@@ -1,4 +1,4 @@
-"""Tests of the importer for the DRDM authors' checkpoint (drdm.official).
+"""Tests of the importer for the DRDM authors' checkpoint (drdm.official_weights).
 
 The checkpoint and the authors' reference outputs live outside the repository, in
 ``../shared/data/official_drdm``; the tests that need them skip cleanly when it is absent.

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .card import OFFICIAL_IMAGE_SIZE as OFFICIAL_IMAGE_SIZE  # the old home of the constant
 from .card import ModelCard
 from .checkpoint import CheckpointError, load_pretrained, save_pretrained
 from .diffusion import ForwardDiffusion

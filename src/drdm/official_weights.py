@@ -225,7 +225,7 @@ def import_official(
     extra: dict[str, Any] = card.to_dict() if card is not None else dict(extra_config or {})
     extra["source"] = {
         "imported_from": "official",
-        "description": "DRDM authors' published checkpoint, converted by drdm.official",
+        "description": "DRDM authors' published checkpoint, converted by drdm.official_weights",
         "file": pth_path.name,
         "sha256": digest,
         "license": "Apache-2.0",

@@ -97,15 +97,10 @@ def test_names_field_metatensor_and_label_key_errors():
         sample()["image"].as_tensor()[None], out["ddf"].as_tensor()[None], "linear", "border"
     )[0]
     torch.testing.assert_close(out["image"].as_tensor(), expected, atol=1e-5, rtol=0)
-    with pytest.warns(DeprecationWarning, match="mode"):
-        old = DRDMDeformd(
-            ["image"], RandomSmoothSampler(), label_method="nearest", label_keys=["label"]
-        )
-    assert old.mode == {"image": "bilinear", "label": "nearest"}
-    with pytest.warns(DeprecationWarning, match="padding_mode"):
-        assert DRDMDeformd(["image"], RandomSmoothSampler(), padding="border").padding_mode == (
-            "border"
-        )
+    defaults = DRDMDeformd(["image"], RandomSmoothSampler(), label_keys=["label"])
+    assert defaults.mode == {"image": "bilinear", "label": "onehot"}
+    with pytest.raises(TypeError, match="label_method"):  # MONAI's names only
+        DRDMDeformd(["image"], RandomSmoothSampler(), label_method="nearest")
     with pytest.raises(ValueError, match="'label'"):
         deformd(mode=("bilinear", "bicubic"))
     bad = sample()

@@ -3,13 +3,14 @@
 
 Every ``import`` statement counts, at module level or inside a function (a lazy import
 hides a circle, it does not remove it); only ``if TYPE_CHECKING:`` blocks are left out.
-The deprecated modules kept for one release (thin re-exports of the new homes) are left out
-too: they only point at their new home.
+The old import paths of the pre-release layout are gone (CHANGELOG, "Removed"), not kept as
+re-exports.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ import drdm
 
 SRC = Path(drdm.__file__).resolve().parent
 
-#: old import paths kept for one release: thin modules that re-export the new home
-DEPRECATED = {
+#: module paths of the pre-release layout, removed (their new homes in CHANGELOG, "Removed")
+REMOVED = [
+    "drdm._deprecated",
     "drdm.jobs",
     "drdm.deform",
     "drdm.transforms",
@@ -29,7 +31,8 @@ DEPRECATED = {
     "drdm.official",
     "drdm.diffusion.official",
     "drdm.training.checkpoint",
-}
+    "drdm.io.nifti",
+]
 
 
 def module_name(path: Path) -> str:
@@ -89,11 +92,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
-    return {
-        name: {m for m in imports_of(name, path, known) if m not in DEPRECATED}
-        for name, path in mods.items()
-        if name not in DEPRECATED
-    }
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -163,3 +162,26 @@ def test_no_upward_imports(lower, upper):
             if upper == "drdm":
                 bad = {t for t in bad if not t.startswith("drdm.spatial")}
             assert not bad, f"{name} imports the upper layer: {sorted(bad)}"
+
+
+@pytest.mark.parametrize("old", REMOVED)
+def test_the_pre_release_paths_are_gone(old):
+    assert old not in modules()
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("drdm.baselines", "make_method"),
+        ("drdm.baselines", "METHODS"),
+        ("drdm.io", "write_ddf"),
+        ("drdm.io", "write_volume"),
+        ("drdm.model", "OFFICIAL_IMAGE_SIZE"),
+        ("drdm.pipelines.core", "_stack_t"),
+        ("drdm.pipelines.core", "ANISOTROPY_RATIO"),
+    ],
+)
+def test_no_aliases_of_moved_names(module, name):
+    assert not hasattr(importlib.import_module(module), name)

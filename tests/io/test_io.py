@@ -230,12 +230,12 @@ def test_read_displacement_round_trip(tmp_path, fmt, shape):
 
 
 def test_read_displacement_of_voxel_vector_files(tmp_path):
-    import drdm.io
-
+    # the pre-release voxel writer (``write_ddf``, removed): vector intent named ``ddf_voxels``,
+    # voxels along the array axes; such files stay readable
     ddf = smooth_ddf((8, 9, 5), 1.0, seed=2)
-    with pytest.deprecated_call():  # the old voxel writer stays readable, and is deprecated
-        write_ddf = drdm.io.write_ddf
-    write_ddf(tmp_path / "old.nii.gz", ddf, OBLIQUE)
+    old = nib.Nifti1Image(np.moveaxis(ddf, 0, -1)[:, :, :, None, :].astype(np.float32), OBLIQUE)
+    old.header.set_intent(1007, name="ddf_voxels")
+    nib.save(old, tmp_path / "old.nii.gz")
     np.testing.assert_allclose(read_displacement(tmp_path / "old.nii.gz"), ddf, atol=1e-6)
     save(tmp_path / "scalar.nii.gz", np.zeros((4, 4, 4), np.float32), OBLIQUE)
     with pytest.raises(InputError, match="not a displacement field"):

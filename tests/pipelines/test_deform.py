@@ -384,18 +384,3 @@ def test_one_slice_axis_rule_for_training_and_augmentation(shape, spacing):
 
     axis = resolve_slice_axis(shape, spacing, "auto")
     assert axis == training_rule(shape, spacing) == auto_slice_axis(shape, spacing)
-
-
-def test_old_import_paths_warn_and_work():
-    import importlib
-    import sys
-
-    for name in ("drdm.jobs", "drdm.io.nifti"):
-        sys.modules.pop(name, None)
-        with pytest.deprecated_call():
-            module = importlib.import_module(name)
-        assert module.__name__ == name
-    from drdm.batch.jobs import derive_seed as new
-    from drdm.jobs import derive_seed
-
-    assert derive_seed is new

@@ -207,9 +207,8 @@ def test_layout_is_explicit_and_ambiguous_shapes_are_refused():
     assert DRDMDeform(RandomSmoothSampler(), layout="spatial")(stack).shape == (12, 16, 5)
     with pytest.raises(ValueError, match="layout"):
         DRDMDeform(RandomSmoothSampler(), layout="cf")
-    with pytest.warns(DeprecationWarning, match="layout"):
-        old = DRDMDeform(RandomSmoothSampler(), channel_first=False)
-    assert old.layout == "spatial"
+    with pytest.raises(TypeError, match="channel_first"):  # the old spelling of layout is gone
+        DRDMDeform(RandomSmoothSampler(), channel_first=False)
     # a 3D model: (C, X, Y, Z) is the only 4-axis reading
     assert DRDMDeform(RandomSmoothSampler(3)).resolve_layout(torch.zeros(1, 8, 8, 8)) == (
         "channel_first"

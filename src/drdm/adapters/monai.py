@@ -38,7 +38,6 @@ deformations.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -66,8 +65,6 @@ from ..pipelines.transforms import (
 from .records import SharedField
 
 __all__ = ["BigAugIntensityd", "DRDMDeformd"]
-
-_RENAMED = {"label_method": "mode", "interpolation": "mode", "padding": "padding_mode"}
 
 
 def _spacing_of(value: Any) -> tuple[float, ...] | None:
@@ -126,8 +123,6 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         invertible: store the field in the record so that ``Invertd`` works (default);
             ``False`` stores none and inversion raises.
         allow_missing_keys: skip absent keys instead of raising ``KeyError``.
-        label_method, interpolation, padding: deprecated names of ``mode`` (labels / images)
-            and ``padding_mode``.
     """
 
     def __init__(
@@ -150,18 +145,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         bank_key: str | None = None,
         invertible: bool = True,
         allow_missing_keys: bool = False,
-        **deprecated: Any,
     ) -> None:
-        unknown = set(deprecated) - set(_RENAMED)
-        if unknown:
-            raise TypeError(f"DRDMDeformd got unexpected keyword argument(s) {sorted(unknown)}")
-        for old in deprecated:
-            warnings.warn(
-                f"DRDMDeformd({old}=...) is deprecated: use {_RENAMED[old]}=",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-        padding_mode = deprecated.get("padding", padding_mode)
         label_keys = list(ensure_tuple(label_keys))
         all_keys = list(ensure_tuple(keys))
         all_keys += [k for k in label_keys if k not in all_keys]
@@ -170,10 +154,8 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         self.label_keys = tuple(label_keys)
         if all(k in self.label_keys for k in self.keys):
             raise ValueError("DRDMDeformd needs at least one image key that is not a label key")
-        image_default = deprecated.get("interpolation", "bilinear")
-        label_default = deprecated.get("label_method", "onehot")
         if mode is None:
-            modes = [label_default if k in self.label_keys else image_default for k in self.keys]
+            modes = ["onehot" if k in self.label_keys else "bilinear" for k in self.keys]
         else:
             modes = list(ensure_tuple(mode))
             if len(modes) == 1:

@@ -8,16 +8,13 @@
   (:meth:`BigAug.intensity_transform`);
 Methods by name (``"none"``, ``"elastic"``, ``"mrbs"``, ``"bigaug"``, ``"drdm"``) and the
 stacks are built by the registry in :mod:`drdm.pipelines.registry` (``make_method``,
-``make_stack``); ``drdm.baselines.make_method`` and friends are deprecated aliases kept for one
-release.
+``make_stack``).
 
 A FieldSampler (see :mod:`drdm.pipelines.core`) has ``ndim`` and ``sample_ddf(images (B, C,
 *spatial), generator) -> (B, ndim, *spatial)`` displacements in voxels of the images' grid
 (pull-back, channel ``i`` along array axis ``i``); an IntensityTransform maps ``(images,
 generator)`` to images of the same shape. All randomness comes from the ``torch.Generator``.
 """
-
-from typing import Any
 
 from .bigaug import INTENSITY, SPATIAL, TRANSFORMS, BigAug, BigAugConfig
 from .elastic import ElasticSampler
@@ -32,22 +29,3 @@ __all__ = [
     "ElasticSampler",
     "MRBSSampler",
 ]
-
-#: names that moved to :mod:`drdm.pipelines.registry` (kept here for one release)
-_MOVED = ("METHODS", "STACKS", "make_method", "make_stack")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import warnings
-
-        warnings.warn(
-            f"drdm.baselines.{name} moved to drdm.pipelines.registry; the old name will be "
-            "removed in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from . import factory  # the deprecated module: re-exports the registry
-
-        return getattr(factory, name)
-    raise AttributeError(f"module 'drdm.baselines' has no attribute {name!r}")

@@ -176,7 +176,7 @@ class Augmenter:
         self, image: Tensor, label: Tensor, seed: int, index: int, copy: int
     ) -> tuple[Tensor, Tensor]:
         """Augmented copy ``copy`` of ``(image (*spatial) float, label (*spatial) int64)``."""
-        from ..pipelines.core import _stack_t, warp_volume
+        from ..pipelines.core import stack_field, warp_volume
 
         spec = self.spec
         key: tuple = ("extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity)
@@ -186,7 +186,7 @@ class Augmenter:
         ddf = self.field(image, seed, index, copy)
         if self._post is not None:  # BigAug's spatial part acts after the base field
             base = ddf if ddf is not None else image.new_zeros((self.ndim, *image.shape)).float()
-            ddf = _stack_t(self._post, image[None].float(), base, None, g)
+            ddf = stack_field(self._post, image[None].float(), base, None, g)
         if ddf is not None:
             warped, (warped_label,) = warp_volume(image, ddf, [label])
             assert warped is not None

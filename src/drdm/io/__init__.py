@@ -77,25 +77,11 @@ __all__ = [
     "write_image",
 ]
 
-_DEPRECATED = ("write_volume", "write_ddf")
-
 
 def __getattr__(name: str) -> Any:
-    """The readers and writers of :mod:`drdm.io.image` (imported on first use);
-    ``write_volume`` and ``write_ddf`` are deprecated (see :mod:`drdm.io.nifti`)."""
+    """The readers and writers of :mod:`drdm.io.image` (imported on first use)."""
     if name in _IMAGE_NAMES:
         from . import image
 
         return getattr(image, name)
-    if name in _DEPRECATED:
-        import warnings
-
-        warnings.warn(
-            f"drdm.io.{name} is deprecated: use drdm.io.write_image / write_displacement",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from . import nifti
-
-        return getattr(nifti, name)
     raise AttributeError(f"module 'drdm.io' has no attribute {name!r}")

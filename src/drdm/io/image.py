@@ -103,7 +103,7 @@ NIFTI_INTENT_VECTOR = 1007
 NIFTI_INTENT_DISPVECT = 1006
 _DISP_RAS = "disp_mm_ras"
 _DISP_LPS = "disp_mm_lps"
-_DDF_VOXELS = "ddf_voxels"  # the deprecated drdm.io.nifti.write_ddf
+_DDF_VOXELS = "ddf_voxels"  # voxel fields of the removed write_ddf: still readable
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SITK_READ_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 SITK_WRITE_SUFFIXES = (".mha", ".nrrd")
@@ -878,7 +878,8 @@ def write_displacement(
 
 
 def read_displacement(path: str | Path, like: MedicalImage | None = None) -> np.ndarray:
-    """Read a field written by :func:`write_displacement` (or ``write_ddf``) in voxels.
+    """Read a field written by :func:`write_displacement` (or by the removed voxel writer
+    ``write_ddf``: intent name ``ddf_voxels``) in voxels.
 
     Returns:
         float32 ``(ndim, *spatial)`` displacement in voxels along the array axes. With
@@ -913,7 +914,7 @@ def read_displacement(path: str | Path, like: MedicalImage | None = None) -> np.
     field = field[:, :, :, 0] if ndim == 2 else field
     intent = int(image.header["intent_code"])
     name = image.header.get_intent()[2]
-    if intent == NIFTI_INTENT_VECTOR and name == _DDF_VOXELS:  # write_ddf: voxels already
+    if intent == NIFTI_INTENT_VECTOR and name == _DDF_VOXELS:  # voxels already
         ddf = field
     elif intent in (NIFTI_INTENT_VECTOR, NIFTI_INTENT_DISPVECT):
         # DISPVECT: RAS millimetres; VECTOR: ITK's LPS millimetres (as in ANTs warp files)

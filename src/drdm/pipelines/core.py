@@ -37,7 +37,6 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..io.geometry import ANISOTROPY_RATIO as ANISOTROPY_RATIO  # the slice-axis rule's ratio
 from ..io.geometry import auto_slice_axis
 from ..spatial import compose, warp, warp_labels, warp_labels_onehot
 
@@ -283,7 +282,19 @@ def _as_tensor(x: np.ndarray | Tensor, what: str) -> Tensor:
     raise TypeError(f"{what} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
-def _image_tensor(
+# ---------------------------------------------------------------------------- tensor-level API
+# The steps of Algorithms 3 and 4 on tensors, for the on-the-fly transforms
+# (drdm.pipelines.transforms, drdm.pipelines.bank) that keep data on its device and in its kind:
+# ``image_tensor`` -> ``(C, *spatial)`` floating, ``label_tensor`` -> int64 ``(L, *spatial)``,
+# ``sample_field_tensor`` -> ``(ndim, *spatial)`` voxels and the slice axis, ``stack_field`` (a
+# second sampler after a field, one composed field), ``warp_tensors`` (one warp of an image and
+# label maps; slice-wise fields exactly in-plane), ``apply_intensity``, ``restore_label``,
+# ``compose_fields``, ``to_slices`` / ``slices_to_field`` (a 3D volume as a batch of 2D slices
+# and back). Same conventions as the module docstring (pull-back, voxels, channel ``i`` along
+# array axis ``i``).
+
+
+def image_tensor(
     image: np.ndarray | Tensor, channel_first: bool, device: torch.device | None
 ) -> Tensor:
     """The image as a floating ``(C, *spatial)`` tensor (float64 stays float64)."""
@@ -306,7 +317,7 @@ def _image_tensor(
     return x
 
 
-def _label_tensor(
+def label_tensor(
     label: np.ndarray | Tensor,
     spatial: tuple[int, ...],
     index: int | str,
@@ -331,7 +342,7 @@ def _label_tensor(
     return x.to(device=device, dtype=torch.int64)
 
 
-def _restore_label(out: Tensor, original: np.ndarray | Tensor) -> np.ndarray | Tensor:
+def restore_label(out: Tensor, original: np.ndarray | Tensor) -> np.ndarray | Tensor:
     """``(L, *spatial)`` int64 back to the original label's shape, dtype and kind."""
     out = out.reshape(original.shape)
     if isinstance(original, Tensor):
@@ -358,13 +369,13 @@ def _call_sampler(sampler: FieldSampler, images: Tensor, generator: torch.Genera
     return ddf.to(images.device, images.dtype)
 
 
-def _to_slices(volume: Tensor, axis: int) -> Tensor:
+def to_slices(volume: Tensor, axis: int) -> Tensor:
     """``(C, *spatial3)`` -> ``(n, C, h, w)``: the slices along spatial ``axis`` as a batch."""
     return volume.movedim(axis + 1, 0)
 
 
 def _from_slices(slices: Tensor, axis: int) -> Tensor:
-    """Inverse of :func:`_to_slices`."""
+    """Inverse of :func:`to_slices`."""
     return slices.movedim(0, axis + 1)
 
 
@@ -372,13 +383,13 @@ def _plane_axes(axis: int) -> list[int]:
     return [a for a in range(3) if a != axis]
 
 
-def _field_to_slices(ddf: Tensor, axis: int) -> Tensor:
+def field_to_slices(ddf: Tensor, axis: int) -> Tensor:
     """``(3, *spatial)`` with zero component ``axis`` -> ``(n, 2, h, w)`` in-plane fields."""
     plane = ddf[_plane_axes(axis)]  # (2, *spatial)
     return plane.movedim(axis + 1, 0)
 
 
-def _slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
+def slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
     """``(n, 2, h, w)`` per-slice fields -> ``(3, *spatial)`` with component ``axis`` zero."""
     plane = ddf2.movedim(0, axis + 1)  # (2, *spatial)
     full = plane.new_zeros((3, *plane.shape[1:]))
@@ -386,7 +397,7 @@ def _slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
     return full
 
 
-def _slicewise_axis(ddf: Tensor) -> int | None:
+def slicewise_axis(ddf: Tensor) -> int | None:
     """The axis whose displacement component is exactly zero everywhere (3D fields), if any."""
     if ddf.shape[0] != 3:
         return None
@@ -396,7 +407,7 @@ def _slicewise_axis(ddf: Tensor) -> int | None:
     return None
 
 
-def _stack_t(
+def stack_field(
     then: FieldSampler,
     image: Tensor,
     ddf: Tensor,
@@ -410,24 +421,24 @@ def _stack_t(
     from the middle slice, shared by every slice."""
     t_ndim = _check_sampler(then)
     if t_ndim == image.dim() - 1:
-        moved, _ = _warp_t(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
+        moved, _ = warp_tensors(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
         assert moved is not None
         post = _call_sampler(then, moved[None], generator)[0]
     elif t_ndim == 2 and axis is not None:  # only the middle slice is needed: warp just it
-        slices = _to_slices(image, axis)
+        slices = to_slices(image, axis)
         middle = slices.shape[0] // 2
-        plane = _field_to_slices(ddf, axis)[middle : middle + 1].to(image.dtype)
+        plane = field_to_slices(ddf, axis)[middle : middle + 1].to(image.dtype)
         one = _call_sampler(then, warp(slices[middle : middle + 1], plane), generator)
-        post = _slices_to_field(one.expand(slices.shape[0], -1, -1, -1), axis)
+        post = slices_to_field(one.expand(slices.shape[0], -1, -1, -1), axis)
     else:
         raise InputError(
             f"a {t_ndim}D stacked transform cannot follow a field of shape {tuple(ddf.shape)}"
         )
-    return _compose_t(post.to(ddf.dtype), ddf)
+    return compose_fields(post.to(ddf.dtype), ddf)
 
 
 # ---------------------------------------------------------------------------- core (tensors)
-def _sample_field_t(
+def sample_field_tensor(
     sampler: FieldSampler,
     image: Tensor,
     generator: torch.Generator,
@@ -444,8 +455,8 @@ def _sample_field_t(
     if s_ndim == v_ndim:
         return _call_sampler(sampler, image[None], generator)[0], None
     axis = resolve_slice_axis(image.shape[1:], spacing, slice_axis)
-    ddf2 = _call_sampler(sampler, _to_slices(image, axis), generator)
-    return _slices_to_field(ddf2, axis), axis
+    ddf2 = _call_sampler(sampler, to_slices(image, axis), generator)
+    return slices_to_field(ddf2, axis), axis
 
 
 def _warp_labels(labels: Tensor, ddf: Tensor, method: LabelMethod, padding: Padding) -> Tensor:
@@ -463,7 +474,7 @@ def _warp_labels(labels: Tensor, ddf: Tensor, method: LabelMethod, padding: Padd
 _FEW_LABELS = 8
 
 
-def _warp_t(
+def warp_tensors(
     image: Tensor | None,
     labels: Sequence[Tensor],
     ddf: Tensor,
@@ -476,18 +487,18 @@ def _warp_t(
         raise ValueError(f"interpolation must be 'linear' or 'cubic', got {interpolation!r}")
     if label_method not in ("onehot", "nearest"):
         raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
-    axis = _slicewise_axis(ddf)
+    axis = slicewise_axis(ddf)
     if axis is not None:  # exact in-plane warps, slice by slice (no through-plane blending)
-        field = _field_to_slices(ddf, axis)
+        field = field_to_slices(ddf, axis)
         out_image = None
         if image is not None:
-            warped = warp(_to_slices(image, axis), field.to(image.dtype), interpolation, padding)
+            warped = warp(to_slices(image, axis), field.to(image.dtype), interpolation, padding)
             out_image = _from_slices(warped, axis)
         out_labels = []
         for lab in labels:
             n_ch = lab.shape[0]
             # (n, L, h, w) -> (n * L, 1, h, w) with each slice's field repeated L times
-            stacked = _to_slices(lab, axis).reshape(-1, 1, *field.shape[2:])
+            stacked = to_slices(lab, axis).reshape(-1, 1, *field.shape[2:])
             warped = _warp_labels(stacked, field.repeat_interleave(n_ch, 0), label_method, padding)
             out_labels.append(_from_slices(warped.reshape(-1, n_ch, *field.shape[2:]), axis))
         return out_image, out_labels
@@ -504,7 +515,7 @@ def _warp_t(
     return out_image, out_labels
 
 
-def _intensity_t(
+def apply_intensity(
     intensity: IntensityTransform | None,
     image: Tensor,
     generator: torch.Generator,
@@ -520,7 +531,7 @@ def _intensity_t(
     if slice_axis is None:
         batch = image[None]
     else:
-        slices = _to_slices(image, slice_axis)  # (n, C, h, w)
+        slices = to_slices(image, slice_axis)  # (n, C, h, w)
         batch = slices.reshape(1, -1, *slices.shape[2:])
     out = intensity(batch, generator)
     if not isinstance(out, Tensor) or out.shape != batch.shape:
@@ -549,7 +560,7 @@ def _labels_numpy(
 ) -> list[np.ndarray]:
     result = []
     for out, original in zip(outs, originals, strict=True):
-        restored = _restore_label(out, original)
+        restored = restore_label(out, original)
         result.append(restored.cpu().numpy() if isinstance(restored, Tensor) else restored)
     return result
 
@@ -578,8 +589,8 @@ def sample_field(
     slice axis; see :func:`resolve_slice_axis` for ``slice_axis`` and ``spacing``.
     """
     dev = torch.device(device) if device is not None else None
-    x = _image_tensor(image, channel_first, dev)
-    return _sample_field_t(sampler, x, generator, slice_axis, spacing)[0]
+    x = image_tensor(image, channel_first, dev)
+    return sample_field_tensor(sampler, x, generator, slice_axis, spacing)[0]
 
 
 def warp_volume(
@@ -603,14 +614,14 @@ def warp_volume(
     spatial = tuple(d.shape[1:])
     x = None
     if image is not None:
-        x = _image_tensor(image, channel_first, d.device)
+        x = image_tensor(image, channel_first, d.device)
         if tuple(x.shape[1:]) != spatial:
             raise InputError(f"image grid {tuple(x.shape[1:])} differs from the field's {spatial}")
         d = d.to(x.dtype)
     else:
         d = d.float() if d.dtype != torch.float64 else d
-    labs = [_label_tensor(lab, spatial, i, d.device) for i, lab in enumerate(labels)]
-    out_image, out_labels = _warp_t(x, labs, d, label_method, interpolation, padding)
+    labs = [label_tensor(lab, spatial, i, d.device) for i, lab in enumerate(labels)]
+    out_image, out_labels = warp_tensors(x, labs, d, label_method, interpolation, padding)
     image_np = None
     if out_image is not None:
         assert image is not None
@@ -668,14 +679,14 @@ def deform_volume(
     if generator is None:
         generator = _fresh_generator()
     dev = torch.device(device) if device is not None else None
-    x = _image_tensor(image, channel_first, dev)
-    labs = [_label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
-    ddf, axis = _sample_field_t(sampler, x, generator, slice_axis, spacing)
+    x = image_tensor(image, channel_first, dev)
+    labs = [label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
+    ddf, axis = sample_field_tensor(sampler, x, generator, slice_axis, spacing)
     if then is not None:
-        ddf = _stack_t(then, x, ddf, axis, generator)
-    out_image, out_labels = _warp_t(x, labs, ddf, label_method, interpolation, padding)
+        ddf = stack_field(then, x, ddf, axis, generator)
+    out_image, out_labels = warp_tensors(x, labs, ddf, label_method, interpolation, padding)
     assert out_image is not None
-    out_image = _intensity_t(intensity, out_image, generator, axis)
+    out_image = apply_intensity(intensity, out_image, generator, axis)
     return DeformResult(
         image=_output_image(out_image, image, channel_first),
         labels=_labels_numpy(out_labels, labels),
@@ -684,13 +695,13 @@ def deform_volume(
     )
 
 
-def _compose_t(syn: Tensor, aug: Tensor) -> Tensor:
+def compose_fields(syn: Tensor, aug: Tensor) -> Tensor:
     """``compose(syn, aug)`` for ``(ndim, *spatial)`` fields; slice by slice (exactly in-plane)
     when both are slice-wise along the same axis."""
-    axis = _slicewise_axis(syn)
+    axis = slicewise_axis(syn)
     if axis is not None and not bool(aug[axis].any()):
-        composed = compose(_field_to_slices(syn, axis), _field_to_slices(aug, axis))
-        return _slices_to_field(composed, axis)
+        composed = compose(field_to_slices(syn, axis), field_to_slices(aug, axis))
+        return slices_to_field(composed, axis)
     return compose(syn[None], aug[None])[0]
 
 
@@ -722,20 +733,20 @@ def synthesize_pair(
     if generator is None:
         generator = _fresh_generator()
     dev = torch.device(device) if device is not None else None
-    x = _image_tensor(image, channel_first, dev)
-    labs = [_label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
+    x = image_tensor(image, channel_first, dev)
+    labs = [label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
     if sampler_aug is None:
         aug = x.new_zeros((x.dim() - 1, *x.shape[1:]))
         aug_axis = None
         moving, moving_labels = x, list(labs)
     else:
-        aug, aug_axis = _sample_field_t(sampler_aug, x, generator, slice_axis, spacing)
-        warped, moving_labels = _warp_t(x, labs, aug, label_method, interpolation, padding)
+        aug, aug_axis = sample_field_tensor(sampler_aug, x, generator, slice_axis, spacing)
+        warped, moving_labels = warp_tensors(x, labs, aug, label_method, interpolation, padding)
         assert warped is not None
         moving = warped
-    syn, axis = _sample_field_t(sampler_syn, moving, generator, slice_axis, spacing)
-    fixed_field = _compose_t(syn, aug)
-    fixed, fixed_labels = _warp_t(x, labs, fixed_field, label_method, interpolation, padding)
+    syn, axis = sample_field_tensor(sampler_syn, moving, generator, slice_axis, spacing)
+    fixed_field = compose_fields(syn, aug)
+    fixed, fixed_labels = warp_tensors(x, labs, fixed_field, label_method, interpolation, padding)
     assert fixed is not None
     return SynthesisResult(
         moving=_output_image(moving, image, channel_first),
@@ -747,26 +758,3 @@ def synthesize_pair(
         ddf_fixed=fixed_field.float().cpu().numpy(),
         slice_axis=axis if axis is not None else aug_axis,
     )
-
-
-# ---------------------------------------------------------------------------- tensor-level API
-# The steps above on tensors, for the on-the-fly transforms (drdm.transforms, drdm.bank) that
-# keep data on its device and in its kind: ``image_tensor`` -> ``(C, *spatial)`` floating,
-# ``label_tensor`` -> int64 ``(L, *spatial)``, ``sample_field_tensor`` -> ``(ndim, *spatial)``
-# voxels and the slice axis, ``stack_field`` (a second sampler after a field, one composed
-# field), ``warp_tensors`` (one warp of an image and label maps; slice-wise fields exactly
-# in-plane), ``apply_intensity``, ``restore_label``, ``compose_fields``, ``to_slices`` /
-# ``slices_to_field`` (a 3D volume as a batch of 2D slices and back). Same conventions as the
-# module docstring (pull-back, voxels, channel ``i`` along array axis ``i``).
-image_tensor = _image_tensor
-label_tensor = _label_tensor
-restore_label = _restore_label
-sample_field_tensor = _sample_field_t
-stack_field = _stack_t
-warp_tensors = _warp_t
-apply_intensity = _intensity_t
-compose_fields = _compose_t
-to_slices = _to_slices
-slices_to_field = _slices_to_field
-field_to_slices = _field_to_slices
-slicewise_axis = _slicewise_axis

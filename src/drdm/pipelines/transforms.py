@@ -44,7 +44,6 @@ per-worker seeding makes workers differ.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -307,8 +306,6 @@ class DRDMDeform(_Seeded):
             compose :class:`BigAugIntensity` (or pass ``BigAug(2).intensity_transform()``).
         layout: ``"auto"``, ``"spatial"``, ``"channel_first"`` or ``"batch"`` (module
             docstring).
-        channel_first: older spelling of ``layout`` (``True``: ``"channel_first"``,
-            ``False``: ``"spatial"``); deprecated.
         seed: base seed of the per-process generators (module docstring); ``None``: each
             call's seed comes from torch's global generator.
         ddf_key: if set, dict samples also get the field ``(ndim, *spatial)`` (voxels,
@@ -338,7 +335,6 @@ class DRDMDeform(_Seeded):
         stack: str | None = None,
         intensity: IntensityTransform | None = None,
         layout: Layout = "auto",
-        channel_first: bool | None = None,
         seed: int | None = None,
         ddf_key: str | None = None,
         batch_size: int | None = None,
@@ -400,14 +396,6 @@ class DRDMDeform(_Seeded):
             raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
         self.padding = padding
         self.intensity = intensity
-        if channel_first is not None:
-            warnings.warn(
-                "DRDMDeform(channel_first=...) is deprecated: use layout='channel_first' or "
-                "layout='spatial'",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            layout = "channel_first" if channel_first else "spatial"
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.layout = layout
