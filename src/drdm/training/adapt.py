@@ -237,6 +237,12 @@ def adapt(
         data, files=tuple(str(p) for p in held_files), augment=AugmentConfig(enabled=False)
     )
     held_images = build_training_data(eval_data, Path.cwd()).images
+    if not quiet:
+        print(
+            f"drdm adapt: measuring U of {config.init!r} on {len(held_images)} held-out "
+            f"image(s) from {len(held_files)} file(s)",
+            flush=True,
+        )
     before = recovery_table(base, held_images, config.eval_draws, config.seed)
     train_config = TrainConfig(
         seed=config.seed,
@@ -244,7 +250,7 @@ def adapt(
         forward=base.process.config,
         data=data,
         optim=OptimConfig(
-            steps=10**9,
+            steps=1_000_000,  # the time limit ends the run
             batch_size=config.batch_size,
             lr=config.lr,
             lambda_reg=lambda_reg,
@@ -269,6 +275,8 @@ def adapt(
         raise InputError(f"{out / 'run'}: the fine-tuning ended without a model")
     adapted = DRDM.from_pretrained(result.model_dir)
     adapted.engine = "torch"
+    if not quiet:
+        print("drdm adapt: measuring U of the adapted model on the same draws", flush=True)
     after = recovery_table(adapted, held_images, config.eval_draws, config.seed)
     report = AdaptReport(
         model_dir=out / "model",

@@ -67,8 +67,8 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "plot_losses",
+    "tensors_sha256",
     "train",
-    "weights_sha256",
 ]
 
 LOSS_COLUMNS = (
@@ -113,7 +113,9 @@ class TrainResult:
         model_dir: ``out_dir / "model"`` when finished, else ``None``.
         last_checkpoint: the newest checkpoint folder (``None`` if none was written).
         losses: the rows logged by this invocation (``LOSS_COLUMNS`` keys).
-        weights_sha256: SHA-256 of the final weights on every process, in rank order.
+        tensors_sha256: SHA-256 of the final weights' tensors (:func:`tensors_sha256`; not the
+            file digest ``weights_sha256`` of a checkpoint's ``config.json``) on every process,
+            in rank order.
     """
 
     out_dir: Path
@@ -122,10 +124,10 @@ class TrainResult:
     model_dir: Path | None
     last_checkpoint: Path | None
     losses: list[dict[str, float]] = field(default_factory=list)
-    weights_sha256: list[str] = field(default_factory=list)
+    tensors_sha256: list[str] = field(default_factory=list)
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
+def tensors_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over the model's state-dict tensors (sorted names, CPU bytes): equal digests
     mean bit-identical weights."""
     digest = hashlib.sha256()
@@ -321,17 +323,30 @@ def _model_card(
 class _Printer:
     """Progress bar on a terminal, else periodic lines (rank 0, unless quiet)."""
 
-    def __init__(self, enabled: bool, total: int, initial: int, log_every: int) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        total: int,
+        initial: int,
+        log_every: int,
+        time_limit: float | None = None,
+    ) -> None:
         self.enabled = enabled
         self.log_every = log_every
         self.total = total
         self.bar = None
+        # with a time limit the bar counts seconds (the steps it allows are unknown)
+        self.time_limit = time_limit
+        self.start = time.perf_counter()
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(
-                total=total, initial=initial, desc="train", dynamic_ncols=True, unit="step"
-            )
+            if time_limit is not None:
+                self.bar = tqdm(total=round(time_limit), desc="train", dynamic_ncols=True, unit="s")
+            else:
+                self.bar = tqdm(
+                    total=total, initial=initial, desc="train", dynamic_ncols=True, unit="step"
+                )
 
     def message(self, text: str) -> None:
         if not self.enabled:
@@ -352,7 +367,12 @@ class _Printer:
                 reg=f"{ema['regularisation']:.4f}",
                 refresh=False,
             )
-            self.bar.update(1)
+            if self.time_limit is None:
+                self.bar.update(1)
+            else:
+                self.bar.set_description(f"train, step {step}", refresh=False)
+                elapsed = min(time.perf_counter() - self.start, float(self.bar.total))
+                self.bar.update(max(0, round(elapsed) - self.bar.n))
         elif step % self.log_every == 0 or step == self.total:
             print(
                 f"step {step}/{self.total}  loss {ema['total']:.4f}  (distance "
@@ -685,7 +705,7 @@ def _export_model(
             if tail
             else None,
             "seconds_per_step_this_run": seconds_per_step,
-            "weights_sha256_per_rank": digests,
+            "tensors_sha256_per_rank": digests,
             "model": str(model_dir),
             "distillation": distill_card,
         }
@@ -803,7 +823,7 @@ def _calibrated_teacher(
 
 def _weights_digests(model: RecursiveUNet, ctx: DistContext) -> list[str]:
     """The SHA-256 of the weights on every process (they must agree)."""
-    digest = weights_sha256(model)
+    digest = tensors_sha256(model)
     return [
         bytes(t.tolist()).hex()
         for t in ctx.gather_bytes(torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
@@ -866,7 +886,7 @@ def _train(
 
     total = config.optim.steps
     end = total if stop_after is None else min(total, start + stop_after)
-    printer = _Printer(ctx.is_main and not quiet, total, start, config.output.log_every)
+    printer = _Printer(ctx.is_main and not quiet, total, start, config.output.log_every, time_limit)
     n_params = sum(p.numel() for p in model.parameters())
     printer.message(
         f"drdm train: {len(data)} images ({data.description}); {n_params} parameters; "
@@ -877,6 +897,7 @@ def _train(
             if end > start
             else f"{start} of {total} steps already done"
         )
+        + (f" or {time_limit:g} s, whichever comes first" if time_limit is not None else "")
         + f"; out {out}"
     )
 
@@ -959,5 +980,5 @@ def _train(
         model_dir=model_dir,
         last_checkpoint=last_ckpt,
         losses=rows,
-        weights_sha256=digests,
+        tensors_sha256=digests,
     )
