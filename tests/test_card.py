@@ -88,3 +88,14 @@ def test_the_model_saves_and_reloads_its_card(tmp_path):
     assert loaded.card.training == {"note": "unit test"}
     extra = json.loads((tmp_path / "m" / "config.json").read_text())["extra"]
     assert extra == model.card.to_dict() == model.extra_config()
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_the_preset_comes_from_the_process_through_one_map(official):
+    from drdm.card import PRESETS
+
+    model = tiny_model(official=official)
+    assert model.preset == model.process.preset == ("official" if official else "drdm")
+    assert model.preset in PRESETS
+    rebuilt = model.card.process()
+    assert type(rebuilt) is type(model.process) and rebuilt.config == model.process.config

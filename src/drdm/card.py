@@ -29,12 +29,16 @@ from .sampling import SamplerConfig, official_sampler_config
 __all__ = ["OFFICIAL_IMAGE_SIZE", "PRESETS", "ModelCard", "Preset"]
 
 Preset = Literal["drdm", "official"]
-#: forward-process presets: the package's process and the authors' one
-PRESETS: tuple[Preset, ...] = ("drdm", "official")
+#: the one map of forward-process presets (the package's process and the authors' one) to
+#: their process class and its config class; each process class names its own ``preset``
+_PRESET_CLASSES: dict[str, tuple[type, type]] = {
+    ForwardDiffusion.preset: (ForwardDiffusion, ForwardDiffusionConfig),
+    OfficialForwardProcess.preset: (OfficialForwardProcess, OfficialProcessConfig),
+}
+#: forward-process presets
+PRESETS: tuple[Preset, ...] = tuple(_PRESET_CLASSES)  # type: ignore[assignment]
 #: image size of the authors' published 2D checkpoint
 OFFICIAL_IMAGE_SIZE = 256
-
-_CONFIGS: dict[str, type] = {"drdm": ForwardDiffusionConfig, "official": OfficialProcessConfig}
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ class ModelCard:
             raise ValueError(
                 f"unknown forward-process preset {self.preset!r} (expected 'drdm' or 'official')"
             )
-        if not isinstance(self.forward, _CONFIGS[self.preset]):
+        config_class = _PRESET_CLASSES[self.preset][1]
+        if not isinstance(self.forward, config_class):
             raise TypeError(
-                f"preset {self.preset!r} needs a {_CONFIGS[self.preset].__name__}, got "
+                f"preset {self.preset!r} needs a {config_class.__name__}, got "
                 f"{type(self.forward).__name__}"
             )
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
@@ -100,9 +105,7 @@ class ModelCard:
 
     def process(self) -> ForwardDiffusion | OfficialForwardProcess:
         """The forward process the card describes."""
-        if self.preset == "official":
-            return OfficialForwardProcess(self.forward)  # type: ignore[arg-type]
-        return ForwardDiffusion(self.forward)  # type: ignore[arg-type]
+        return _PRESET_CLASSES[self.preset][0](self.forward)
 
     # ------------------------------------------------------------------ JSON form
     def to_dict(self) -> dict[str, Any]:
@@ -149,14 +152,14 @@ class ModelCard:
             raise ValueError(
                 "no forward-process config ('extra' needs 'preset', 'forward' and 'image_size')"
             )
-        if preset not in _CONFIGS:
+        if preset not in _PRESET_CLASSES:
             raise ValueError(
                 f"unknown forward-process preset {preset!r} (expected 'drdm' or 'official')"
             )
         sampler = data.get("sampler")
         return cls(
             preset=preset,
-            forward=from_dict(_CONFIGS[preset], dict(forward)),
+            forward=from_dict(_PRESET_CLASSES[preset][1], dict(forward)),
             image_size=tuple(image_size),
             sampler=SamplerConfig.from_dict(sampler) if sampler is not None else None,
             training=dict(data.get("training") or {}),

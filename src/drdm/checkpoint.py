@@ -12,6 +12,10 @@ Layout of ``config.json``::
      "model_class": "RecursiveUNet", "network": {NetworkConfig fields},
      "weights_file": "model.safetensors", "weights_sha256": "...",
      "extra": {anything JSON-serialisable: forward-process config, training data, source}}
+
+``weights_sha256`` is the SHA-256 of the weights FILE's bytes (checked on loading); the
+trainer's :func:`drdm.training.tensors_sha256` is a different digest, over the state-dict
+tensors.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class DRDM:
         self.network = network.eval()
         self.process = process
         self.image_size = image_size
-        self.preset = "official" if isinstance(process, OfficialForwardProcess) else "drdm"
+        self.preset = process.preset
         if sampler is None:
             sampler = official_sampler_config() if self.preset == "official" else SamplerConfig()
         self.sampler = sampler

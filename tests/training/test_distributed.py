@@ -36,7 +36,7 @@ def test_two_processes_train_identical_weights(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
-    digests = summary["weights_sha256_per_rank"]
+    digests = summary["tensors_sha256_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
 
     (checkpoint,) = list_checkpoints(out / "checkpoints")

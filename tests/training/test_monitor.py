@@ -39,7 +39,7 @@ def test_monitor_logs_u_per_band_and_leaves_training_unchanged(tmp_path):
     without = _config()
     a = train(with_monitor, base_dir=CONFIGS, out_dir=tmp_path / "a", quiet=True, device="cpu")
     b = train(without, base_dir=CONFIGS, out_dir=tmp_path / "b", quiet=True, device="cpu")
-    assert a.weights_sha256 == b.weights_sha256  # the monitor draws from its own generator
+    assert a.tensors_sha256 == b.tensors_sha256  # the monitor draws from its own generator
     with open(tmp_path / "a" / "recovery.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4]

@@ -25,8 +25,8 @@ from drdm.training import (
     config_from_dict,
     load_train_config,
     save_train_config,
+    tensors_sha256,
     train,
-    weights_sha256,
 )
 from drdm.training.data import auto_slice_axis, fit_to_size, normalise_intensity
 from drdm.training.state import list_checkpoints, load_checkpoint
@@ -237,7 +237,7 @@ def test_few_steps_checkpoints_and_export(tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in ckpt.optimizer_state["state"][0].values())
 
     model = load_pretrained(run / "model")
-    assert weights_sha256(model) == result.weights_sha256[0]
+    assert tensors_sha256(model) == result.tensors_sha256[0]
     extra = model.checkpoint_info.extra
     assert extra["preset"] == "drdm"
     assert extra["image_size"] == [32, 32]
@@ -276,7 +276,7 @@ def test_resume_is_bit_identical(tmp_path):
         resume=True,
     )
     assert rest.finished and rest.step == 6 and len(rest.losses) == 3
-    assert rest.weights_sha256 == full.weights_sha256
+    assert rest.tensors_sha256 == full.tensors_sha256
     a = load_pretrained(tmp_path / "full" / "model").state_dict()
     b = load_pretrained(tmp_path / "part" / "model").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -334,7 +334,7 @@ def test_the_parts_of_a_training_step():
             trainer._local_batch(config, ctx, 0)
         a = trainer._initial_state(config, ctx, None)
         b = trainer._initial_state(config, ctx, None)
-        assert trainer.weights_sha256(a.model) == trainer.weights_sha256(b.model)  # seeded
+        assert trainer.tensors_sha256(a.model) == trainer.tensors_sha256(b.model)  # seeded
         data = trainer.build_training_data(config.data, ".")
         process = ForwardDiffusion(config.forward)
         total, values = trainer._step_losses(
@@ -347,9 +347,9 @@ def test_the_parts_of_a_training_step():
         trainer._check_finite(values, 1, None)
         with pytest.raises(trainer.TrainingDivergedError, match="step 3"):
             trainer._check_finite(values * float("nan"), 3, None)
-        before = trainer.weights_sha256(a.model)
+        before = trainer.tensors_sha256(a.model)
         trainer._apply_gradients(total, a, None)
-        assert trainer.weights_sha256(a.model) != before
+        assert trainer.tensors_sha256(a.model) != before
         row = trainer._loss_row(1, 0.5, values)
         assert row["step"] == 1.0 and set(trainer.LOSS_TERMS) <= set(row)
     finally:

@@ -22,9 +22,9 @@ class ForwardDiffusionConfig:
         grid_size: control points along the largest axis of the random field (other axes in
             proportion). The field covers ``field_extent`` times the image, so 64 points over
             twice a 256-pixel image is one control point per 8 pixels. The fields are smooth,
-            so they are built on this grid and interpolated linearly to the image grid at the
-            end; ``None`` uses one control point per image voxel (the paper's literal setting,
-            much slower in 3D).
+            so they are built on this grid and interpolated to the image grid at the end
+            with the cubic kernel, separably along each axis; ``None`` uses one control point
+            per image voxel (the paper's literal setting, much slower in 3D).
         field_extent: the random field covers this multiple of the image extent and the image's
             part is cropped from its centre (3.3: ``h = 2H``), so no vector stops accumulating
             at the border.

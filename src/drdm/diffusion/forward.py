@@ -63,8 +63,10 @@ class ForwardFields(NamedTuple):
 class ForwardProcess(Protocol):
     """What the package needs of a forward process: :class:`ForwardDiffusion` or the
     authors' preset :class:`~drdm.diffusion.official_process.OfficialForwardProcess`.
-    ``config`` has at least ``ndim``, ``num_steps`` and ``image_mode``."""
+    ``config`` has at least ``ndim``, ``num_steps`` and ``image_mode``; ``preset`` names the
+    process in model cards (:mod:`drdm.card`)."""
 
+    preset: str
     config: Any
 
     def step_units(self, t: Tensor) -> Tensor:
@@ -134,6 +136,8 @@ def deform_images(
 
 class ForwardDiffusion:
     """The forward deformation-diffusion process. See the module docstring."""
+
+    preset = "drdm"
 
     def __init__(self, config: ForwardDiffusionConfig | None = None) -> None:
         self.config = config or ForwardDiffusionConfig()

@@ -18,7 +18,7 @@ from .config import (
     save_train_config,
 )
 from .data import TrainingData, build_training_data
-from .trainer import TrainingDivergedError, TrainResult, plot_losses, train, weights_sha256
+from .trainer import TrainingDivergedError, TrainResult, plot_losses, tensors_sha256, train
 
 __all__ = [
     "AugmentConfig",
@@ -37,6 +37,6 @@ __all__ = [
     "plot_losses",
     "random_affine",
     "save_train_config",
+    "tensors_sha256",
     "train",
-    "weights_sha256",
 ]
