@@ -333,3 +333,20 @@ def test_cli_import_official_bad_file(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     assert main(["import-official", str(tmp_path / "none.pth"), str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_unpickled_model_reuses_its_exported_engine_until_the_weights_change():
+    pytest.importorskip("onnxruntime")
+    import pickle
+
+    model = DRDM.from_pretrained("default")
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    first = model.generate(x, 5, generator=torch.Generator().manual_seed(1)).ddf
+    copy_ = pickle.loads(pickle.dumps(model))
+    engine = copy_._onnx[1]
+    assert engine is not None and copy_.inference_network() is engine  # no new export
+    again = copy_.generate(x, 5, generator=torch.Generator().manual_seed(1)).ddf
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        next(copy_.network.parameters()).add_(0.1)
+    assert copy_.inference_network() is not engine  # new weights: exported again

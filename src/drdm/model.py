@@ -159,6 +159,15 @@ class DRDM:
         self.engine: Engine = engine
         self._onnx: tuple[tuple[int, ...], OnnxRuntimeUNet | None] | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """After unpickling (spawned DataLoader workers, ``copy.deepcopy``) an exported ONNX
+        engine still belongs to the weights it travelled with: record their new tensor
+        versions so that it is reused instead of exported again."""
+        self.__dict__.update(state)
+        onnx = state.get("_onnx")
+        if onnx is not None and onnx[1] is not None:
+            self._onnx = (tuple(p._version for p in self.network.parameters()), onnx[1])
+
     def inference_network(self, engine: Engine | None = None) -> Callable[..., Tensor]:
         """The network as the recovery loop calls it, ``f(image, t, recursions=None)``, run
         by ``engine`` (default :attr:`engine`) on the network's device and dtype.
