@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,18 @@ from ..errors import InputError
 from ..spatial import magnitude_stats, warp, warp_labels
 from .augment import derived_generator
 from .common import (
+    ExperimentData,
     ExperimentResult,
     RunInfo,
     check_out_dir,
+    choose_from_pool,
     describe_model,
     load_model,
     machine_line,
     set_threads,
+    split_pool,
+    train_phantoms,
+    train_with_adam,
 )
 from .config import RegistrationConfig
 from .datasets import (
@@ -45,9 +49,7 @@ from .datasets import (
     THORAX_CLASSES,
     LabelledImage,
     cardiac_phantoms,
-    choose_subjects,
     read_lung_folder,
-    split_subjects,
     thorax_phantoms,
 )
 from .losses import gradient_penalty, registration_loss, similarity_loss
@@ -63,16 +65,6 @@ COLUMNS = ("seed", "method", "finetuned", "pair", "class", *METRICS)
 RegistrationResult = ExperimentResult  # rows, out_dir, table, seconds
 
 
-@dataclass
-class _Data:
-    test: list[LabelledImage]
-    train_pool: list[LabelledImage]
-    classes: dict[int, str]
-    description: str
-    phantoms: str | None
-    ndim: int
-
-
 def _first_per_subject(items: list[LabelledImage]) -> list[LabelledImage]:
     seen: dict[str, LabelledImage] = {}
     for it in items:
@@ -80,7 +72,7 @@ def _first_per_subject(items: list[LabelledImage]) -> list[LabelledImage]:
     return [seen[s] for s in sorted(seen)]
 
 
-def _load_data(cfg: RegistrationConfig) -> _Data:
+def _load_data(cfg: RegistrationConfig) -> ExperimentData:
     if cfg.data == "phantoms":
         test = cardiac_phantoms(
             cfg.test_subjects, cfg.image_size, cfg.data_seed, cfg.phantom_fov_mm, prefix="test"
@@ -89,39 +81,33 @@ def _load_data(cfg: RegistrationConfig) -> _Data:
             "built-in 2D cardiac phantoms (cardiac_phantom_2d, "
             f"{cfg.phantom_fov_mm:g} mm field of view)"
         )
-        return _Data(test, [], dict(CARDIAC_CLASSES), desc, "phantoms", 2)
+        return ExperimentData(test, [], dict(CARDIAC_CLASSES), desc, "phantoms", 2)
     if cfg.data == "thorax":
         test = thorax_phantoms(cfg.test_subjects, cfg.image_size, cfg.data_seed, prefix="test")
         desc = "built-in 3D thorax CT phantoms (thorax_phantom_3d)"
-        return _Data(test, [], dict(THORAX_CLASSES), desc, "thorax", 3)
+        return ExperimentData(test, [], dict(THORAX_CLASSES), desc, "thorax", 3)
     items = _first_per_subject(read_lung_folder(cfg.data, cfg.image_size))
-    pool_subjects, test_subjects = split_subjects(items, cfg.test_subjects, cfg.data_seed)
-    test = [it for it in items if it.subject in set(test_subjects)]
-    pool = [it for it in items if it.subject in set(pool_subjects)]
+    pool, test = split_pool(items, cfg.test_subjects, cfg.data_seed)
     values = sorted({int(v) for it in items for v in np.unique(it.label) if v != 0})
     classes = {
         v: THORAX_CLASSES.get(v, f"class {v}") if len(values) > 1 else "lung" for v in values
     }
     desc = f"Learn2Reg-style lung CT folder `{cfg.data}` (one scan per subject)"
-    return _Data(test, pool, classes, desc, None, 3)
+    return ExperimentData(test, pool, classes, desc, None, 3)
 
 
-def _train_items(cfg: RegistrationConfig, data: _Data, seed: int) -> list[LabelledImage]:
-    if data.phantoms == "phantoms":
-        return cardiac_phantoms(
+def _train_items(cfg: RegistrationConfig, data: ExperimentData, seed: int) -> list[LabelledImage]:
+    if data.phantoms is not None:
+        return train_phantoms(
+            data.phantoms,
             cfg.train_subjects,
             cfg.image_size,
-            cfg.data_seed + 1 + seed,
+            cfg.data_seed,
+            seed,
             cfg.phantom_fov_mm,
-            prefix="train",
         )
-    if data.phantoms == "thorax":
-        return thorax_phantoms(
-            cfg.train_subjects, cfg.image_size, cfg.data_seed + 1 + seed, prefix="train"
-        )
-    subjects = sorted({it.subject for it in data.train_pool})
-    chosen = set(choose_subjects(subjects, min(cfg.train_subjects, len(subjects)), seed))
-    return [it for it in data.train_pool if it.subject in chosen]
+    subjects = {it.subject for it in data.train_pool}
+    return choose_from_pool(data.train_pool, min(cfg.train_subjects, len(subjects)), seed)
 
 
 def _samplers(method: str, ndim: int, model: Any, levels: tuple[int, int]) -> tuple[Any, Any]:
@@ -182,19 +168,14 @@ def _pretrain(
     device: torch.device,
 ) -> list[float]:
     moving, fixed, target = (t.to(device) for t in triples)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     g = derived_generator("registration-pretrain-batches", seed)
-    losses = []
-    net.train()
-    for _ in range(cfg.pretrain_steps):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, moving.shape[0], (cfg.batch_size,), generator=g).to(device)
         pred = net(torch.cat([moving[idx], fixed[idx]], dim=1))
-        loss = registration_loss(pred, target[idx], cfg.lambda_mse, cfg.lambda_grad)  # Eq. 20
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+        return registration_loss(pred, target[idx], cfg.lambda_mse, cfg.lambda_grad)  # Eq. 20
+
+    return train_with_adam(net, cfg.pretrain_steps, cfg.lr, batch_loss)
 
 
 def _finetune(
@@ -210,22 +191,17 @@ def _finetune(
     n = images.shape[0]
     if n < 2:
         raise InputError("unsupervised fine-tuning needs at least 2 training images")
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     g = derived_generator("registration-finetune-batches", seed)
-    losses = []
-    net.train()
-    for _ in range(cfg.finetune_steps):
+
+    def batch_loss() -> torch.Tensor:
         i = torch.randint(0, n, (cfg.batch_size,), generator=g)
         j = (i + torch.randint(1, n, (cfg.batch_size,), generator=g)) % n
         mv, fx = images[i.to(device)], images[j.to(device)]
         ddf = net(torch.cat([mv, fx], dim=1))
         loss = similarity_loss(warp(mv, ddf), fx, cfg.similarity)  # type: ignore[arg-type]
-        loss = loss + cfg.smooth_weight * gradient_penalty(ddf, "l2")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+        return loss + cfg.smooth_weight * gradient_penalty(ddf, "l2")
+
+    return train_with_adam(net, cfg.finetune_steps, cfg.lr, batch_loss)
 
 
 def _stack(items: list[LabelledImage]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,7 +400,7 @@ def _write(
     out: Path,
     rows: list[dict[str, Any]],
     order: list[tuple[str, bool]],
-    data: _Data,
+    data: ExperimentData,
     model: Any,
     threads: int,
     device: torch.device,

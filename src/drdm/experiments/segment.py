@@ -28,22 +28,25 @@ from ..config import save_config
 from ..errors import InputError
 from .augment import AugmentationSpec, Augmenter, derived_generator, parse_method
 from .common import (
+    ExperimentData,
     ExperimentResult,
     RunInfo,
     check_out_dir,
+    choose_from_pool,
     describe_model,
     load_model,
     machine_line,
     set_threads,
+    split_pool,
+    train_phantoms,
+    train_with_adam,
 )
 from .config import SegmentationConfig
 from .datasets import (
     CARDIAC_CLASSES,
     LabelledImage,
     cardiac_phantoms,
-    choose_subjects,
     read_acdc,
-    split_subjects,
     stack_items,
 )
 from .losses import segmentation_bce
@@ -60,15 +63,6 @@ SegmentationResult = ExperimentResult  # rows, out_dir, table, seconds
 
 
 # ------------------------------------------------------------------------------ data
-@dataclass
-class _Data:
-    test: list[LabelledImage]
-    train_pool: list[LabelledImage]
-    classes: dict[int, str]
-    description: str
-    phantoms: bool
-
-
 def _classes_of(items: list[LabelledImage]) -> dict[int, str]:
     values = sorted({int(v) for it in items for v in np.unique(it.label) if v != 0})
     if set(values) <= set(CARDIAC_CLASSES):
@@ -76,7 +70,7 @@ def _classes_of(items: list[LabelledImage]) -> dict[int, str]:
     return {v: f"class {v}" for v in values}
 
 
-def _load_data(cfg: SegmentationConfig) -> _Data:
+def _load_data(cfg: SegmentationConfig) -> ExperimentData:
     if cfg.data == "phantoms":
         test = cardiac_phantoms(
             cfg.test_subjects, cfg.image_size, cfg.data_seed, cfg.phantom_fov_mm, prefix="test"
@@ -86,38 +80,39 @@ def _load_data(cfg: SegmentationConfig) -> _Data:
             f"{cfg.phantom_fov_mm:g} mm field of view); test images from seed {cfg.data_seed}, "
             f"training images drawn anew for every seed"
         )
-        return _Data(test, [], dict(CARDIAC_CLASSES), desc, True)
+        return ExperimentData(test, [], dict(CARDIAC_CLASSES), desc, "phantoms")
     items = read_acdc(cfg.data, cfg.image_size)
     if cfg.test_data is not None:
         test = read_acdc(cfg.test_data, cfg.image_size)
         pool = items
     else:
         num_test = cfg.test_subjects if cfg.test_subjects > 0 else None
-        pool_subjects, test_subjects = split_subjects(items, num_test, cfg.data_seed)
-        test = [it for it in items if it.subject in set(test_subjects)]
-        pool = [it for it in items if it.subject in set(pool_subjects)]
+        pool, test = split_pool(items, num_test, cfg.data_seed)
     classes = _classes_of(items + test)
     desc = f"ACDC-style folder `{cfg.data}`" + (
         f" (test subjects from `{cfg.test_data}`)" if cfg.test_data else ""
     )
-    return _Data(test, pool, classes, desc, False)
+    return ExperimentData(test, pool, classes, desc, None)
 
 
-def _train_items(cfg: SegmentationConfig, data: _Data, seed: int) -> list[LabelledImage]:
-    if data.phantoms:
-        n = cfg.train_subjects
+def _train_items(cfg: SegmentationConfig, data: ExperimentData, seed: int) -> list[LabelledImage]:
+    if data.phantoms is not None:
         if cfg.train_fraction is not None:
             raise InputError("train_fraction needs a dataset folder (phantoms have no pool)")
-        return cardiac_phantoms(
-            n, cfg.image_size, cfg.data_seed + 1 + seed, cfg.phantom_fov_mm, prefix="train"
+        return train_phantoms(
+            data.phantoms,
+            cfg.train_subjects,
+            cfg.image_size,
+            cfg.data_seed,
+            seed,
+            cfg.phantom_fov_mm,
         )
-    subjects = sorted({it.subject for it in data.train_pool})
     if cfg.train_fraction is not None:
+        subjects = {it.subject for it in data.train_pool}
         n = max(1, round(cfg.train_fraction * len(subjects)))
     else:
         n = cfg.train_subjects
-    chosen = set(choose_subjects(subjects, n, seed))
-    return [it for it in data.train_pool if it.subject in chosen]
+    return choose_from_pool(data.train_pool, n, seed)
 
 
 # ------------------------------------------------------------------------------ training
@@ -151,20 +146,14 @@ def train_segmenter(
     Returns the trained network (eval mode) and the loss of every step.
     """
     net = segmentation_unet(targets.shape[1], widths, generator=init_generator).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay ** (1.0 / max(steps, 1)))
     images, targets = images.to(device), targets.to(device)
-    losses = []
-    net.train()
-    for _ in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=batch_generator)
         idx = idx.to(device)
-        loss = segmentation_bce(net(images[idx]), targets[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        return segmentation_bce(net(images[idx]), targets[idx])
+
+    losses = train_with_adam(net, steps, lr, batch_loss, lr_decay=lr_decay)
     return net.eval(), losses
 
 
@@ -372,7 +361,7 @@ def _run_method(
     augmenter: Augmenter | None,
     train: list[LabelledImage],
     seed: int,
-    data: _Data,
+    data: ExperimentData,
     test_images: torch.Tensor,
     device: torch.device,
 ) -> _MethodRun:
@@ -500,7 +489,7 @@ def _write_outputs(
     rows: list[dict[str, Any]],
     names: list[str],
     classes: dict[int, str],
-    data: _Data,
+    data: ExperimentData,
     model: Any,
     threads: int,
     device: torch.device,
