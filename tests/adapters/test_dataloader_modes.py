@@ -191,6 +191,7 @@ def test_torchio_subjects_loader_forked_workers_after_use(model):
     check_batches([batch["image"]["data"][..., 0] for batch in loader])
 
 
+@pytest.mark.slow  # DataLoader workers (about 5.5 s)
 def test_torchio_queue_with_workers_after_use(model):
     tio = pytest.importorskip("torchio")
     from drdm.adapters.torchio import RandomDRDMDeformation

@@ -180,6 +180,7 @@ def test_default_levels_are_fractions_of_the_models_t(tmp_path, model_dir, data)
     assert len(rows) == 2 * len(expected)
 
 
+@pytest.mark.slow  # four augment runs (about 7 s)
 def test_same_seed_same_bytes_and_shards_equal_the_whole(tmp_path, model_dir, data):
     whole = tmp_path / "whole"
     assert augment(model_dir, whole, "--input", data, "--seed", "5") == 0

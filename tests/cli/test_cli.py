@@ -122,6 +122,7 @@ def test_demo_small_without_model(tmp_path, capsys, monkeypatch):
     assert not any(name.endswith(".part") for name in names)
 
 
+@pytest.mark.slow  # a small demo (about 8 s)
 def test_demo_small_with_model(tmp_path):
     from helpers import tiny_model
 

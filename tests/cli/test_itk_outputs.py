@@ -163,6 +163,7 @@ def test_diffuse_output_reproduced_by_simpleitk(tmp_path, inputs, case):
         assert np.abs(field[..., 2]).max() == 0.0
 
 
+@pytest.mark.slow  # the whole demo (about 20 s on a loaded machine)
 def test_demo_outputs_reproduced_by_simpleitk(tmp_path, models):
     out = tmp_path / "demo"
     argv = ["demo", "--out", out, "--size-2d", "32", "--size-3d", "16", "--model", models[2]]

@@ -301,6 +301,7 @@ def test_segment_cli_end_to_end(tmp_path, tiny_model_dir):
     assert cfg.seeds == (0, 1) and cfg.image_size == 16 and cfg.widths == (4, 8)
 
 
+@pytest.mark.slow  # two segmentation runs (about 8 s)
 def test_segment_is_deterministic(tmp_path, tiny_model_dir):
     cfg = SegmentationConfig(
         image_size=16, widths=(4, 8), steps=3, batch_size=4, copies=1, test_subjects=2,

@@ -222,6 +222,7 @@ def test_forked_child_never_frees_inherited_sessions(use_in_child):
     assert _in_forked_child(child) == 0
 
 
+@pytest.mark.slow  # ONNX exports in two processes (about 6 s)
 @needs_onnxruntime
 def test_engine_pickles_without_sessions_before_and_after_use(tmp_path, monkeypatch):
     engine = OnnxRuntimeUNet(small_network(2), threads=1)

@@ -16,6 +16,7 @@ from drdm.training.state import list_checkpoints, load_checkpoint
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
+@pytest.mark.slow  # two torchrun processes (about 10 s)
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_train_identical_weights(tmp_path):
     config = tmp_path / "ddp.yaml"
