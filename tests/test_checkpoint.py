@@ -118,9 +118,15 @@ def test_rejects_unserialisable_extra_and_other_models(tmp_path: Path) -> None:
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "b")  # type: ignore[arg-type]
 
 
-def test_load_to_device(saved: Path) -> None:
-    model = load_pretrained(saved, device="cpu")
-    assert all(p.device.type == "cpu" for p in model.parameters())
+@pytest.mark.parametrize("device", ["meta", *(["cuda"] if torch.cuda.is_available() else [])])
+def test_load_to_device(saved: Path, device: str) -> None:
+    # "meta" (no data) shows on a CPU-only machine that the device argument is honoured
+    model = load_pretrained(saved, device=device)
+    tensors = [*model.parameters(), *model.buffers()]
+    assert {t.device.type for t in tensors} == {device}
+    assert not model.training
+    default = load_pretrained(saved)  # no device: the CPU
+    assert {t.device.type for t in [*default.parameters(), *default.buffers()]} == {"cpu"}
 
 
 def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
