@@ -9,7 +9,12 @@ from torch import Tensor
 
 
 def step_units(t: Tensor, alpha: float = 0.6, beta: float = 1.0) -> Tensor:
-    """``n_t = floor(t**alpha / beta)`` (Eq. 9 with the floor of 3.3): unit DVFs in step ``t``."""
+    """``n_t = floor(t**alpha / beta)`` (Eq. 9 with the floor of 3.3): unit DVFs in step ``t``.
+
+    >>> import torch
+    >>> step_units(torch.tensor([1, 10, 80]))
+    tensor([ 1,  3, 13])
+    """
     return torch.floor(t.to(torch.float64) ** alpha / beta).long()
 
 
@@ -26,6 +31,10 @@ def cumulative_units(
     ``"practical"``: ``floor(t**power / divisor)``, the paper's setting ``floor(t**1.3 / 1.5)``
     (3.3). ``"theoretical"``: Eq. 11, ``floor(t**(alpha+1) / ((alpha+1) * beta))``. The result is
     never below :func:`step_units` so that ``phi_{t:1}`` always contains the step ``psi_t``.
+
+    >>> import torch
+    >>> cumulative_units(torch.tensor([1, 10, 80]))  # floor(t**1.3 / 1.5)
+    tensor([  1,  13, 198])
     """
     tf = t.to(torch.float64)
     if kind == "practical":

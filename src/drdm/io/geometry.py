@@ -21,7 +21,12 @@ ANISOTROPY_RATIO = 1.5
 
 def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
     """Millimetres per voxel along the first ``ndim`` array axes of a 4 x 4 voxel -> world
-    affine: the length of each column (a zero or non-finite column counts as 1 mm)."""
+    affine: the length of each column (a zero or non-finite column counts as 1 mm).
+
+    >>> import numpy as np
+    >>> spacing_from_affine(np.diag([1.5, 1.5, 10.0, 1.0]), 3)
+    (1.5, 1.5, 10.0)
+    """
     cols = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :ndim], axis=0)
     return tuple(float(c) if np.isfinite(c) and c > 0 else 1.0 for c in cols)
 
@@ -53,6 +58,11 @@ def auto_slice_axis(shape: Sequence[int], spacing: Sequence[float] | None = None
 
     Raises :class:`~drdm.errors.InputError` for a spacing of the wrong length or a
     non-positive spacing.
+
+    >>> auto_slice_axis((216, 256, 10), (1.56, 1.56, 10.0))  # thick slices: the coarse axis
+    2
+    >>> auto_slice_axis((64, 48, 64))  # no spacing: the axis with the fewest voxels
+    1
     """
     shape = tuple(int(s) for s in shape)
     if min(shape) == 1:

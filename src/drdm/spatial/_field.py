@@ -20,6 +20,13 @@ def compose(a: Tensor, b: Tensor, padding: Padding = "border") -> Tensor:
     then by ``a``. Both fields are ``(B, ndim, *spatial)`` in voxels; ``b`` is sampled
     bi/trilinearly with the given ``padding`` (``"border"`` by default, so vectors near the edge
     keep accumulating).
+
+    Two translations add up:
+
+    >>> import torch
+    >>> a, b = torch.full((1, 2, 4, 4), 0.5), torch.full((1, 2, 4, 4), 0.25)
+    >>> compose(a, b)[0, :, 1, 1]
+    tensor([0.7500, 0.7500])
     """
     check_field(a, "a")
     check_field(b, "b")
@@ -40,6 +47,12 @@ def resize_ddf(ddf: Tensor, size: Sequence[int], align_corners: bool = False) ->
     last voxel centres coincide and the factor is ``(S'_i - 1) / (S_i - 1)``.
 
     ``ddf``: ``(B, ndim, *spatial)`` voxels; returns ``(B, ndim, *size)`` in voxels of the new grid.
+
+    A shift of one voxel on a 4 x 4 grid is a shift of two voxels on an 8 x 8 grid:
+
+    >>> import torch
+    >>> resize_ddf(torch.ones(1, 2, 4, 4), (8, 8))[0, :, 0, 0]
+    tensor([2., 2.])
     """
     ndim = check_field(ddf)
     size = tuple(int(s) for s in size)

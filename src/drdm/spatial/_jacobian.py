@@ -37,6 +37,14 @@ def jacobian_det(ddf: Tensor) -> Tensor:
 
     ``ddf``: ``(B, ndim, *spatial)`` voxels. Returns ``(B, 1, *spatial)``; values below zero mark
     folding, 1 means locally volume-preserving.
+
+    A stretch by 1.5 along array axis 0 (``u_0(x) = 0.5 x_0``):
+
+    >>> import torch
+    >>> x0 = torch.arange(5.0).view(1, 1, 5, 1).expand(1, 1, 5, 5)
+    >>> ddf = torch.cat([0.5 * x0, torch.zeros_like(x0)], dim=1)
+    >>> jacobian_det(ddf).unique()
+    tensor([1.5000])
     """
     ndim = check_field(ddf)
     j = spatial_gradient(ddf)
@@ -54,7 +62,15 @@ def jacobian_det(ddf: Tensor) -> Tensor:
 
 
 def fold_ratio(ddf: Tensor) -> Tensor:
-    """Fraction (0..1) of voxels with a negative Jacobian determinant, per sample: ``(B,)``."""
+    """Fraction (0..1) of voxels with a negative Jacobian determinant, per sample: ``(B,)``.
+
+    ``u_0(x) = -1.5 x_0`` turns the grid over along axis 0 (``det = -0.5`` everywhere):
+
+    >>> import torch
+    >>> x0 = torch.arange(5.0).view(1, 1, 5, 1).expand(1, 1, 5, 5)
+    >>> fold_ratio(torch.cat([-1.5 * x0, torch.zeros_like(x0)], dim=1))
+    tensor([1.])
+    """
     det = jacobian_det(ddf)
     return (det < 0).flatten(1).to(ddf.dtype).mean(dim=1)
 

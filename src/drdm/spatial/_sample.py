@@ -134,6 +134,13 @@ def warp(
     ``warp(I, u)(x) = I(x + u(x))``, with ``image`` ``(B, C, *spatial)``, ``ddf``
     ``(B, ndim, *spatial)`` in voxels (channel ``i`` along spatial axis ``i``). Either batch may
     be 1 and broadcast. Returns ``(B, C, *spatial)``.
+
+    >>> import torch
+    >>> image = torch.arange(4.0).view(1, 1, 1, 4)  # one row of a 2D image: 0 1 2 3
+    >>> ddf = torch.zeros(1, 2, 1, 4)
+    >>> ddf[:, 1] = 1.0  # u = +1 voxel along array axis 1
+    >>> warp(image, ddf)  # I(x + 1): the content moves left, zeros come in past the edge
+    tensor([[[[1., 2., 3., 0.]]]])
     """
     ndim = check_field(ddf)
     if image.dim() != ndim + 2 or image.shape[2:] != ddf.shape[2:]:
