@@ -30,10 +30,8 @@ from .inputs import (
     write_outputs,
 )
 from .jobs import (
-    AUGMENT_COLUMNS,
     MANIFEST_SCHEMAS,
     MAX_JOBS,
-    SYNTH_COLUMNS,
     BatchReport,
     InputItem,
     Job,
@@ -478,7 +476,3 @@ def synthesize_files(
         }
 
     return _execute(options, "synth", setup, settings, jobs, compute)
-
-
-# the manifest columns, re-exported for the command line's help and the tests
-COLUMNS = {"augment": AUGMENT_COLUMNS, "synth": SYNTH_COLUMNS}

@@ -17,29 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch.inputs import (  # noqa: F401 - the old import paths of these names
-    BATCH_METHODS,
-    MIN_VOXELS,
-    LoadedInput,
-    Method,
-    ddf_suffix,
-    field_metrics,
-    label_names,
-    load_input,
-    output_suffix,
-    parse_method_options,
-    parse_slice_axis,
-)
-from ..batch.jobs import AUGMENT_COLUMNS, MANIFEST_SCHEMAS
+from ..batch.inputs import BATCH_METHODS, parse_method_options
 from ..batch.runner import BatchOptions, RunReport
 from ..errors import InputError
 from ..nn.engine import ENGINES
 from ..pipelines.registry import STACKS
-
-#: columns of the augment manifest, in order (:data:`drdm.batch.jobs.AUGMENT_COLUMNS`)
-COLUMNS = list(AUGMENT_COLUMNS)
-FILE_COLUMNS = list(MANIFEST_SCHEMAS["augment"][1])
-METHODS = BATCH_METHODS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

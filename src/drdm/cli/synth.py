@@ -21,13 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..batch.jobs import MANIFEST_SCHEMAS, SYNTH_COLUMNS
-from ..batch.runner import parse_level_pairs  # noqa: F401 - the old import path
+from ..batch.runner import parse_level_pairs
 from . import augment
-
-#: columns of the synth manifest, in order (:data:`drdm.batch.jobs.SYNTH_COLUMNS`)
-COLUMNS = list(SYNTH_COLUMNS)
-FILE_COLUMNS = list(MANIFEST_SCHEMAS["synth"][1])
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
