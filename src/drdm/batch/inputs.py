@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import BATCH_METHODS
 from ..errors import InputError
 from ..io import MedicalImage
-from ..pipelines.registry import METHODS
 
 __all__ = [
     "BATCH_METHODS",
@@ -41,8 +41,6 @@ __all__ = [
     "write_outputs",
 ]
 
-#: the methods a batch command runs (the registry's names without ``"none"``)
-BATCH_METHODS = tuple(m for m in METHODS if m != "none")
 
 #: smallest number of voxels along every axis a method deforms (2D: the in-plane axes)
 MIN_VOXELS = 8

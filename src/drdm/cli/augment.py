@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..batch.inputs import BATCH_METHODS, parse_method_options
-from ..batch.runner import BatchOptions, RunReport
+from ..choices import BATCH_METHODS, ENGINES, STACKS
 from ..errors import InputError
-from ..nn.engine import ENGINES
-from ..pipelines.registry import STACKS
+
+if TYPE_CHECKING:
+    from ..batch.runner import BatchOptions, RunReport
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -221,6 +222,9 @@ def apply_threads(threads: int | None) -> None:
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     """The :class:`~drdm.batch.BatchOptions` of parsed ``augment``/``synth`` arguments."""
+    from ..batch.inputs import parse_method_options
+    from ..batch.runner import BatchOptions
+
     apply_threads(args.threads)
     return BatchOptions(
         out=args.out,

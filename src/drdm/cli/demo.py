@@ -22,10 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
-from ..pretrained import is_available
 from .augment import output_path
 
 TIMESTEPS_2D = (10, 30, 55, 80)
@@ -68,6 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _write_phantom(folder: Path, name: str, phantom: object) -> tuple[Path, Path]:
     """Write a phantom's image and label map (uint8) with its spacing; return both paths."""
+    import numpy as np
+
     from ..io import MedicalImage, write_image
 
     image = np.asarray(phantom.image.numpy(), dtype=np.float32)  # type: ignore[attr-defined]
@@ -122,6 +121,7 @@ def _with_model(args: argparse.Namespace, image: Path, label: Path) -> bool:
     """Augment and synthesise on the written phantom; False without a model."""
     from ..batch import augment_files, synthesize_files
     from ..model import DRDM
+    from ..pretrained import is_available
 
     if args.model == "default" and not is_available("default"):
         print(
@@ -147,6 +147,7 @@ def _with_model_3d(args: argparse.Namespace, image: Path, label: Path) -> bool:
     without one."""
     from ..batch import augment_files
     from ..model import DRDM
+    from ..pretrained import is_available
 
     if args.model_3d == "default-3d" and not is_available("default-3d"):
         print("drdm demo: no packaged 3D model installed; the 3D augmentation is skipped.")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..batch.runner import parse_level_pairs
 from . import augment
 
 
@@ -52,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import synthesize_files
+    from ..batch.runner import parse_level_pairs
 
     pairs = parse_level_pairs(args.level_pairs)
     report = synthesize_files(augment.batch_options(args), pairs, args.per_pair)

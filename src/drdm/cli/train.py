@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..errors import InputError
 from .augment import output_path
 
@@ -61,7 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    # imported here so `drdm --help` stays fast
+    # imported here so that `drdm --help` does not load torch (tests/cli/test_help_imports.py)
+    import torch
+
     from ..training import TrainingDivergedError, load_train_config, train
 
     if args.threads is not None:

@@ -32,11 +32,12 @@ import io
 import os
 import warnings
 import weakref
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..choices import ENGINES, Engine
 from .blocks import EngineConv
 from .unet import RecursiveUNet
 
@@ -48,9 +49,6 @@ __all__ = [
     "onnxruntime_available",
     "resolve_engine",
 ]
-
-Engine = Literal["auto", "torch", "onnxruntime"]
-ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime")
 
 
 def onnxruntime_available() -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..baselines.bigaug import BigAug, BigAugConfig
 from ..baselines.elastic import ElasticSampler
 from ..baselines.mrbs import MRBSSampler
+from ..choices import METHODS, STACKS
 from ..errors import InputError
 from .core import DRDMSampler
 
@@ -29,10 +30,6 @@ __all__ = [
     "resolve_stack",
 ]
 
-#: method names accepted by :func:`make_method`
-METHODS = ("none", "elastic", "mrbs", "bigaug", "drdm")
-#: names accepted by :func:`make_stack`
-STACKS = ("none", "bigaug", "affine")
 
 #: default augmentation levels T' as fractions of the model's T: 0.4 and 0.6, i.e. 32 and 48 of
 #: T = 80, the best DRDM recipe of the few-shot segmentation search (docs/experiments.md)
