@@ -1,4 +1,4 @@
-"""Timing in turns, shared by the benchmarks.
+"""Timing in turns and the machine description, shared by the benchmarks.
 
 Variants are timed one after another, one run each per turn, after one untimed warm-up turn,
 so that a change of machine load affects all of them alike; the ratio of two variants is the
@@ -7,6 +7,8 @@ median of their per-turn ratios.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -27,3 +29,17 @@ def turns(variants: Mapping[str, Callable[[], object]], repeats: int) -> dict[st
 def median_ratio(values: list[float], base: list[float]) -> float:
     """Median of the per-turn ratios ``values[i] / base[i]``."""
     return statistics.median(v / b for v, b in zip(values, base, strict=True))
+
+
+def machine() -> str:
+    """CPU model, logical CPU count and operating system, for a benchmark's header."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"

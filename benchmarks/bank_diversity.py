@@ -26,24 +26,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP b
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import hashlib  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+from _timing import machine  # noqa: E402
 
 
 def distances(fields: torch.Tensor) -> torch.Tensor:

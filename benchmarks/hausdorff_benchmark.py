@@ -14,7 +14,6 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP busy-waiting
 
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 
@@ -22,20 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_ratio, turns  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+from _timing import machine, median_ratio, turns  # noqa: E402
 
 
 def cases() -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
