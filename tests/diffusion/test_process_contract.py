@@ -101,6 +101,9 @@ class ForwardProcessContract:
         for x, y, z in zip(a, b, c, strict=True):
             assert torch.equal(x, y)
             assert not torch.allclose(x, z)
+        if device != "cpu":  # a CPU generator gives the same numbers on any device
+            for x, y in zip(self.fields(process, 3, "cpu", dtype), a, strict=True):
+                torch.testing.assert_close(y.cpu(), x, atol=1e-5, rtol=1e-4)
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_the_global_generator_is_untouched(self, device):
@@ -132,14 +135,6 @@ class ForwardProcessContract:
         a = process.sample(dark, NUM_STEPS // 2, gen(2))
         b = process.sample(bright, NUM_STEPS // 2, gen(2))
         assert torch.equal(a.cumulative, b.cumulative) and torch.equal(a.step, b.step)
-
-    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-    def test_a_cpu_generator_gives_the_same_fields_on_cuda(self):
-        process = self.make(2)
-        cpu = self.fields(process, 6, "cpu", torch.float64)
-        cuda = self.fields(process, 6, "cuda", torch.float64)
-        for x, y in zip(cpu, cuda, strict=True):
-            torch.testing.assert_close(y.cpu(), x, atol=1e-8, rtol=1e-6)
 
     # ------------------------------------------------------------------ exceptions
     def test_a_wrong_grid_or_image_rank_is_refused(self):
