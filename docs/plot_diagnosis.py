@@ -5,9 +5,9 @@ curves saved as JSON, and ``recovery.csv`` of ``drdm train`` runs with a monitor
         --curve "fixed draw, 64=docs/results/diag/fixed.json" ...
         --run "gate: all t, M&Ms slice=runs/gate-mnms-2d"
 
-A ``--run`` folder's CPU time per step is read from its ``loss.csv`` (the trainer's seconds
-per step, wall time of a one-thread process) and its U from ``recovery.csv`` (the band
-21-40 is drawn; ``--band`` picks another).
+A ``--run`` folder's U comes from its ``recovery.csv`` (the band 21-40 is drawn; ``--band``
+picks another) and its CPU time from the same file's ``cpu_seconds`` or, for rows without
+it, from ``loss.csv`` (the trainer's seconds per step, wall time of a one-thread process).
 """
 
 from __future__ import annotations
@@ -32,17 +32,26 @@ def main() -> None:
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for spec in args.curve:
-        label, path = spec.split("=", 1)
+        label, path = spec.rsplit("=", 1)
         curve = json.loads(Path(path).read_text())["curve"]
         xs = [p.get("cpu_seconds", p["seconds"]) / 60 for p in curve]
         ax.plot(xs, [p["U"][0] for p in curve], marker=".", label=label)
     for spec in args.run:
-        label, folder = spec.split("=", 1)
+        label, folder = spec.rsplit("=", 1)
         with open(Path(folder) / "loss.csv", newline="") as f:
             seconds = {int(float(r["step"])): float(r["seconds"]) for r in csv.DictReader(f)}
         with open(Path(folder) / "recovery.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        xs = [sum(s for k, s in seconds.items() if k <= int(r["step"])) / 60 for r in rows]
+        if any(r.get("cpu_seconds") for r in rows):  # rows logged before CPU time was kept
+            rows = [r for r in rows if r.get("cpu_seconds")]
+        # the run's CPU seconds where the monitor logged them, else the trainer's seconds per
+        # step (wall time of a one-thread process) summed up to that step
+        xs = [
+            float(r["cpu_seconds"]) / 60
+            if r.get("cpu_seconds")
+            else sum(s for k, s in seconds.items() if k <= int(float(r["step"]))) / 60
+            for r in rows
+        ]
         ax.plot(xs, [float(r[f"U_{args.band}"]) for r in rows], marker="o", label=label)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.axhline(0.6, color="red", lw=0.8, ls=":", label="gate U = 0.6")

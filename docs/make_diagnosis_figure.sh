@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Redraws docs/figures/diagnosis_u_cpu.png from the committed curves and the gate run's log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=docs/results/diag
+python3 docs/plot_diagnosis.py --out docs/figures/diagnosis_u_cpu.png \
+  --curve "fixed draw, t=40=$D/fixed.json" \
+  --curve "fresh draws, t=40=$D/fresh.json" \
+  --curve "fresh, t=40, lr 1e-3=$D/fresh_lr1e-3.json" \
+  --curve "fresh, t=40, given I_0 (K=1)=$D/fresh_template.json" \
+  --curve "fresh, t=40, authors' process=$D/fresh_official.json" \
+  --curve "fresh, t=40, residual loss=$D/fresh_residual.json" \
+  --curve "fresh, t=40, space-to-depth 256=$D/fresh_s2d.json" \
+  --curve "fresh, t=40, strided stem 256=$D/fresh_strided.json" \
+  --run "gate: all t, slice alone (band 21-40)=${GATE_RUN:-training-runs/gate-mnms-2d}"
