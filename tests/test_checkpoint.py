@@ -56,7 +56,7 @@ def test_overwrite_replaces_files(saved: Path) -> None:
     for (name, a), b in zip(other.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert read_checkpoint_config(saved).extra == {}
-    assert not [p for p in saved.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in saved.iterdir() if p.name.startswith(".")]
 
 
 def test_missing_files(saved: Path, tmp_path: Path) -> None:

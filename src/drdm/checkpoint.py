@@ -1,10 +1,10 @@
 """Saving and loading DRDM networks as ``model.safetensors`` + ``config.json`` directories.
 
 Nothing is ever unpickled: weights are read with ``safetensors`` and the configuration with
-``json``. Every file is written atomically (temporary file in the same directory, then
-``os.replace``), weights first and ``config.json`` last, so an interrupted save never leaves a
-directory that loads with mismatched files. ``config.json`` records the SHA-256 of the weights
-file, which is checked on loading.
+``json``. Every file is written atomically (:func:`drdm.io.files.atomic_write`: a temporary
+file in the same directory, then a rename), weights first and ``config.json`` last, so an
+interrupted save never leaves a directory that loads with mismatched files. ``config.json``
+records the SHA-256 of the weights file, which is checked on loading.
 
 Layout of ``config.json``::
 
@@ -20,11 +20,8 @@ tensors.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from ._version import __version__
+from .io.files import atomic_write
 from .nn import NetworkConfig, RecursiveUNet
 
 __all__ = [
@@ -69,35 +67,6 @@ class CheckpointInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str | None = None
     drdm_version: str | None = None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary beside it; an :class:`OSError` (e.g. a
-    full disk, which names no file) is raised naming ``path``, and no temporary is left."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _named(err, path) from None
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise _named(err, path) from None
-        raise
-
-
-def _named(err: OSError, path: Path) -> OSError:
-    """``err`` with ``path`` as its file name (the temporary's name means nothing to a user)."""
-    named = type(err)(err.errno, err.strerror or str(err), str(path))
-    named.__cause__ = err
-    return named
 
 
 def save_pretrained(
@@ -142,8 +111,8 @@ def save_pretrained(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": extra,
     }
-    _atomic_write(directory / WEIGHTS_NAME, weights)
-    _atomic_write(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write(directory / WEIGHTS_NAME, weights, fsync=True)
+    atomic_write(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n", fsync=True)
     return directory
 
 

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .io.files import atomic_write
+
 T = TypeVar("T")
 
 
@@ -65,9 +67,7 @@ def save_config(config: Any, path: str | Path) -> None:
         text = yaml.safe_dump(data, sort_keys=False)
     else:
         text = json.dumps(data, indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

@@ -514,6 +514,27 @@ def test_atomic_writes(tmp_path, monkeypatch):
     assert os.listdir(target) == []
 
 
+def test_atomic_write_is_the_one_writer_of_whole_files(tmp_path, monkeypatch):
+    """``atomic_write`` (text as UTF-8, or bytes) replaces the file whole; a failing write
+    (a full disk names no file) leaves the old file and no temporary, and names the target."""
+    from drdm.io import files
+
+    target = tmp_path / "a.json"
+    files.atomic_write(target, "é\n")
+    assert target.read_bytes() == "é\n".encode()
+    files.atomic_write(target, b"\x00\x01", fsync=True)
+    assert target.read_bytes() == b"\x00\x01"
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left") as info:
+        files.atomic_write(target, b"new", fsync=True)
+    assert info.value.filename == str(target)
+    assert target.read_bytes() == b"\x00\x01" and os.listdir(tmp_path) == ["a.json"]
+
+
 # --------------------------------------------------------------- other formats, DICOM
 
 

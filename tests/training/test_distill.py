@@ -148,7 +148,7 @@ def test_pool_round_trip(tmp_path, teacher_dir):
     pool.save(tmp_path / "pool.safetensors")
     again = DistillPool.load(tmp_path / "pool.safetensors")
     assert all(torch.equal(getattr(pool, k), getattr(again, k)) for k in ("images", "step", "t"))
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*"))
 
 
 def test_training_with_a_teacher_pool_and_time_limit(tmp_path, teacher_dir):

@@ -25,6 +25,7 @@ from ..errors import InputError
 __all__ = [
     "IMAGE_SUFFIXES",
     "atomic_path",
+    "atomic_write",
     "check_output_file",
     "check_output_folder",
     "default_file_mode",
@@ -102,13 +103,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     the block gets the permissions a plain ``open()`` would give (0666 minus the umask).
     """
     path = Path(path)
-    with scratch_path(path) as tmp:
+    with contextlib.ExitStack() as stack:
         try:
-            yield tmp
+            tmp = stack.enter_context(scratch_path(path))
         except OSError as exc:
             raise name_os_error(exc, path) from None
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.chmod(tmp, default_file_mode())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise name_os_error(exc, path) from None
+
+
+def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = False) -> Path:
+    """Write ``data`` (bytes, or text encoded as UTF-8) to ``path`` through
+    :func:`atomic_path`; returns ``path``.
+
+    ``fsync=True`` flushes the temporary to the disk before the rename (checkpoints). An
+    :class:`OSError` (e.g. a full disk, which names no file) is raised naming ``path``.
+    """
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(raw)
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
+    return path
 
 
 def name_os_error(exc: OSError, path: str | Path) -> OSError:

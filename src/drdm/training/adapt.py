@@ -38,6 +38,7 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import InputError
+from ..io.files import atomic_path, atomic_write
 from .config import AugmentConfig, DataConfig, OptimConfig, OutputConfig, TrainConfig
 from .data import build_training_data, expand_files
 from .monitor import recovery_table
@@ -176,10 +177,9 @@ def _plot(report: AdaptReport, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".partial.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def adapt(
@@ -319,9 +319,7 @@ def adapt(
         "settings": config.to_dict(),
         "notes": notes,
     }
-    tmp = out / "adapt.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "adapt.json")
+    atomic_write(out / "adapt.json", json.dumps(summary, indent=2) + "\n")
     mean_drop = sum(b["U"] - a["U"] for b, a in zip(before, after, strict=True)) / len(before)
     title = (
         f"drdm adapt: {config.init} on {len(train_files)} file(s), {result.step} steps; "

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..diffusion.forward import ForwardDiffusion, ForwardProcess
 from ..errors import InputError
+from ..io.files import atomic_path
 from ..spatial import resize_ddf, warp
 
 if TYPE_CHECKING:
@@ -259,11 +260,10 @@ class DistillPool:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         names = ("images", "step", "target", "t")
         tensors = {k: getattr(self, k).contiguous().cpu() for k in names}
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> DistillPool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..io.files import atomic_path
 from ..losses import unrecovered_fraction
 from .config import AugmentConfig, TrainConfig
 from .data import build_training_data
@@ -80,10 +81,9 @@ def plot_recovery(rows: list[dict[str, float]], path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".partial.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 class RecoveryMonitor:
@@ -150,11 +150,9 @@ class RecoveryMonitor:
         row.update({f"U_{r['lo']}-{r['hi']}": r["U"] for r in table})
         row["cpu_seconds"] = time.process_time() + self.cpu_offset
         self.rows.append(row)
-        tmp = self.csv.with_name(self.csv.name + ".partial")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(self.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(row), restval="")
             writer.writeheader()
             for r in self.rows:
                 writer.writerow({k: (int(v) if k == "step" else f"{v:.5f}") for k, v in r.items()})
-        tmp.replace(self.csv)
         plot_recovery(self.rows, self.png, f"U per band during training ({self.csv.parent.name})")

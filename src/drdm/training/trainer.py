@@ -45,6 +45,7 @@ from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
 from ..errors import InputError
+from ..io.files import atomic_path, atomic_write
 from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from .augment import augment_batch
@@ -221,13 +222,11 @@ def _read_history(path: Path, up_to: int | None = None) -> list[dict[str, float]
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(LOSS_COLUMNS)
         for row in rows:
             writer.writerow(_csv_row(row))
-    tmp.replace(path)
 
 
 def _csv_row(row: dict[str, float]) -> list[str]:
@@ -284,10 +283,7 @@ def plot_losses(
         fig.suptitle(title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())
 
 
 def _model_card(
