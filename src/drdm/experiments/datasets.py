@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io.files import file_stem
+from ..io.geometry import spacing_from_affine
 from ..io.image import read_volume
 
 __all__ = [
@@ -172,10 +173,6 @@ def thorax_phantoms(
 
 
 # ------------------------------------------------------------------------------ folders
-def _spacing_of(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.linalg.norm(affine[:3, :ndim], axis=0))
-
-
 def _read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
     vol = read_volume(image_path, allow_ndim=(2, 3))
     lab = read_volume(label_path, allow_ndim=(2, 3))
@@ -187,7 +184,7 @@ def _read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarr
     label = np.rint(lab.array)
     if not np.allclose(label, lab.array) or label.min() < 0:
         raise InputError(f"{label_path}: label values must be non-negative integers")
-    return vol.array, label.astype(np.int64), _spacing_of(vol.affine, vol.ndim)
+    return vol.array, label.astype(np.int64), spacing_from_affine(vol.affine, vol.ndim)
 
 
 def read_acdc(

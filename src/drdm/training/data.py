@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from ..io import read_volume
+from ..io import read_volume, spacing_from_affine
 from ..spatial import smooth
 from .config import DataConfig
 
@@ -41,7 +41,6 @@ __all__ = [
     "expand_files",
     "fit_to_size",
     "normalise_intensity",
-    "voxel_spacing",
 ]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -102,13 +101,6 @@ def expand_files(entries: Sequence[str], base_dir: Path, missing: str = "error")
     for p in found:
         unique.setdefault(p.resolve(), None)
     return list(unique)
-
-
-def voxel_spacing(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
-    """Voxel size (mm) of the first ``ndim`` array axes from a 4x4 voxel-to-world affine
-    (the norm of each column); degenerate columns count as 1 mm."""
-    cols = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :ndim], axis=0)
-    return tuple(float(c) if np.isfinite(c) and c > 0 else 1.0 for c in cols)
 
 
 def auto_slice_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
@@ -189,7 +181,7 @@ def _file_images(path: Path, config: DataConfig) -> tuple[list[Tensor], str]:
     nd = config.ndim
     volume = read_volume(path, allow_ndim=(2, 3) if nd == 2 else (3,))
     array = normalise_intensity(volume.array, config.threshold, config.intensity_percentiles)
-    spacing = voxel_spacing(volume.affine, array.ndim) if config.use_spacing else None
+    spacing = spacing_from_affine(volume.affine, array.ndim) if config.use_spacing else None
     if array.ndim == nd:
         images = [fit_to_size(array, spacing, config.image_size)]
         note = "x".join(str(s) for s in array.shape)
