@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 from ..errors import InputError
+from ._options import add_threads_argument, apply_threads
 from .augment import output_path
 
 
@@ -53,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in OUT/run from its checkpoint"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(run=run)
 
@@ -79,15 +80,10 @@ def _inputs(entries: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
     from ..io import check_output_folder
     from ..training.adapt import AdaptConfig, adapt
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     check_output_folder(args.out)
     try:
         config = AdaptConfig(

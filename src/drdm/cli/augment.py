@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import BATCH_METHODS, ENGINES, STACKS
-from ..errors import InputError
+from ._options import add_threads_argument, apply_threads
 
 if TYPE_CHECKING:
     from ..batch.runner import BatchOptions, RunReport
@@ -204,20 +204,7 @@ def output_path(text: str) -> Path:
 def add_device_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--device`` and ``--threads``."""
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: torch's choice)"
-    )
-
-
-def apply_threads(threads: int | None) -> None:
-    """``--threads``: the number of CPU threads of this process."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise InputError(f"--threads {threads}: must be >= 1")
-    import torch
-
-    torch.set_num_threads(threads)
+    add_threads_argument(p)
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from ._options import add_threads_argument, apply_threads
 from .augment import output_path
 
 
@@ -51,23 +52,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="end the run after this many seconds of training and export the model of the "
         "step reached (its card records the steps done)",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads per process (default: torch's)"
-    )
+    add_threads_argument(p, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
     # imported here so that `drdm --help` does not load torch (tests/cli/test_help_imports.py)
-    import torch
-
     from ..training import TrainingDivergedError, load_train_config, train
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     from ..io import check_output_folder
 
     if args.out is not None:  # before reading the data sources
