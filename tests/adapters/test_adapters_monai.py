@@ -236,3 +236,28 @@ def test_one_inverse_per_record_shared_by_every_key(monkeypatch):
     back = pipeline.inverse(out)  # image and label
     assert calls == [(2, 40, 40)]  # one inverse for the record's three uses
     assert dice(back["label"].as_tensor() == 2, sample()["label"].as_tensor() == 2) > 0.96
+
+
+def test_lanczos_gaussian_reflection_area_modes():
+    # MONAI's padding_mode="reflection" and the kernels of other frameworks (issue 19): the
+    # image is warped with drdm.spatial's kernel and padding, and Invertd's inverse too
+    for mode in ("lanczos", "gaussian"):
+        t = deformd(mode=(mode, "nearest"), padding_mode="reflection", ddf_key="ddf")
+        data = sample()
+        out = t(data)
+        ddf = out["ddf"].as_tensor()[None]
+        expected = warp(data["image"].as_tensor()[None], ddf, mode, "reflection")[0]
+        torch.testing.assert_close(out["image"].as_tensor(), expected)
+        assert set(out["label"].unique().tolist()) <= {0, 1, 2}
+        back = t.inverse(out)
+        assert dice(back["label"] == 2, data["label"] == 2) > 0.9
+    # "area" (a downsampling average) warps linearly, and says so; on a label key: refused
+    with pytest.warns(UserWarning, match="'area'.*'linear'"):
+        area = deformd(mode=("area", "nearest"), ddf_key="ddf")
+    out = area(sample())
+    expected = warp(sample()["image"].as_tensor()[None], out["ddf"].as_tensor()[None])[0]
+    torch.testing.assert_close(out["image"].as_tensor(), expected)
+    with pytest.raises(ValueError, match="'label'.*'area' is an image interpolation"):
+        deformd(mode=("bilinear", "area"))
+    with pytest.raises(ValueError, match="reflection"):
+        deformd(padding_mode="symmetric")

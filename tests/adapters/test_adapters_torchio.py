@@ -67,7 +67,11 @@ def test_deterministic_transform_checks_and_inverse_flag():
     with pytest.raises(ValueError, match="ddf"):
         DRDMFieldDeformation(torch.zeros(2, 8, 8))
     with pytest.raises(ValueError, match="image_interpolation"):
-        DRDMFieldDeformation(field, image_interpolation="lanczos")
+        DRDMFieldDeformation(field, image_interpolation="hamming")
+    with pytest.raises(ValueError, match="reflection"):
+        DRDMFieldDeformation(field, padding="mirror")
+    with pytest.raises(ValueError, match="reflection"):
+        RandomDRDMDeformation(RandomSmoothSampler(), padding="mirror")
     t = DRDMFieldDeformation(field)
     assert t.is_invertible() and t.inverse().invert_transform
 
@@ -208,3 +212,35 @@ def test_repr_shows_the_arguments_and_defaults_are_the_drdm_field_alone():
         assert part in text
     assert transform.deformer.stack is None and transform.deformer.then is None
     assert RandomDRDMDeformation(tiny_model(), stack="bigaug").deformer.then is not None
+
+
+@pytest.mark.parametrize("interpolation", ["lanczos", "gaussian"])
+def test_lanczos_gaussian_and_reflection(interpolation):
+    # TorchIO's image_interpolation names (SimpleITK's kernels, drdm.spatial's implementation)
+    # and reflection padding (issue 19): the image by the kernel, the label map by the padding
+    subject = disc_subject(32)
+    transform = RandomDRDMDeformation(
+        RandomSmoothSampler(amplitude=4.0),
+        image_interpolation=interpolation,
+        padding="reflection",
+        seed=0,
+    )
+    out = transform(subject)
+    recorded = out.history[-1]
+    assert recorded.image_interpolation == interpolation and recorded.padding == "reflection"
+    field = recorded.ddf.as_subclass(torch.Tensor)
+    plane = field[None, :2, ..., 0]  # 2D images are (C, W, H, 1): in-plane field
+    image = subject["image"].data[None, ..., 0]
+    expected = warp(image, plane, interpolation, "reflection")[0]
+    torch.testing.assert_close(out["image"].data[..., 0], expected)
+    label = subject["seg"].data[None, ..., 0]
+    expected_label = warp_labels(label, plane, "onehot", "reflection")[0]
+    assert torch.equal(out["seg"].data[..., 0], expected_label)
+    replayed = out.get_composed_history()(subject)
+    assert torch.equal(replayed["image"].data, out["image"].data)
+
+
+def test_bspline_warps_with_keys_cubic_and_says_so():
+    field = torch.zeros(3, 8, 8, 1)
+    with pytest.warns(UserWarning, match="'bspline'.*Keys cubic"):
+        DRDMFieldDeformation(field, image_interpolation="bspline")

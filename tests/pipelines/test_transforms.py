@@ -20,6 +20,7 @@ from drdm.pipelines import (
     default_levels,
     invert_field,
 )
+from drdm.pipelines.transforms import check_mode, warp_channels
 from drdm.spatial import warp, warp_labels
 from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
@@ -336,3 +337,64 @@ def test_import_pipelines_pulls_in_neither_nibabel_nor_scipy():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("interpolation", ["lanczos", "gaussian", "trilinear"])
+@pytest.mark.parametrize("padding", ["reflection", "border"])
+def test_modes_and_paddings_of_other_frameworks_are_the_spatial_kernels(interpolation, padding):
+    # TorchIO's "lanczos" / "gaussian", MONAI's "reflection" / "trilinear" (issue 19): the
+    # image warped with drdm.spatial's kernel, the labels with the padding, by one field
+    deform = DRDMDeform(
+        RandomSmoothSampler(amplitude=4.0), interpolation=interpolation, padding=padding
+    )
+    image = smooth_image((24, 24), gen(2)).float()[0]
+    label = torch.from_numpy(label_map())[None]
+    out_image, out_label = deform(image, label, generator=gen(5))
+    ddf = RandomSmoothSampler(amplitude=4.0).sample_ddf(image[None], gen(5))
+    kernel = "linear" if interpolation == "trilinear" else interpolation
+    torch.testing.assert_close(out_image, warp(image[None], ddf, kernel, padding)[0])
+    assert torch.equal(out_label, warp_labels(label[None], ddf, "onehot", padding)[0])
+    # a 3D stack (slice-wise through the 2D path) takes the same kernel
+    stack = torch.stack([image[0], image[0].flip(0)], -1)
+    stacked = DRDMDeform(
+        RandomSmoothSampler(amplitude=4.0),
+        interpolation=interpolation,
+        padding=padding,
+        layout="spatial",
+        slice_axis=2,
+        ddf_key="ddf",
+    )
+    out = stacked({"image": stack})
+    for k in range(2):
+        plane = out["ddf"][None, :2, ..., k]
+        expected = warp(stack[None, None, ..., k], plane, kernel, padding)[0, 0]
+        torch.testing.assert_close(out["image"][..., k], expected)
+
+
+def test_area_is_warped_linearly_with_a_warning_and_refused_for_labels():
+    # MONAI's "area" is a downsampling average: nothing to average on the same grid
+    with pytest.warns(UserWarning, match="'area' is MONAI's downsampling average.*'linear'"):
+        deform = DRDMDeform(RandomSmoothSampler(), interpolation="area")
+    assert deform.interpolation == "linear"
+    image = smooth_image((24, 24), gen(2)).float()[0]
+    linear = DRDMDeform(RandomSmoothSampler())
+    torch.testing.assert_close(deform(image, generator=gen(5)), linear(image, generator=gen(5)))
+    with pytest.warns(UserWarning, match="'area'"):
+        assert check_mode("area", False) == "linear"
+    for name in ("area", "lanczos", "gaussian", "bicubic"):
+        with pytest.raises(ValueError, match="label 'seg'.*image interpolation"):
+            check_mode(name, True, "seg")
+    with pytest.raises(ValueError, match="reflection"):
+        DRDMDeform(RandomSmoothSampler(), padding="mirror")
+    with pytest.raises(ValueError, match="lanczos"):
+        DRDMDeform(RandomSmoothSampler(), interpolation="hamming")
+
+
+def test_warp_channels_takes_every_mode_and_padding():
+    x = smooth_image((20, 20), gen(8)).float()[0]
+    ddf = smooth_field((1, 2, 20, 20), 3.0, gen(9))[0].float()
+    for mode in ("lanczos", "gaussian", "bicubic"):
+        for padding in ("zeros", "border", "reflection"):
+            kernel = "cubic" if mode == "bicubic" else mode
+            expected = warp(x[None], ddf[None], kernel, padding)[0]  # type: ignore[arg-type]
+            torch.testing.assert_close(warp_channels(x, ddf, mode, padding), expected)

@@ -19,7 +19,7 @@ def quantised_field(shape, generator):
     return torch.randint(-40, 41, shape, generator=generator).to(torch.float32) / 8.0
 
 
-@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("shape", [(2, 1, 17, 33), (1, 1, 17, 9, 33)])
 @pytest.mark.parametrize("labels", [2, 5, 40])
 def test_equals_onehot_argmax_exactly(shape, padding, labels):

@@ -20,7 +20,7 @@ from drdm.spatial import (
     warp_labels,
 )
 from drdm.spatial._grid import voxel_to_grid_sample
-from drdm.spatial._sample import _sample_cubic
+from drdm.spatial._sample import _sample_separable
 
 SIZES = {2: (20, 24), 3: (10, 12, 14)}
 
@@ -32,7 +32,7 @@ def gen():
 
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("mode", ["linear", "cubic", "nearest"])
+@pytest.mark.parametrize("mode", ["linear", "cubic", "lanczos", "nearest"])
 def test_convention_identity_warp_is_exact(ndim, dtype, mode, gen):
     image = torch.rand(2, 3, *SIZES[ndim], generator=gen, dtype=dtype)
     ddf = torch.zeros(2, ndim, *SIZES[ndim], dtype=dtype)
@@ -63,9 +63,10 @@ def test_cubic_matches_torch_bicubic(gen):
     ddf = torch.randn(2, 2, 16, 20, generator=gen, dtype=torch.float64) * 3
     coords = identity_grid((16, 20), dtype=torch.float64)[None] + ddf
     grid = voxel_to_grid_sample(coords, (16, 20))
-    for padding in ("zeros", "border"):
+    for padding in ("zeros", "border", "reflection"):
         ref = F.grid_sample(image, grid, mode="bicubic", padding_mode=padding, align_corners=True)
-        torch.testing.assert_close(_sample_cubic(image, coords, padding), ref, atol=1e-12, rtol=0)
+        gathered = _sample_separable(image, coords, "cubic", padding)
+        torch.testing.assert_close(gathered, ref, atol=1e-12, rtol=0)
         torch.testing.assert_close(warp(image, ddf, "cubic", padding), ref, atol=1e-12, rtol=0)
 
 
@@ -141,7 +142,7 @@ def test_fold_ratio_smooth_field_zero_and_constructed_fold_positive(ndim, gen):
 
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("method", ["onehot", "nearest"])
-@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 def test_label_warp_keeps_label_set(ndim, method, padding, gen):
     size = (24,) * ndim
     x = identity_grid(size)

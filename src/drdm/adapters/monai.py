@@ -102,10 +102,14 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
             default ``(32, 48)`` for T = 80).
         prob: probability of deforming a sample.
         mode: interpolation per key (one value or a sequence matching ``keys`` + added label
-            keys): ``"bilinear"`` or ``"bicubic"`` for images; ``"nearest"`` or
-            ``"onehot"``/``"bilinear"`` (each label's indicator interpolated, arg-max) for
-            label keys. Default ``"bilinear"`` for images and ``"onehot"`` for labels.
-        padding_mode: ``"zeros"`` or ``"border"``.
+            keys): ``"bilinear"`` (or ``"trilinear"``), ``"bicubic"``, ``"lanczos"`` or
+            ``"gaussian"`` for images (:func:`~drdm.pipelines.transforms.check_mode`;
+            MONAI's ``"area"``, a downsampling average, warps linearly with a warning);
+            ``"nearest"`` or ``"onehot"``/``"bilinear"`` (each label's indicator
+            interpolated, arg-max) for label keys. Default ``"bilinear"`` for images and
+            ``"onehot"`` for labels.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` (MONAI's names: mirrored
+            about the edge voxel centres, as ``grid_sample`` with ``align_corners=True``).
         slice_axis, spacing: slice axis of a 2D model on 3D stacks; ``spacing`` (mm per
             spatial axis) overrides the ``MetaTensor``'s.
         stack: geometric transforms composed into the same field: ``None`` (default) the DRDM

@@ -35,6 +35,7 @@ with ``seed`` a per-process generator as in :class:`drdm.pipelines.DRDMDeform`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ from ..pipelines.transforms import (
     check_mode,
     warp_channels,
 )
+from ..spatial import check_padding
 
 __all__ = [
     "BigAugIntensityTransform",
@@ -64,16 +66,37 @@ __all__ = [
     "RandomDRDMDeformation",
 ]
 
-#: TorchIO's interpolation names -> drdm's image modes
-_TIO_IMAGE_MODES = {"linear": "linear", "bspline": "cubic", "cubic": "cubic", "nearest": "nearest"}
+#: TorchIO's interpolation names -> drdm's image modes. ``"lanczos"`` and ``"gaussian"`` are
+#: SimpleITK's kernels, reimplemented (:func:`drdm.spatial.sample`): Lanczos equal to
+#: SimpleITK's to 1e-14, Gaussian to 2e-5 away from the edges (tests/spatial/test_modes.py)
+_TIO_IMAGE_MODES = {
+    "linear": "linear",
+    "bspline": "cubic",
+    "cubic": "cubic",
+    "nearest": "nearest",
+    "lanczos": "lanczos",
+    "gaussian": "gaussian",
+}
+
+
+#: TorchIO names accepted under another kernel, with the one-line warning that says so
+_TIO_SUBSTITUTES = {
+    "bspline": (
+        "image_interpolation 'bspline' (SimpleITK's cubic B-spline) is not implemented: drdm "
+        "warps with the Keys cubic kernel ('cubic') instead"
+    ),
+}
 
 
 def _image_mode(name: str) -> str:
-    mode = _TIO_IMAGE_MODES.get(str(name).lower())
+    key = str(name).lower()
+    mode = _TIO_IMAGE_MODES.get(key)
     if mode is None:
         raise ValueError(
             f"image_interpolation must be one of {sorted(_TIO_IMAGE_MODES)}, got {name!r}"
         )
+    if key in _TIO_SUBSTITUTES:
+        warnings.warn(_TIO_SUBSTITUTES[key], UserWarning, stacklevel=3)
     return mode
 
 
@@ -89,10 +112,14 @@ class DRDMFieldDeformation(tio.SpatialTransform):
             TorchIO's array order; a zero component along the slice axis for 2D models), or
             ``None`` for a record made with ``RandomDRDMDeformation(invertible=False)``, which
             cannot be applied (replaying or inverting it raises ``RuntimeError``).
-        image_interpolation: ``"linear"``, ``"bspline"`` (cubic) or ``"nearest"`` for
-            ``ScalarImage``s.
+        image_interpolation: for ``ScalarImage``s: ``"linear"``, ``"cubic"`` (Keys cubic;
+            ``"bspline"`` warps with it too, with a warning: no B-spline prefilter here),
+            ``"nearest"``, ``"lanczos"`` (SimpleITK's 5-lobe Lanczos windowed sinc) or
+            ``"gaussian"`` (SimpleITK's Gaussian interpolation, a smoothing kernel of sigma
+            0.8 voxel).
         label_method: ``"onehot"`` or ``"nearest"`` for ``LabelMap``s.
-        padding: ``"zeros"`` or ``"border"``.
+        padding: ``"zeros"``, ``"border"`` or ``"reflection"`` (mirrored about the edge voxel
+            centres).
         invert: warp with the inverse field instead (what ``inverse()`` returns).
         **kwargs: TorchIO's ``Transform`` options.
 
@@ -120,8 +147,7 @@ class DRDMFieldDeformation(tio.SpatialTransform):
             field = SharedField(field)
         _image_mode(image_interpolation)
         check_mode(label_method, True, "label_method")
-        if padding not in ("zeros", "border"):
-            raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
+        check_padding(padding)
         self.ddf = field
         self.image_interpolation = image_interpolation
         self.label_method = label_method
@@ -169,8 +195,10 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         level, levels: a fixed level or levels to choose from per call (DRDM models only;
             default ``(32, 48)`` for T = 80).
         slice_axis: ``"auto"`` (from the reference image's spacing) or an axis of ``(W, H, D)``.
-        image_interpolation: ``"linear"`` or ``"bspline"`` (cubic).
-        label_method: ``"onehot"`` or ``"nearest"``; ``padding``: ``"zeros"`` or ``"border"``.
+        image_interpolation: ``"linear"``, ``"cubic"`` (``"bspline"`` warns), ``"nearest"``,
+            ``"lanczos"`` or ``"gaussian"``, as in :class:`DRDMFieldDeformation`.
+        label_method: ``"onehot"`` or ``"nearest"``; ``padding``: ``"zeros"``, ``"border"``
+            or ``"reflection"``.
         stack: geometric transforms composed into the same field: ``None`` (default) the DRDM
             field alone, ``"bigaug"`` BigAug's rotation, scaling and elastic field (the
             geometry of ``drdm augment``'s default recipe), ``"affine"``; see
@@ -208,6 +236,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         super().__init__(**kwargs)
         _image_mode(image_interpolation)
         check_mode(label_method, True, "label_method")
+        check_padding(padding)
         self.image_interpolation = image_interpolation
         self.label_method = label_method
         self.padding = padding

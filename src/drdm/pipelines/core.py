@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..io.geometry import auto_slice_axis
-from ..spatial import compose, warp, warp_labels, warp_labels_onehot
+from ..spatial import Padding, compose, warp, warp_labels, warp_labels_onehot
 
 if TYPE_CHECKING:
     from ..model import DRDM
@@ -59,8 +59,10 @@ __all__ = [
 
 SliceAxis = Literal["auto"] | int | None
 LabelMethod = Literal["onehot", "nearest"]
-ImageMode = Literal["linear", "cubic"]
-Padding = Literal["zeros", "border"]
+#: image interpolations of the pipelines (:func:`drdm.spatial.sample` documents the kernels);
+#: ``Padding`` is :data:`drdm.spatial.Padding` (``"zeros"``, ``"border"``, ``"reflection"``)
+ImageMode = Literal["linear", "cubic", "lanczos", "gaussian"]
+IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
 
 
 @runtime_checkable
@@ -483,8 +485,8 @@ def warp_tensors(
     padding: Padding,
 ) -> tuple[Tensor | None, list[Tensor]]:
     """One warp of ``image`` ``(C, *spatial)`` and of each ``(L, *spatial)`` label map."""
-    if interpolation not in ("linear", "cubic"):
-        raise ValueError(f"interpolation must be 'linear' or 'cubic', got {interpolation!r}")
+    if interpolation not in IMAGE_MODES:
+        raise ValueError(f"interpolation must be one of {IMAGE_MODES}, got {interpolation!r}")
     if label_method not in ("onehot", "nearest"):
         raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
     axis = slicewise_axis(ddf)
@@ -664,8 +666,10 @@ def deform_volume(
         intensity: optional :class:`IntensityTransform` applied to the WARPED image
             ``(1, C, *spatial)`` (when slice-wise, the slices as channels ``(1, n * C, h, w)``:
             one appearance change for the whole stack, filters in-plane).
-        interpolation: ``"linear"`` or ``"cubic"`` for the image.
-        padding: outside the image: ``"zeros"`` or ``"border"``.
+        interpolation: ``"linear"``, ``"cubic"``, ``"lanczos"`` or ``"gaussian"`` (a smoothing
+            kernel) for the image; the kernels of :func:`drdm.spatial.sample`.
+        padding: outside the image: ``"zeros"``, ``"border"`` or ``"reflection"`` (mirrored
+            about the edge voxel centres).
         device: where sampling inputs and warps live (default: the image's device).
         then: optional second :class:`FieldSampler` acting after ``sampler`` (its field is
             composed with the first, so ``ddf`` is the whole deformation and the image is

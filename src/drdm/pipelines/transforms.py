@@ -44,6 +44,7 @@ per-worker seeding makes workers differ.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,8 +53,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..spatial import check_padding, warp, warp_labels
 from ..spatial import invert_field as _invert_field
-from ..spatial import warp, warp_labels
 from .core import (
     DRDMSampler,
     FieldSampler,
@@ -103,8 +104,26 @@ __all__ = [
 Layout = Literal["auto", "spatial", "channel_first", "batch"]
 LAYOUTS = ("auto", "spatial", "channel_first", "batch")
 
-#: MONAI's interpolation names and drdm's: image modes and label methods
-_IMAGE_MODES = {"linear": "linear", "bilinear": "linear", "cubic": "cubic", "bicubic": "cubic"}
+#: drdm's, MONAI's and TorchIO's interpolation names -> drdm's image modes. Every kernel is
+#: drdm's own (:func:`drdm.spatial.sample`); the one name that is no warp kernel, MONAI's
+#: ``"area"``, is a substitute (:data:`_SUBSTITUTES`), which a warning announces.
+_IMAGE_MODES = {
+    "linear": "linear",
+    "bilinear": "linear",
+    "trilinear": "linear",
+    "cubic": "cubic",
+    "bicubic": "cubic",
+    "lanczos": "lanczos",
+    "gaussian": "gaussian",
+    "area": "linear",
+}
+#: image modes accepted under another kernel, with the one-line warning that says so
+_SUBSTITUTES = {
+    "area": (
+        "interpolation 'area' is MONAI's downsampling average (F.interpolate), which has "
+        "nothing to average in a warp onto the same grid: drdm warps with 'linear' instead"
+    ),
+}
 _LABEL_MODES = {"onehot": "onehot", "nearest": "nearest", "bilinear": "onehot", "linear": "onehot"}
 
 
@@ -292,8 +311,12 @@ class DRDMDeform(_Seeded):
             own square grid), so they do not depend on it.
         label_method: ``"onehot"`` (each label's indicator interpolated linearly, arg-max) or
             ``"nearest"`` label warping.
-        interpolation: ``"linear"`` or ``"cubic"`` image warping (MONAI's ``"bilinear"`` /
-            ``"bicubic"`` are accepted); ``padding``: ``"zeros"`` or ``"border"``.
+        interpolation: image warping (:func:`check_mode`): ``"linear"`` (also
+            ``"bilinear"``/``"trilinear"``), ``"cubic"`` (``"bicubic"``), ``"lanczos"``
+            (SimpleITK's 5-lobe windowed sinc), ``"gaussian"`` (SimpleITK's smoothing
+            Gaussian, sigma 0.8 voxel), or MONAI's ``"area"``, which is warped linearly with a
+            warning. ``padding``: ``"zeros"``, ``"border"`` or ``"reflection"`` (mirrored
+            about the edge voxel centres).
         stack: geometric transforms composed after the deformation into the same field (one
             warp). ``None`` (default): the DRDM field (or the sampler's) alone. ``"bigaug"``:
             BigAug's rotation (±20°), scaling (0.4-1.6) and elastic deformation, each with
@@ -392,9 +415,7 @@ class DRDMDeform(_Seeded):
             raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
         self.label_method = label_method
         self.interpolation = _image_mode(interpolation)
-        if padding not in ("zeros", "border"):
-            raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
-        self.padding = padding
+        self.padding = check_padding(padding)
         self.intensity = intensity
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -548,9 +569,8 @@ class DRDMDeform(_Seeded):
             is_label: which arrays are label maps.
             generator: the randomness (default: :meth:`generator`).
             spacing: mm per spatial axis (default: the constructor's).
-            modes: per array, an image interpolation (``"linear"``/``"bilinear"``,
-                ``"cubic"``/``"bicubic"``) or a label method (``"onehot"``, ``"nearest"``);
-                ``None`` entries take the constructor's.
+            modes: per array, an image interpolation or a label method (the names of
+                :func:`check_mode`); ``None`` entries take the constructor's.
             names: per array, the name used in error messages (e.g. the dict key).
             key: the bank key of the sample (a sequence for batches); banks only.
             layout: overrides the constructor's layout for this call.
@@ -716,10 +736,18 @@ class DRDMDeform(_Seeded):
 
 
 def check_mode(mode: str, label: bool, name: Hashable = "input") -> str:
-    """The drdm name of an interpolation ``mode`` for an image (``label=False``: ``"linear"``
-    from ``"linear"``/``"bilinear"``, ``"cubic"`` from ``"cubic"``/``"bicubic"``) or a label
-    map (``"onehot"`` from ``"onehot"``/``"bilinear"``/``"linear"``, ``"nearest"``); a
-    ``ValueError`` naming ``name`` otherwise."""
+    """The drdm name of an interpolation ``mode`` (drdm's, MONAI's or TorchIO's name) for an
+    image or a label map; a ``ValueError`` naming ``name`` otherwise.
+
+    Images (``label=False``): ``"linear"`` from ``"linear"``/``"bilinear"``/``"trilinear"``;
+    ``"cubic"`` (Keys) from ``"cubic"``/``"bicubic"``; ``"lanczos"`` and ``"gaussian"``, the
+    kernels of SimpleITK's ``sitkLanczosWindowedSinc`` and ``sitkGaussian`` (TorchIO's names;
+    see :func:`drdm.spatial.sample`); MONAI's ``"area"`` is a downsampling average, not a warp
+    kernel: it becomes ``"linear"`` with a one-line ``UserWarning`` saying so. Label maps
+    (``label=True``): ``"onehot"`` from ``"onehot"``/``"bilinear"``/``"linear"``, or
+    ``"nearest"``; image kernels (``"area"``, ``"bicubic"``, ``"lanczos"``, ...) are refused
+    there, since they would blend label values into values that are no label.
+    """
     return _label_mode(mode, name) if label else _image_mode(mode)
 
 
@@ -727,7 +755,9 @@ def warp_channels(x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros")
     """Warp one channel-first sample ``x`` ``(C, *spatial)`` by ``ddf`` ``(ndim, *spatial)``
     (voxels, pull-back; slice-wise 3D fields exactly in-plane) with a MONAI or drdm mode name.
 
-    ``"bilinear"``/``"linear"``, ``"bicubic"``/``"cubic"``: image interpolation. ``"onehot"``:
+    Image interpolations as :func:`check_mode` (``"bilinear"``/``"linear"``,
+    ``"bicubic"``/``"cubic"``, ``"lanczos"``, ``"gaussian"``; ``"area"`` warns and warps
+    linearly). ``padding``: ``"zeros"``, ``"border"`` or ``"reflection"``. ``"onehot"``:
     label warping of integral values (one-hot channels jointly, one class per voxel; values
     that are not integral, such as probabilities, are interpolated linearly instead).
     ``"nearest"``: the nearest voxel's value. Returns ``x``'s shape, dtype and device.
@@ -754,16 +784,19 @@ def warp_channels(x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros")
 
 def _image_mode(mode: str) -> ImageMode:
     if mode not in _IMAGE_MODES:
-        raise ValueError(
-            f"image interpolation must be 'linear'/'bilinear' or 'cubic'/'bicubic', got {mode!r}"
-        )
+        raise ValueError(f"image interpolation must be one of {sorted(_IMAGE_MODES)}, got {mode!r}")
+    if mode in _SUBSTITUTES:
+        warnings.warn(_SUBSTITUTES[mode], UserWarning, stacklevel=3)
     return _IMAGE_MODES[mode]  # type: ignore[return-value]
 
 
 def _label_mode(mode: str, name: Hashable) -> str:
     if mode not in _LABEL_MODES:
+        why = ""
+        if mode in _IMAGE_MODES:
+            why = f" ({mode!r} is an image interpolation: it blends label values)"
         raise ValueError(
-            f"label {name!r}: mode must be 'onehot' (or 'bilinear') or 'nearest', got {mode!r}"
+            f"label {name!r}: mode must be 'onehot' (or 'bilinear') or 'nearest', got {mode!r}{why}"
         )
     return _LABEL_MODES[mode]
 

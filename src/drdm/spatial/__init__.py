@@ -19,11 +19,25 @@ from ._grid import identity_grid
 from ._invert import InversionReport, invert_field, invert_field_report
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._labels import warp_labels_onehot as warp_labels_onehot
-from ._sample import sample, warp, warp_labels
+from ._sample import (
+    INTERP_MODES,
+    PADDINGS,
+    InterpMode,
+    Padding,
+    check_padding,
+    sample,
+    warp,
+    warp_labels,
+)
 from ._separable import interpolation_matrix, resample_separable
 from ._smooth import gaussian_kernel, smooth, smoothing_gain, smoothing_matrix
 
 __all__ = [
+    "INTERP_MODES",
+    "PADDINGS",
+    "InterpMode",
+    "Padding",
+    "check_padding",
     "InversionReport",
     "MagnitudeStats",
     "compose",

@@ -14,12 +14,12 @@ whatever the number of labels.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ._grid import check_field, identity_grid
+from ._sample import Padding, check_padding, reflect
 
 __all__ = ["warp_labels_onehot"]
 
@@ -27,9 +27,7 @@ __all__ = ["warp_labels_onehot"]
 _CHUNK = 1 << 18
 
 
-def warp_labels_onehot(
-    labels: Tensor, ddf: Tensor, padding: Literal["zeros", "border"] = "zeros"
-) -> Tensor:
+def warp_labels_onehot(labels: Tensor, ddf: Tensor, padding: Padding = "zeros") -> Tensor:
     """Warp an integer label map by ``ddf`` (pull-back, voxels): the arg-max of the linearly
     interpolated one-hot indicators, as ``warp_labels(labels, ddf, "onehot", padding)``.
 
@@ -37,7 +35,8 @@ def warp_labels_onehot(
         labels: ``(B, 1, *spatial)`` integer (or integral floating) label map.
         ddf: ``(B, ndim, *spatial)`` displacement in voxels.
         padding: ``"zeros"``: outside the image nothing (every label scores 0 there, label 0
-            wins ties); ``"border"``: the edge labels repeat.
+            wins ties); ``"border"``: the edge labels repeat; ``"reflection"``: the map
+            mirrored about its edge voxel centres (as ``grid_sample``'s reflection).
 
     Returns:
         ``(B, 1, *spatial)`` of ``labels.dtype``; every value occurs in ``labels`` (or is 0).
@@ -48,8 +47,7 @@ def warp_labels_onehot(
             f"labels must be (B, 1, *spatial) on the grid of ddf {tuple(ddf.shape)}, "
             f"got {tuple(labels.shape)}"
         )
-    if padding not in ("zeros", "border"):
-        raise ValueError(f"padding must be 'zeros' or 'border', got {padding!r}")
+    check_padding(padding)
     size = list(ddf.shape[2:])
     batch = ddf.shape[0]
     dtype = torch.float64 if ddf.dtype == torch.float64 else torch.float32
@@ -83,6 +81,8 @@ def _vote(
     ndim = len(size)
     if padding == "border":
         pos = torch.stack([pos[a].clamp(0, size[a] - 1) for a in range(ndim)])
+    if padding == "reflection":  # the position mirrored into the image, then as inside
+        pos = torch.stack([reflect(pos[a], size[a]) for a in range(ndim)])
     base = torch.floor(pos)
     frac = pos - base
     base = base.long()
