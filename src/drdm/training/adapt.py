@@ -72,7 +72,7 @@ class AdaptConfig:
     time_limit: float = 1200.0
     holdout: float = 0.2
     seed: int = 0
-    lr: float = 1e-4
+    lr: float = 3e-4
     batch_size: int = 8
     lambda_reg: float | None = None
     eval_draws: int = 4
