@@ -18,6 +18,7 @@ MODULES = [
     "drdm.diffusion.schedule",
     "drdm.sampling",
     "drdm.baselines.bigaug",
+    "drdm.seeding",
 ]
 
 

@@ -13,7 +13,6 @@ from drdm.batch.jobs import (
     Job,
     ManifestBook,
     check_run_settings,
-    derive_seed,
     input_name,
     list_inputs,
     manifest_name,
@@ -28,6 +27,7 @@ from drdm.batch.jobs import (
     write_run_settings,
 )
 from drdm.errors import InputError
+from drdm.seeding import sample_seed
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 7, 24, 100])
@@ -45,7 +45,7 @@ def test_shards_cover_jobs_without_overlap_or_gaps(count, shards):
 
 def test_shard_jobs_union_is_the_job_list():
     item = InputItem(0, "a", None)  # type: ignore[arg-type]
-    jobs = [Job(item, level, s, derive_seed("augment", 0, "a", level, s), "") for level in (1, 2)
+    jobs = [Job(item, level, s, sample_seed("augment", 0, "a", level, s), "") for level in (1, 2)
             for s in range(5)]  # fmt: skip
     parts = [shard_jobs(jobs, 4, i) for i in range(4)]
     assert [j for part in parts for j in part] == jobs
@@ -69,15 +69,15 @@ def test_resolve_shards_options_and_torchrun_env():
 
 
 def test_seeds_are_stable_and_distinct():
-    a = derive_seed("augment", 0, "img", 55, 3)
-    assert a == derive_seed("augment", 0, "img", 55, 3)
+    a = sample_seed("augment", 0, "img", 55, 3)
+    assert a == sample_seed("augment", 0, "img", 55, 3)
     assert 0 <= a < 2**63
     others = {
-        derive_seed("augment", 1, "img", 55, 3),
-        derive_seed("augment", 0, "img2", 55, 3),
-        derive_seed("augment", 0, "img", 45, 3),
-        derive_seed("augment", 0, "img", 55, 4),
-        derive_seed("synth", 0, "img", 55, 3),
+        sample_seed("augment", 1, "img", 55, 3),
+        sample_seed("augment", 0, "img2", 55, 3),
+        sample_seed("augment", 0, "img", 45, 3),
+        sample_seed("augment", 0, "img", 55, 4),
+        sample_seed("synth", 0, "img", 55, 3),
     }
     assert a not in others and len(others) == 5
 
@@ -86,7 +86,7 @@ def test_seed_formula_is_sha256():
     import hashlib
 
     digest = hashlib.sha256(b"drdm/augment/7/heart/30/2").digest()
-    assert derive_seed("augment", 7, "heart", 30, 2) == int.from_bytes(digest[:8], "big") & (
+    assert sample_seed("augment", 7, "heart", 30, 2) == int.from_bytes(digest[:8], "big") & (
         2**63 - 1
     )
 
@@ -240,7 +240,7 @@ def _jobs(names, levels=(5,), samples=2):
         for level in levels:
             for s in range(samples):
                 prefix = f"{name}/L{level:03d}_s{s:03d}"
-                seed = derive_seed("augment", 0, name, level, s)
+                seed = sample_seed("augment", 0, name, level, s)
                 jobs.append(Job(item, level, s, seed, prefix, f"{prefix}_image.nii.gz"))
     return jobs
 

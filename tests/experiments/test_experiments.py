@@ -156,7 +156,7 @@ def test_augmenter_stacks_bigaug_spatial_after_the_base_field():
     copy by the affine field (the base deformation acts first), up to interpolation error;
     the other order would not match (the fields are large enough not to commute)."""
     from drdm.baselines import BigAug
-    from drdm.experiments.augment import derived_generator
+    from drdm.seeding import key_generator
 
     options = {"sigma": 0.15, "alpha": 0.06}  # smooth, about 3 voxels std on 48 voxels
     cache: dict = {}
@@ -182,7 +182,7 @@ def test_augmenter_stacks_bigaug_spatial_after_the_base_field():
             ("affine", True),
             ("bigaug", False),
         )
-        post = affine.sample_ddf(image[None, None], derived_generator(*key))
+        post = affine.sample_ddf(image[None, None], key_generator(*key))
         if float(post.abs().max()) < 2.0:
             continue  # neither rotated nor scaled noticeably
         base_img, _ = plain.copy(image, label, seed=0, index=0, copy=copy)

@@ -41,7 +41,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 try:
@@ -62,6 +61,7 @@ from ..pipelines.transforms import (
     invert_field,
     warp_channels,
 )
+from ..seeding import worker_generator
 from .records import SharedField
 
 __all__ = ["BigAugIntensityd", "DRDMDeformd"]
@@ -71,14 +71,6 @@ def _spacing_of(value: Any) -> tuple[float, ...] | None:
     if isinstance(value, MetaTensor):  # channel-first: ndim - 1 spatial axes
         return tuple(float(s) for s in value.pixdim[: value.ndim - 1])
     return None
-
-
-def _mixed_generator(seed: int) -> torch.Generator:
-    """A generator from ``seed`` (drawn from ``self.R``) and the DataLoader worker, if any."""
-    info = torch.utils.data.get_worker_info()
-    entropy = [seed] + ([int(info.seed) % 2**63, int(info.id)] if info else [])
-    value = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(value >> np.uint64(1)))
 
 
 def _check_not_pending(value: Any, key: Hashable) -> None:
@@ -229,7 +221,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         outputs, ddf = self.deformer.apply(
             [d[k] for k in names],
             flags,
-            generator=_mixed_generator(self._seed),
+            generator=worker_generator(self._seed),
             spacing=spacing,
             modes=[self.mode[k] for k in names],
             names=names,
@@ -343,7 +335,7 @@ class BigAugIntensityd(RandomizableTransform, MapTransform):
         self.randomize(None)
         if not self._do_transform:
             return d
-        g = _mixed_generator(self._seed)
+        g = worker_generator(self._seed)
         for key in self.key_iterator(d):
             original = d[key]
             out = self.intensity.apply(original, g)

@@ -18,10 +18,8 @@ from .jobs import (
     BatchReport,
     InputItem,
     Job,
-    derive_seed,
     list_inputs,
     merge_manifests,
-    sample_generator,
 )
 from .runner import BatchOptions, RunReport, augment_files, parse_level_pairs, synthesize_files
 from .single import SingleReport, diffuse_file, generate_file
@@ -40,7 +38,6 @@ __all__ = [
     "RunReport",
     "SingleReport",
     "augment_files",
-    "derive_seed",
     "diffuse_file",
     "generate_file",
     "list_inputs",
@@ -48,6 +45,5 @@ __all__ = [
     "load_method",
     "merge_manifests",
     "parse_level_pairs",
-    "sample_generator",
     "synthesize_files",
 ]

@@ -8,7 +8,7 @@ and a sample number.  The pieces here are independent of what a job computes:
   images with matching labels or a CSV/JSON list of pairs (:func:`drdm.io.image.find_pairs`).
   Every input gets a unique ``name`` (its file stem; repeated stems get ``-2``, ``-3``, ... in
   list order) that names its output folder and enters its seeds.
-* **Seeds** (:func:`derive_seed`, :func:`sample_generator`): every sample has its own 63-bit
+* **Seeds** (:func:`drdm.seeding.sample_seed`): every sample has its own 63-bit
   seed, the first 8 bytes of ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")``.  A
   sample's output therefore depends only on the run's ``--seed`` (any integer), the input's
   name, the level and the sample number: not on the shard that computes it, the other inputs
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
 import socket
@@ -48,8 +47,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..errors import InputError
 from ..io import atomic_path, file_stem
@@ -70,7 +67,6 @@ __all__ = [
     "check_job_count",
     "check_run_settings",
     "claim_run_settings",
-    "derive_seed",
     "input_name",
     "list_inputs",
     "manifest_name",
@@ -79,7 +75,6 @@ __all__ = [
     "read_manifest",
     "resolve_shards",
     "run_batch",
-    "sample_generator",
     "shard_bounds",
     "shard_jobs",
     "write_manifest",
@@ -238,26 +233,6 @@ def check_job_count(count: int, option: str, value: int) -> None:
         )
 
 
-def derive_seed(command: str, seed: int, name: str, level: str | int, sample: int) -> int:
-    """The seed of one sample: the first 8 bytes of
-    ``sha256("drdm/<command>/<seed>/<name>/<level>/<sample>")`` as a big-endian integer, masked
-    to 63 bits (valid for :meth:`torch.Generator.manual_seed`).
-
-    ``level`` is the level (``55``) for ``augment`` and ``"30:20"`` for ``synth``.
-    """
-    text = f"drdm/{command}/{int(seed)}/{name}/{level}/{int(sample)}"
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
-def sample_generator(
-    command: str, seed: int, name: str, level: str | int, sample: int
-) -> torch.Generator:
-    """A CPU :class:`torch.Generator` seeded with :func:`derive_seed` (any integer ``seed``,
-    e.g. ``2**70``, works)."""
-    return torch.Generator().manual_seed(derive_seed(command, seed, name, level, sample))
-
-
 @dataclass(frozen=True)
 class Job:
     """One output sample.
@@ -266,7 +241,7 @@ class Job:
         item: the input.
         level: the level (``augment``) or ``(T'_aug, T'_syn)`` (``synth``).
         sample: the sample number at this level, ``0..N-1``.
-        seed: the sample's own seed (:func:`derive_seed`).
+        seed: the sample's own seed (:func:`drdm.seeding.sample_seed`).
         prefix: output path prefix relative to the run folder, e.g. ``"img/L055_s003"``.
         key: the sample's main output path relative to the run folder (its manifest row's
             first column), e.g. ``"img/L055_s003_image.nii.gz"``.

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..seeding import sample_seed
 from .inputs import (
     LoadedInput,
     Method,
@@ -40,7 +41,6 @@ from .jobs import (
     check_job_count,
     check_run_settings,
     claim_run_settings,
-    derive_seed,
     list_inputs,
     manifest_name,
     resolve_shards,
@@ -70,7 +70,7 @@ class BatchOptions:
         input: a folder or ``.csv``/``.json`` list (:func:`drdm.batch.jobs.list_inputs`).
         frame: the time point of 4D inputs.
         resample_label: resample label maps on another grid onto the image's.
-        seed: the run's seed (any integer; per-sample seeds: :func:`derive_seed`).
+        seed: the run's seed (any integer; per-sample seeds: :func:`drdm.seeding.sample_seed`).
         method, method_options, model, ndim: the method (:func:`load_method`).
         slice_axis: ``"auto"`` or 0, 1, 2 (2D methods on 3D volumes).
         label_interp: ``"onehot"`` or ``"nearest"``.
@@ -275,7 +275,7 @@ def build_augment_jobs(
         for level in levels:
             for s in range(per_level):
                 prefix = f"{item.name}/L{level:03d}_s{s:0{width}d}"
-                seed_s = derive_seed("augment", seed, item.name, level, s)
+                seed_s = sample_seed("augment", seed, item.name, level, s)
                 jobs.append(Job(item, level, s, seed_s, prefix, f"{prefix}_image{suffix}"))
     return jobs
 
@@ -401,7 +401,7 @@ def build_synth_jobs(
         for aug, syn in pairs:
             for s in range(per_pair):
                 prefix = f"{item.name}/A{aug:03d}_S{syn:03d}_s{s:0{width}d}"
-                seed_s = derive_seed("synth", seed, item.name, f"{aug}:{syn}", s)
+                seed_s = sample_seed("synth", seed, item.name, f"{aug}:{syn}", s)
                 jobs.append(Job(item, (aug, syn), s, seed_s, prefix, f"{prefix}_moving{suffix}"))
     return jobs
 

@@ -6,7 +6,7 @@ through the writer of ``drdm augment`` (:func:`drdm.batch.inputs.write_outputs`)
 the input's format, grid and kind, and displacement fields are millimetres that SimpleITK
 applies as a ``DisplacementFieldTransform`` (or voxel ``.npy`` with ``ddf_format="npy"``).
 A 2D deformation of a 3D volume works slice by slice (:func:`drdm.io.auto_slice_axis`).
-Every sample has its own seed (:func:`drdm.batch.jobs.derive_seed`).
+Every sample has its own seed (:func:`drdm.seeding.sample_seed`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..seeding import sample_generator
 from .inputs import (
     MIN_VOXELS,
     LoadedInput,
@@ -33,7 +34,7 @@ from .inputs import (
     parse_slice_axis,
     write_outputs,
 )
-from .jobs import check_job_count, sample_generator
+from .jobs import check_job_count
 
 __all__ = ["SampleRecord", "SingleReport", "diffuse_file", "generate_file", "seed_tag"]
 
@@ -226,7 +227,7 @@ def generate_file(
     ``OUT/<stem>_T<level>_seed<seed>.png`` (a seed of more than 24 digits is shortened in the
     names, :func:`seed_tag`). ``normalize``: min-max rescale the image for the network only.
     ``frame``: the time point of a 4D series. A 2D model deforms a 3D volume slice by slice.
-    Sample ``k`` is seeded with ``derive_seed("generate", seed, stem, level, k)``.
+    Sample ``k`` is seeded with ``sample_seed("generate", seed, stem, level, k)``.
 
     Raises :class:`~drdm.errors.InputError` (one line, nothing written) for a bad file, label
     (other grid, negative or non-integer values), model, level, ``n`` or output folder.
@@ -294,7 +295,7 @@ def diffuse_file(
     Writes ``OUT/<prefix>_image<ext>``, ``_ddf.nii.gz`` (mm) or ``.npy`` (voxels),
     ``_label<ext>`` with ``label`` and ``<prefix>.png``; ``prefix`` defaults to
     ``<stem>_t<t>_seed<seed>`` (:func:`seed_tag`). ``frame``: the time point of a 4D series.
-    Seeded with ``derive_seed("diffuse", seed, stem, t, 0)``.
+    Seeded with ``sample_seed("diffuse", seed, stem, t, 0)``.
     """
     from ..device import resolve_device
     from ..diffusion import ForwardDiffusion, ForwardDiffusionConfig

@@ -28,7 +28,6 @@ drawn from that generator first.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +36,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..pipelines.registry import METHODS
+from ..seeding import key_generator
 
-__all__ = ["AugmentationSpec", "Augmenter", "derived_generator", "parse_method"]
+__all__ = ["AugmentationSpec", "Augmenter", "parse_method"]
 
 BASES = METHODS  # the registry's method names
 MODIFIERS = ("flip", "intensity", "affine", "bigaug")
@@ -96,12 +96,6 @@ def parse_method(text: str, default_levels: tuple[int, ...] = ()) -> Augmentatio
         raise InputError(f"method {text!r}: +bigaug already contains +affine")
     flags = {m: m in mods for m in MODIFIERS}
     return AugmentationSpec(text.strip(), base, levels, **flags)
-
-
-def derived_generator(*key: object) -> torch.Generator:
-    """A CPU generator seeded by a stable hash of ``key`` (independent of the process)."""
-    digest = hashlib.sha256(repr(key).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def _random_flip(image: Tensor, label: Tensor, ndim: int, generator: torch.Generator) -> tuple:
@@ -168,7 +162,7 @@ class Augmenter:
         key = (seed, index, copy, self.spec.base, level)
         if key not in self.cache:
             sampler = self._samplers[level]
-            g = derived_generator("field", *key)
+            g = key_generator("field", *key)
             self.cache[key] = sample_field(sampler, image, g, slice_axis=None).float()  # type: ignore[arg-type]
         return self.cache[key]
 
@@ -182,7 +176,7 @@ class Augmenter:
         key: tuple = ("extra", seed, index, copy, spec.base, spec.levels, spec.flip, spec.intensity)
         if spec.affine or spec.bigaug:  # (keeps the keys, hence the draws, of older specs)
             key += (("affine", spec.affine), ("bigaug", spec.bigaug))
-        g = derived_generator(*key)
+        g = key_generator(*key)
         ddf = self.field(image, seed, index, copy)
         if self._post is not None:  # BigAug's spatial part acts after the base field
             base = ddf if ddf is not None else image.new_zeros((self.ndim, *image.shape)).float()

@@ -27,8 +27,8 @@ import torch
 
 from ..config import save_config
 from ..errors import InputError
+from ..seeding import key_generator
 from ..spatial import magnitude_stats, warp, warp_labels
-from .augment import derived_generator
 from .common import (
     ExperimentData,
     ExperimentResult,
@@ -151,7 +151,7 @@ def make_triples(
             pair = pairs[k % len(pairs)]
             aug, syn = samplers[pair]
             key = pair if method == "drdm" else None  # levels matter to DRDM only
-            g = derived_generator("registration-triple", seed, i, k, method, key)
+            g = key_generator("registration-triple", seed, i, k, method, key)
             axis = slice_axis if (ndim == 3 and getattr(syn, "ndim", ndim) == 2) else None
             res = synthesize_pair(aug, syn, item.image, generator=g, slice_axis=axis)
             moving.append(torch.from_numpy(np.asarray(res.moving, dtype=np.float32)))
@@ -168,7 +168,7 @@ def _pretrain(
     device: torch.device,
 ) -> list[float]:
     moving, fixed, target = (t.to(device) for t in triples)
-    g = derived_generator("registration-pretrain-batches", seed)
+    g = key_generator("registration-pretrain-batches", seed)
 
     def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, moving.shape[0], (cfg.batch_size,), generator=g).to(device)
@@ -191,7 +191,7 @@ def _finetune(
     n = images.shape[0]
     if n < 2:
         raise InputError("unsupervised fine-tuning needs at least 2 training images")
-    g = derived_generator("registration-finetune-batches", seed)
+    g = key_generator("registration-finetune-batches", seed)
 
     def batch_loss() -> torch.Tensor:
         i = torch.randint(0, n, (cfg.batch_size,), generator=g)
@@ -348,7 +348,7 @@ def run_registration(
                 )
                 t_syn = time.perf_counter() - t0
                 net = registration_unet(
-                    data.ndim, cfg.widths, derived_generator("registration-init", seed)
+                    data.ndim, cfg.widths, key_generator("registration-init", seed)
                 ).to(device)
                 losses = _pretrain(net, triples, cfg, seed, device)
                 if seed == cfg.seeds[0] and data.ndim == 2:
@@ -370,7 +370,7 @@ def run_registration(
             if cfg.finetune:
                 if net is None:
                     net = registration_unet(
-                        data.ndim, cfg.widths, derived_generator("registration-init", seed)
+                        data.ndim, cfg.widths, key_generator("registration-init", seed)
                     ).to(device)
                 tuned = copy.deepcopy(net)
                 ft_losses = _finetune(tuned, train_images, cfg, seed, device)

@@ -26,7 +26,8 @@ import torch
 
 from ..config import save_config
 from ..errors import InputError
-from .augment import AugmentationSpec, Augmenter, derived_generator, parse_method
+from ..seeding import key_generator
+from .augment import AugmentationSpec, Augmenter, parse_method
 from .common import (
     ExperimentData,
     ExperimentResult,
@@ -382,8 +383,8 @@ def _run_method(
         cfg.lr,
         cfg.lr_decay,
         cfg.widths,
-        derived_generator("segmentation-init", seed),
-        derived_generator("segmentation-batches", seed),
+        key_generator("segmentation-init", seed),
+        key_generator("segmentation-batches", seed),
         device,
     )
     masks = predict_masks(net, test_images, cfg.threshold)

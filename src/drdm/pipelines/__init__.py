@@ -38,7 +38,7 @@ from .registry import (
     make_stack,
     resolve_stack,
 )
-from .transforms import BigAugIntensity, DRDMDeform, invert_field, worker_generator
+from .transforms import BigAugIntensity, DRDMDeform, invert_field
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -66,5 +66,4 @@ __all__ = [
     "sample_field",
     "synthesize_pair",
     "warp_volume",
-    "worker_generator",
 ]

@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..seeding import drawn_generator
 from ..spatial import compose, resample_separable
 from .core import (
     DRDMSampler,
@@ -476,7 +477,7 @@ class FieldBank:
             level_of = [None]
         g = generator
         if g is None:
-            g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+            g = drawn_generator()
         items = list(images.items()) if isinstance(images, Mapping) else list(enumerate(images))
         if not items:
             raise ValueError("no images to build a bank from")

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..io.geometry import auto_slice_axis
+from ..seeding import fresh_generator
 from ..spatial import Padding, compose, warp, warp_labels, warp_labels_onehot
 
 if TYPE_CHECKING:
@@ -567,12 +568,6 @@ def _labels_numpy(
     return result
 
 
-def _fresh_generator() -> torch.Generator:
-    """A generator seeded from OS entropy (used only when the caller passes none)."""
-    seed = int(np.random.SeedSequence().generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
-    return torch.Generator().manual_seed(seed)
-
-
 # ---------------------------------------------------------------------------- public API
 def sample_field(
     sampler: FieldSampler,
@@ -681,7 +676,7 @@ def deform_volume(
         ``ddf`` ``(ndim, *spatial)`` float32 voxels.
     """
     if generator is None:
-        generator = _fresh_generator()
+        generator = fresh_generator()
     dev = torch.device(device) if device is not None else None
     x = image_tensor(image, channel_first, dev)
     labs = [label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]
@@ -735,7 +730,7 @@ def synthesize_pair(
     zero through-plane component when slice-wise.
     """
     if generator is None:
-        generator = _fresh_generator()
+        generator = fresh_generator()
     dev = torch.device(device) if device is not None else None
     x = image_tensor(image, channel_first, dev)
     labs = [label_tensor(lab, tuple(x.shape[1:]), i, x.device) for i, lab in enumerate(labels)]

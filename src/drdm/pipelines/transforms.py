@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..seeding import worker_generator
 from ..spatial import check_padding, warp, warp_labels
 from ..spatial import invert_field as _invert_field
 from .core import (
@@ -98,7 +99,6 @@ __all__ = [
     "invert_field",
     "resolve_stack",
     "warp_channels",
-    "worker_generator",
 ]
 
 Layout = Literal["auto", "spatial", "channel_first", "batch"]
@@ -131,21 +131,6 @@ Array = np.ndarray | Tensor
 
 
 # ---------------------------------------------------------------------------- randomness
-def worker_generator(seed: int | None) -> torch.Generator:
-    """A ``torch.Generator`` for the current process, seeded from ``seed`` and (inside a
-    ``DataLoader`` worker) the worker's seed. ``seed=None`` draws the seed from torch's global
-    generator (so ``torch.manual_seed`` reproduces it; in a worker PyTorch has seeded that
-    generator per worker)."""
-    if seed is None:
-        return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-    info = torch.utils.data.get_worker_info()
-    entropy = [int(seed) % 2**63]
-    if info is not None:
-        entropy += [int(info.seed) % 2**63, int(info.id)]
-    value = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(value)
-
-
 def _process_key() -> tuple[int, int | None, int | None]:
     info = torch.utils.data.get_worker_info()
     if info is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -20,18 +19,7 @@ from torch import Tensor
 from ..device import resolve_device
 from ..errors import InputError
 
-__all__ = ["DistContext", "derive_seed", "setup", "teardown"]
-
-_STREAMS = {"init": 0, "data": 1, "diffusion": 2, "distill": 3}
-
-
-def derive_seed(seed: int, stream: str, rank: int = 0) -> int:
-    """A 63-bit seed for the generator ``stream`` (``"init"``, ``"data"``, ``"diffusion"``)
-    of process ``rank``, mixed from the run's ``seed`` by :class:`numpy.random.SeedSequence`
-    (well separated streams for neighbouring seeds and ranks)."""
-    sequence = np.random.SeedSequence(entropy=int(seed) % 2**64, spawn_key=(_STREAMS[stream], rank))
-    hi, lo = (int(v) for v in sequence.generate_state(2, np.uint32))
-    return ((hi << 32) | lo) & (2**63 - 1)
+__all__ = ["DistContext", "setup", "teardown"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ One step, per process (each with ``batch_size / world_size`` samples):
    averages the gradients, so every process keeps identical weights.
 
 Both generators are CPU ``torch.Generator`` objects seeded per process from ``config.seed``
-(:func:`~drdm.training.distributed.derive_seed`), so a run is reproducible bit for bit on the
+(:func:`~drdm.seeding.stream_seed`), so a run is reproducible bit for bit on the
 CPU, and a run stopped and resumed from a checkpoint (which stores every generator state of
 every process) reaches the same weights as an uninterrupted one.
 
@@ -48,6 +48,7 @@ from ..errors import InputError
 from ..io.files import atomic_path, atomic_write
 from ..losses import drdm_loss
 from ..nn import RecursiveUNet
+from ..seeding import stream_seed
 from .augment import augment_batch
 from .config import TrainConfig, config_from_dict, save_train_config
 from .data import TrainingData, build_training_data
@@ -59,7 +60,7 @@ from .distill import (
     downsample,
     load_teacher,
 )
-from .distributed import DistContext, derive_seed, setup, teardown
+from .distributed import DistContext, setup, teardown
 from .monitor import RecoveryMonitor
 from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
@@ -497,7 +498,7 @@ def _initial_state(config: TrainConfig, ctx: DistContext, resume_from: Path | No
     state stored in the checkpoint ``resume_from``."""
     optim_cfg = config.optim
     model = RecursiveUNet(
-        config.network, generator=torch.Generator().manual_seed(derive_seed(config.seed, "init"))
+        config.network, generator=torch.Generator().manual_seed(stream_seed(config.seed, "init"))
     ).to(ctx.device)
     model.to(memory_format=training_memory_format(ctx.device, config.network.ndim))
     optimizer = torch.optim.Adam(
@@ -510,8 +511,8 @@ def _initial_state(config: TrainConfig, ctx: DistContext, resume_from: Path | No
     state = _RunState(
         model=model,
         optimizer=optimizer,
-        data_gen=torch.Generator().manual_seed(derive_seed(config.seed, "data", ctx.rank)),
-        diff_gen=torch.Generator().manual_seed(derive_seed(config.seed, "diffusion", ctx.rank)),
+        data_gen=torch.Generator().manual_seed(stream_seed(config.seed, "data", ctx.rank)),
+        diff_gen=torch.Generator().manual_seed(stream_seed(config.seed, "diffusion", ctx.rank)),
     )
     if resume_from is None:
         return state
@@ -776,7 +777,7 @@ def _distill_pool(
         pool = DistillPool.load(path)
         if len(pool) == size:
             return pool
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill", 1))
+    generator = torch.Generator().manual_seed(stream_seed(config.seed, "distill", 1))
     draw_batch = _teacher_batches(config, data, images, ctx, generator)
     pool = build_pool(targets, draw_batch, size, generator, progress=ctx.is_main and not quiet)
     if ctx.is_main:
@@ -804,7 +805,7 @@ def _calibrated_teacher(
     model card."""
     teacher = load_teacher(path, ctx.device)
     targets = TeacherTargets(teacher, process, config.data.image_size, config.distill.teacher_size)
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "distill"))
+    generator = torch.Generator().manual_seed(stream_seed(config.seed, "distill"))
     draw_batch = _teacher_batches(config, data, images, ctx, generator)
     calibration = targets.calibrate(draw_batch, generator, ctx.device)
     card = {

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...seeding import drawn_generator
 from ...spatial import smooth
 
 CARDIAC_LABELS: dict[int, str] = {
@@ -96,10 +97,7 @@ class _Rng:
         return self.randn(k, 2) * (amp / torch.arange(1, k + 1, dtype=_F32))[:, None]
 
     def fork(self) -> torch.Generator:
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.g))
-        g = torch.Generator()
-        g.manual_seed(seed)
-        return g
+        return drawn_generator(self.g)
 
 
 class _Waves:
