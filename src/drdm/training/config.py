@@ -321,7 +321,8 @@ class MonitorConfig:
     Attributes:
         every: evaluate every this many steps and at the end (0: never).
         files: NIfTI images (relative to the config file's folder), preprocessed as the
-            training files are, without augmentation.
+            training files are, without augmentation; a missing one is handled as
+            ``data.missing_files`` says.
         phantoms: built-in phantoms to evaluate on (use another seed than training's for a
             held-out set).
         draws: forward draws per image and band.

@@ -106,7 +106,7 @@ class RecoveryMonitor:
             config.data,
             files=mon.files,
             phantoms=mon.phantoms,
-            missing_files="error",
+            missing_files=config.data.missing_files,
             augment=AugmentConfig(enabled=False),
         )
         self.images = build_training_data(data, base_dir).images
