@@ -43,7 +43,7 @@ def plot_training(run_dir: Path) -> None:
     """The loss curves of a training run (``run_dir/loss.csv``) as default_2d_loss.png, with
     the step of the packaged default weights marked."""
     from drdm.pretrained import pretrained_dir
-    from drdm.training.trainer import plot_losses
+    from drdm.training.history import plot_losses
 
     with open(run_dir / "loss.csv", newline="", encoding="utf-8") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -290,16 +290,15 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_file_fraction_sampling():
-    from drdm.training.data import TrainingData
-    from drdm.training.trainer import _draw_indices
+    from drdm.training.data import TrainingData, draw_indices
 
     data = TrainingData(
         torch.zeros(5, 1, 8, 8), torch.tensor([0, 0, 0, 1, 1], dtype=torch.bool), ""
     )
     gen = torch.Generator().manual_seed(0)
-    assert set(_draw_indices(data, 64, 1.0, gen).tolist()) == {3, 4}
-    assert set(_draw_indices(data, 64, 0.0, gen).tolist()) == {0, 1, 2}
-    assert set(_draw_indices(data, 256, None, gen).tolist()) == {0, 1, 2, 3, 4}
+    assert set(draw_indices(data, 64, 1.0, gen).tolist()) == {3, 4}
+    assert set(draw_indices(data, 64, 0.0, gen).tolist()) == {0, 1, 2}
+    assert set(draw_indices(data, 256, None, gen).tolist()) == {0, 1, 2, 3, 4}
 
 
 def test_3d_training_step(tmp_path):
@@ -322,7 +321,7 @@ def test_3d_training_step(tmp_path):
 # --------------------------------------------------------------------------- the parts of _train
 def test_the_parts_of_a_training_step():
     from drdm.diffusion import ForwardDiffusion
-    from drdm.training import trainer
+    from drdm.training import history, trainer
     from drdm.training.distributed import setup, teardown
 
     config = _smoke(optim__steps=2)
@@ -350,7 +349,22 @@ def test_the_parts_of_a_training_step():
         before = trainer.tensors_sha256(a.model)
         trainer._apply_gradients(total, a, None)
         assert trainer.tensors_sha256(a.model) != before
-        row = trainer._loss_row(1, 0.5, values)
-        assert row["step"] == 1.0 and set(trainer.LOSS_TERMS) <= set(row)
+        row = history.loss_row(1, 0.5, values)
+        assert row["step"] == 1.0 and set(history.LOSS_TERMS) <= set(row)
     finally:
         teardown(ctx)
+
+
+def test_the_loss_history_round_trips(tmp_path):
+    from drdm.training.history import LOSS_COLUMNS, read_history, write_history
+
+    rows = [
+        {k: float(step) + i / 8 if k != "step" else float(step) for i, k in enumerate(LOSS_COLUMNS)}
+        for step in (1, 2, 3)
+    ]
+    path = tmp_path / "loss.csv"
+    write_history(path, rows)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == ",".join(LOSS_COLUMNS)
+    assert read_history(path) == rows
+    assert read_history(path, up_to=2) == rows[:2]
+    assert read_history(tmp_path / "missing.csv") == []

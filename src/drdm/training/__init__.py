@@ -18,7 +18,8 @@ from .config import (
     save_train_config,
 )
 from .data import TrainingData, build_training_data
-from .trainer import TrainingDivergedError, TrainResult, plot_losses, tensors_sha256, train
+from .history import plot_losses
+from .trainer import TrainingDivergedError, TrainResult, tensors_sha256, train
 
 __all__ = [
     "AugmentConfig",

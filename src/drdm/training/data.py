@@ -38,6 +38,7 @@ __all__ = [
     "TrainingData",
     "auto_slice_axis",
     "build_training_data",
+    "draw_indices",
     "expand_files",
     "fit_to_size",
     "normalise_intensity",
@@ -258,3 +259,19 @@ def build_training_data(config: DataConfig, base_dir: str | Path) -> TrainingDat
     # interpolation keeps [0, 1] up to rounding; clamp the last ulp
     stacked = torch.stack(images)[:, None].clamp(0.0, 1.0).contiguous()
     return TrainingData(stacked, torch.tensor(flags, dtype=torch.bool), description)
+
+
+def draw_indices(
+    data: TrainingData, batch: int, file_fraction: float | None, generator: torch.Generator
+) -> Tensor:
+    """``(batch,)`` indices into ``data``: uniform over all images, or from the files with
+    probability ``file_fraction`` (when both sources are present)."""
+    n = len(data)
+    file_idx = torch.nonzero(data.from_file).flatten()
+    other_idx = torch.nonzero(~data.from_file).flatten()
+    if file_fraction is None or len(file_idx) == 0 or len(other_idx) == 0:
+        return torch.randint(0, n, (batch,), generator=generator)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    pick_file = file_idx[torch.randint(0, len(file_idx), (batch,), generator=generator)]
+    pick_other = other_idx[torch.randint(0, len(other_idx), (batch,), generator=generator)]
+    return torch.where(u < file_fraction, pick_file, pick_other)

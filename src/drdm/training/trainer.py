@@ -18,6 +18,10 @@ every process) reaches the same weights as an uninterrupted one.
 Files (rank 0 only) in the output folder: ``config.yaml``, ``loss.csv`` (one row per step),
 ``checkpoints/step-NNNNNNNN/``, and when the run completes ``model/`` (exported with
 :func:`drdm.checkpoint.save_pretrained`), ``loss.png`` and ``summary.json``.
+
+The loss history and progress output are in :mod:`drdm.training.history`, the set-up of
+knowledge distillation (teacher, calibration, target pool) in
+:mod:`drdm.training.distill_setup`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,45 +47,34 @@ from ..checkpoint import save_pretrained
 from ..config import to_dict
 from ..diffusion import ForwardDiffusion
 from ..errors import InputError
-from ..io.files import atomic_path, atomic_write
 from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from ..seeding import stream_seed
 from .augment import augment_batch
 from .config import TrainConfig, config_from_dict, save_train_config
-from .data import TrainingData, build_training_data
-from .distill import (
-    DistillPool,
-    TeacherTargets,
-    build_pool,
-    distill_loss,
-    downsample,
-    load_teacher,
-)
+from .data import TrainingData, build_training_data, draw_indices
+from .distill import DistillPool, TeacherTargets, distill_loss, downsample
+from .distill_setup import calibrated_teacher, distill_pool, resolve_teacher
 from .distributed import DistContext, setup, teardown
+from .history import (
+    LOSS_TERMS,
+    ProgressPrinter,
+    csv_row,
+    loss_row,
+    plot_losses,
+    read_history,
+    write_history,
+)
 from .monitor import RecoveryMonitor
 from .state import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 
 __all__ = [
-    "LOSS_COLUMNS",
     "TrainResult",
     "TrainingDivergedError",
-    "plot_losses",
     "tensors_sha256",
     "train",
 ]
 
-LOSS_COLUMNS = (
-    "step",
-    "total",
-    "distance",
-    "angle",
-    "regularisation",
-    "distill",
-    "t_mean",
-    "seconds",
-)
-LOSS_TERMS = ("total", "distance", "angle", "regularisation", "distill")
 # Fields that may change when a run is resumed; anything else must match config.yaml.
 RESUMABLE_CHANGES = ("optim.steps", "output.", "monitor.")
 
@@ -114,7 +105,8 @@ class TrainResult:
         finished: the run reached ``optim.steps`` (the model was exported).
         model_dir: ``out_dir / "model"`` when finished, else ``None``.
         last_checkpoint: the newest checkpoint folder (``None`` if none was written).
-        losses: the rows logged by this invocation (``LOSS_COLUMNS`` keys).
+        losses: the rows logged by this invocation (the keys of
+            :data:`~drdm.training.history.LOSS_COLUMNS`).
         tensors_sha256: SHA-256 of the final weights' tensors (:func:`tensors_sha256`; not the
             file digest ``weights_sha256`` of a checkpoint's ``config.json``) on every process,
             in rank order.
@@ -190,103 +182,6 @@ def _restore_generators(
         torch.cuda.set_rng_state(rng[prefix + "torch_cuda"], ctx.device)
 
 
-def _draw_indices(
-    data: TrainingData, batch: int, file_fraction: float | None, generator: torch.Generator
-) -> Tensor:
-    """``(batch,)`` indices into ``data``: uniform over all images, or from the files with
-    probability ``file_fraction`` (when both sources are present)."""
-    n = len(data)
-    file_idx = torch.nonzero(data.from_file).flatten()
-    other_idx = torch.nonzero(~data.from_file).flatten()
-    if file_fraction is None or len(file_idx) == 0 or len(other_idx) == 0:
-        return torch.randint(0, n, (batch,), generator=generator)
-    u = torch.rand(batch, generator=generator, dtype=torch.float64)
-    pick_file = file_idx[torch.randint(0, len(file_idx), (batch,), generator=generator)]
-    pick_other = other_idx[torch.randint(0, len(other_idx), (batch,), generator=generator)]
-    return torch.where(u < file_fraction, pick_file, pick_other)
-
-
-def _read_history(path: Path, up_to: int | None = None) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            row.setdefault("distill", "0")  # files written before distillation existed
-            try:
-                parsed = {k: float(row[k]) for k in LOSS_COLUMNS}
-            except (KeyError, TypeError, ValueError):
-                continue
-            if up_to is None or parsed["step"] <= up_to:
-                rows.append(parsed)
-    return rows
-
-
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(LOSS_COLUMNS)
-        for row in rows:
-            writer.writerow(_csv_row(row))
-
-
-def _csv_row(row: dict[str, float]) -> list[str]:
-    return [str(int(row["step"]))] + [f"{row[k]:.7g}" for k in LOSS_COLUMNS[1:]]
-
-
-def plot_losses(
-    rows: list[dict[str, float]],
-    path: str | Path,
-    title: str = "",
-    marks: dict[int, str] | None = None,
-) -> None:
-    """Write the loss curves (total, the three Eq. 14 terms and the distillation term, when
-    there is one, against the step) as a PNG:
-    raw values faintly, a moving average on top; ``marks`` maps steps to labels drawn as
-    vertical lines (e.g. the step of the weights that were kept)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [n for n in LOSS_TERMS if n != "distill" or any(r.get(n, 0.0) for r in rows)]
-    fig = Figure(figsize=(10 if len(names) <= 4 else 14, 6.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2 if len(names) <= 4 else 3).ravel()
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    steps = [r["step"] for r in rows]
-    window = max(1, len(rows) // 50)
-    for ax, name in zip(axes, names, strict=False):
-        values = [r.get(name, 0.0) for r in rows]
-        ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
-        if window > 1 and len(values) >= window:
-            kernel = torch.ones(window, dtype=torch.float64) / window
-            smooth = torch.nn.functional.conv1d(
-                torch.tensor(values, dtype=torch.float64).view(1, 1, -1), kernel.view(1, 1, -1)
-            ).flatten()
-            ax.plot(
-                steps[window - 1 :],
-                smooth.tolist(),
-                color="tab:blue",
-                lw=1.8,
-                label=f"mean of {window}",
-            )
-        for k, (step, label) in enumerate((marks or {}).items()):
-            ax.axvline(step, color=f"C{k + 1}", ls="--", lw=1.2, label=label)
-        if marks or (window > 1 and len(values) >= window):
-            ax.legend(loc="upper right", fontsize=8)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write(path, buf.getvalue())
-
-
 def _model_card(
     config: TrainConfig,
     data: TrainingData,
@@ -315,72 +210,6 @@ def _model_card(
         image_size=tuple(config.data.image_size),
         training=training,
     )
-
-
-class _Printer:
-    """Progress bar on a terminal, else periodic lines (rank 0, unless quiet)."""
-
-    def __init__(
-        self,
-        enabled: bool,
-        total: int,
-        initial: int,
-        log_every: int,
-        time_limit: float | None = None,
-    ) -> None:
-        self.enabled = enabled
-        self.log_every = log_every
-        self.total = total
-        self.bar = None
-        # with a time limit the bar counts seconds (the steps it allows are unknown)
-        self.time_limit = time_limit
-        self.start = time.perf_counter()
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            if time_limit is not None:
-                self.bar = tqdm(total=round(time_limit), desc="train", dynamic_ncols=True, unit="s")
-            else:
-                self.bar = tqdm(
-                    total=total, initial=initial, desc="train", dynamic_ncols=True, unit="step"
-                )
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
-
-    def update(self, step: int, ema: dict[str, float], seconds: float) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(
-                loss=f"{ema['total']:.4f}",
-                dist=f"{ema['distance']:.3f}",
-                ang=f"{ema['angle']:.3f}",
-                reg=f"{ema['regularisation']:.4f}",
-                refresh=False,
-            )
-            if self.time_limit is None:
-                self.bar.update(1)
-            else:
-                self.bar.set_description(f"train, step {step}", refresh=False)
-                elapsed = min(time.perf_counter() - self.start, float(self.bar.total))
-                self.bar.update(max(0, round(elapsed) - self.bar.n))
-        elif step % self.log_every == 0 or step == self.total:
-            print(
-                f"step {step}/{self.total}  loss {ema['total']:.4f}  (distance "
-                f"{ema['distance']:.4f}, angle {ema['angle']:.4f}, regularisation "
-                f"{ema['regularisation']:.5f}; running means)  {seconds:.2f} s/step",
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # --------------------------------------------------------------------------- training
@@ -557,7 +386,7 @@ def _step_losses(
     live = local_batch - from_pool
     images_t, steps, times = [], [], []
     if live > 0:
-        index = _draw_indices(data, live, config.data.file_fraction, state.data_gen)
+        index = draw_indices(data, live, config.data.file_fraction, state.data_gen)
         images_hi = augment_batch(images[index.to(ctx.device)], config.data.augment, state.data_gen)
         batch = downsample(images_hi, size)  # a no-op without a live teacher
         t = torch.randint(1, config.forward.num_steps + 1, (live,), generator=state.diff_gen)
@@ -624,13 +453,6 @@ def _apply_gradients(total: Tensor, state: _RunState, grad_clip: float | None) -
     state.optimizer.step()
 
 
-def _loss_row(step: int, seconds: float, values: Tensor) -> dict[str, float]:
-    """One row of ``loss.csv``."""
-    row = {"step": float(step), "seconds": seconds, "t_mean": float(values[5])}
-    row.update({k: float(v) for k, v in zip(LOSS_TERMS, values[:5].tolist(), strict=True)})
-    return row
-
-
 def _save_state(
     config: TrainConfig,
     data: TrainingData,
@@ -671,7 +493,7 @@ def _export_model(
     out: Path,
     digests: list[str],
     seconds_per_step: float | None,
-    printer: _Printer,
+    printer: ProgressPrinter,
     total: int,
     distill_card: dict[str, Any] | None = None,
     timed_out: bool = False,
@@ -685,7 +507,7 @@ def _export_model(
             model_dir,
             extra_config=_model_card(config, data, total, ctx.world_size, distill_card).to_dict(),
         )
-        all_rows = _read_history(out / "loss.csv")
+        all_rows = read_history(out / "loss.csv")
         if config.output.plot and all_rows:
             plot_losses(all_rows, out / "loss.png", title=f"DRDM training: {out.name}")
         tail = all_rows[-max(1, min(len(all_rows), 50)) :]
@@ -713,38 +535,6 @@ def _export_model(
     return model_dir
 
 
-def _teacher_path(config: TrainConfig, base_dir: Path) -> Path | None:
-    """The teacher of ``config.distill`` (relative to ``base_dir``), ``None`` when there is
-    none or when it is missing and ``distill.missing`` is ``"warn"``."""
-    if config.distill.teacher is None:
-        return None
-    path = base_dir / config.distill.teacher
-    if path.exists():
-        return path
-    if config.distill.missing == "warn":
-        print(f"drdm train: warning: {path}: no such teacher; training without it", file=sys.stderr)
-        return None
-    raise InputError(f"{path}: no such teacher (distill.teacher)")
-
-
-def _teacher_batches(
-    config: TrainConfig,
-    data: TrainingData,
-    images: Tensor,
-    ctx: DistContext,
-    generator: torch.Generator,
-) -> Callable[[int], tuple[Tensor, Tensor]]:
-    """``n ->`` (augmented training images at the teacher's size, the same on the model grid),
-    drawn from ``generator`` as a training step draws them."""
-
-    def draw_batch(n: int) -> tuple[Tensor, Tensor]:
-        index = _draw_indices(data, n, config.data.file_fraction, generator)
-        hi = augment_batch(images[index.to(ctx.device)], config.data.augment, generator)
-        return hi, downsample(hi, config.data.image_size)
-
-    return draw_batch
-
-
 def _load_init_weights(model: RecursiveUNet, config: TrainConfig, base_dir: Path) -> None:
     """Start from the weights of ``config.init_from`` (a folder relative to ``base_dir``, or a
     packaged model name)."""
@@ -758,64 +548,6 @@ def _load_init_weights(model: RecursiveUNet, config: TrainConfig, base_dir: Path
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"init_from {name!r}: cannot start from it ({first})") from None
-
-
-def _distill_pool(
-    config: TrainConfig,
-    targets: TeacherTargets,
-    data: TrainingData,
-    images: Tensor,
-    ctx: DistContext,
-    out: Path,
-    quiet: bool,
-) -> DistillPool:
-    """The pool of teacher targets of ``config.distill.pool_size`` samples: read from the run
-    folder when an earlier invocation made it, else made now (seeded) and saved there."""
-    path = out / "distill_pool.safetensors"
-    size = int(config.distill.pool_size or 0)
-    if path.is_file():
-        pool = DistillPool.load(path)
-        if len(pool) == size:
-            return pool
-    generator = torch.Generator().manual_seed(stream_seed(config.seed, "distill", 1))
-    draw_batch = _teacher_batches(config, data, images, ctx, generator)
-    pool = build_pool(targets, draw_batch, size, generator, progress=ctx.is_main and not quiet)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        pool.save(path)
-    return pool
-
-
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of a teacher file, or of the weights file of a teacher folder."""
-    target = path if path.is_file() else path / "model.safetensors"
-    return hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else ""
-
-
-def _calibrated_teacher(
-    config: TrainConfig,
-    path: Path,
-    process: ForwardDiffusion,
-    data: TrainingData,
-    images: Tensor,
-    ctx: DistContext,
-) -> tuple[TeacherTargets, dict[str, Any]]:
-    """Load the teacher, measure its conversion to our process on the training images (the
-    same on every process and on resume: its own seeded generator) and describe it for the
-    model card."""
-    teacher = load_teacher(path, ctx.device)
-    targets = TeacherTargets(teacher, process, config.data.image_size, config.distill.teacher_size)
-    generator = torch.Generator().manual_seed(stream_seed(config.seed, "distill"))
-    draw_batch = _teacher_batches(config, data, images, ctx, generator)
-    calibration = targets.calibrate(draw_batch, generator, ctx.device)
-    card = {
-        "teacher": path.name,
-        "teacher_sha256": _file_sha256(path),
-        "teacher_size": list(config.distill.teacher_size),
-        "weight": float(config.distill.weight),
-        "calibration": calibration.to_dict(),
-    }
-    return targets, card
 
 
 def _weights_digests(model: RecursiveUNet, ctx: DistContext) -> list[str]:
@@ -846,7 +578,7 @@ def _train(
     csv_path = out / "loss.csv"
     ctx.barrier()
 
-    teacher_path = _teacher_path(config, base_dir)
+    teacher_path = resolve_teacher(config, base_dir)
     data_config = config.data
     if teacher_path is not None:
         data_config = dataclasses.replace(data_config, image_size=config.distill.teacher_size)
@@ -859,11 +591,11 @@ def _train(
     process = ForwardDiffusion(config.forward)
     distill_card: dict[str, Any] | None = None
     if teacher_path is not None:
-        state.teacher, distill_card = _calibrated_teacher(
+        state.teacher, distill_card = calibrated_teacher(
             config, teacher_path, process, data, images_all, ctx
         )
         if config.distill.pool_size is not None:
-            state.pool = _distill_pool(config, state.teacher, data, images_all, ctx, out, quiet)
+            state.pool = distill_pool(config, state.teacher, data, images_all, ctx, out, quiet)
             distill_card["pool_size"] = len(state.pool)
             distill_card["pool_fraction"] = float(config.distill.pool_fraction)
             # the teacher's work is done: the live part of each batch is drawn on the model
@@ -879,11 +611,13 @@ def _train(
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_train_config(config, out / "config.yaml")
-        _write_history(csv_path, _read_history(csv_path, up_to=start))
+        write_history(csv_path, read_history(csv_path, up_to=start))
 
     total = config.optim.steps
     end = total if stop_after is None else min(total, start + stop_after)
-    printer = _Printer(ctx.is_main and not quiet, total, start, config.output.log_every, time_limit)
+    printer = ProgressPrinter(
+        ctx.is_main and not quiet, total, start, config.output.log_every, time_limit
+    )
     n_params = sum(p.numel() for p in model.parameters())
     printer.message(
         f"drdm train: {len(data)} images ({data.description}); {n_params} parameters; "
@@ -923,12 +657,12 @@ def _train(
             _apply_gradients(total_loss, state, config.optim.grad_clip)
             seconds = time.perf_counter() - t0
             seconds_total += seconds
-            row = _loss_row(step, seconds, values)
+            row = loss_row(step, seconds, values)
             rows.append(row)
             for k in LOSS_TERMS:
                 ema[k] = row[k] if k not in ema else 0.95 * ema[k] + 0.05 * row[k]
             if writer is not None and csv_file is not None:
-                writer.writerow(_csv_row(row))
+                writer.writerow(csv_row(row))
                 csv_file.flush()
             printer.update(step, ema, seconds_total / len(rows))
             if on_step is not None:
