@@ -39,7 +39,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..io.geometry import auto_slice_axis
 from ..seeding import fresh_generator
-from ..spatial import Padding, compose, warp, warp_labels, warp_labels_onehot
+from ..spatial import Padding, compose, slicewise_axis, warp, warp_labels, warp_labels_onehot
 
 if TYPE_CHECKING:
     from ..model import DRDM
@@ -398,16 +398,6 @@ def slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
     full = plane.new_zeros((3, *plane.shape[1:]))
     full[_plane_axes(axis)] = plane
     return full
-
-
-def slicewise_axis(ddf: Tensor) -> int | None:
-    """The axis whose displacement component is exactly zero everywhere (3D fields), if any."""
-    if ddf.shape[0] != 3:
-        return None
-    for axis in (2, 0, 1):
-        if not bool(ddf[axis].any()):
-            return axis
-    return None
 
 
 def stack_field(

@@ -16,7 +16,7 @@ Conventions (used throughout ``drdm``):
 
 from ._field import compose, integrate, resize_ddf
 from ._grid import identity_grid
-from ._invert import InversionReport, invert_field, invert_field_report
+from ._invert import InversionReport, invert_field, invert_field_report, slicewise_axis
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._labels import warp_labels_onehot as warp_labels_onehot
 from ._sample import (
@@ -48,6 +48,7 @@ __all__ = [
     "interpolation_matrix",
     "invert_field",
     "invert_field_report",
+    "slicewise_axis",
     "jacobian_det",
     "magnitude_stats",
     "resample_separable",

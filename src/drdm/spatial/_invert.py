@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["InversionReport", "invert_field", "invert_field_report"]
+__all__ = ["InversionReport", "invert_field", "invert_field_report", "slicewise_axis"]
 
 #: a Newton system whose determinant ``det(I + ∇u)`` is at most this is treated as a fold
 _FOLD_DET = 0.05
@@ -115,7 +115,7 @@ def invert_field_report(
         )
     outs, reports = [], []
     for field in u.detach():
-        axis = _slicewise_axis(field)
+        axis = slicewise_axis(field)
         flat = _field_to_slices(field, axis) if axis is not None else field[None]
         v, report = _newton_inverse(flat, iterations, tolerance)
         outs.append(_slices_to_field(v, axis) if axis is not None else v[0])
@@ -132,8 +132,9 @@ def invert_field_report(
 
 
 # ---------------------------------------------------------------------------- slice-wise fields
-def _slicewise_axis(ddf: Tensor) -> int | None:
-    """The axis whose component of a 3D field ``(3, *spatial)`` is zero everywhere, if any."""
+def slicewise_axis(ddf: Tensor) -> int | None:
+    """The axis whose component of a 3D field ``(3, *spatial)`` is zero everywhere, if any
+    (a slice-wise field: each slice deformed in its own plane); ``None`` for 2D fields."""
     if ddf.shape[0] != 3:
         return None
     for axis in (2, 0, 1):
