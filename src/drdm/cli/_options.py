@@ -1,4 +1,4 @@
-"""Options several commands share, defined once: ``--threads``.
+"""Options several commands share, defined once: ``--threads`` and ``--device``.
 
 Nothing here imports torch at module level (``drdm --help`` stays fast,
 tests/cli/test_help_imports.py).
@@ -10,7 +10,7 @@ import argparse
 
 from ..errors import InputError
 
-__all__ = ["add_threads_argument", "apply_threads"]
+__all__ = ["add_device_argument", "add_threads_argument", "apply_threads"]
 
 
 def add_threads_argument(
@@ -31,3 +31,12 @@ def apply_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def add_device_argument(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = "auto"
+) -> None:
+    """``--device auto|cpu|cuda`` (``cuda:N`` too); ``default=None`` leaves the choice to the
+    command's config."""
+    shown = f" (default {default})" if default is not None else " (default: the config's)"
+    p.add_argument("--device", default=default, help="auto, cpu or cuda" + shown)

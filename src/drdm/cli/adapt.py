@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 from ..errors import InputError
-from ._options import add_threads_argument, apply_threads
+from ._options import add_device_argument, add_threads_argument, apply_threads
 from .augment import output_path
 
 
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in OUT/run from its checkpoint"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_device_argument(p)
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(run=run)

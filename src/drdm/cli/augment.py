@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import BATCH_METHODS, ENGINES, STACKS
-from ._options import add_threads_argument, apply_threads
+from ._options import add_device_argument, add_threads_argument, apply_threads
 
 if TYPE_CHECKING:
     from ..batch.runner import BatchOptions, RunReport
@@ -203,7 +203,7 @@ def output_path(text: str) -> Path:
 
 def add_device_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--device`` and ``--threads``."""
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_device_argument(p)
     add_threads_argument(p)
 
 

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import InputError
+from ._options import add_device_argument
 from .augment import output_path
 
 TIMESTEPS_2D = (10, 30, 55, 80)
@@ -59,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="default-3d",
         help="'default-3d' (the packaged 3D model, if installed) or a 3D checkpoint folder",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_device_argument(p)
     p.set_defaults(run=run)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._options import add_threads_argument
+from ._options import add_device_argument, add_threads_argument
 from .augment import output_path
 
 
@@ -34,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--widths", type=_ints, help="U-Net widths, e.g. 16,32,64")
     p.add_argument("--data-seed", type=int, help="seed of the test set (and of the split)")
-    p.add_argument("--device", help="auto, cpu or cuda")
+    add_device_argument(p, default=None)
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._options import add_device_argument
 from .augment import add_sampler_arguments, output_path
 
 
@@ -50,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="nifti (default): displacement in mm; npy: (ndim, *spatial) float32 voxels",
     )
     add_sampler_arguments(p)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

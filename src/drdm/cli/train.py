@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ._options import add_threads_argument, apply_threads
+from ._options import add_device_argument, add_threads_argument, apply_threads
 from .augment import output_path
 
 
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue from the newest checkpoint in the output folder (starts afresh if none)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_device_argument(p)
     p.add_argument(
         "--out",
         type=output_path,
