@@ -135,9 +135,10 @@ def run_segment(args: argparse.Namespace) -> None:
                 f"--mix: unknown modifier(s) {', '.join(bad)} ({', '.join(MODIFIERS)})"
             )
         suffix = "".join(f"+{m}" for m in args.mix)
-        cfg.methods = tuple(
+        methods = tuple(
             m + suffix if m.split("+")[0].split("@")[0] == "drdm" else m for m in cfg.methods
         )
+        cfg = dataclasses.replace(cfg, methods=methods)
     result = run_segmentation(cfg, args.out, log=None if args.quiet else print)
     if not args.quiet:
         print(result.table)

@@ -1,4 +1,5 @@
-"""Typed configs of the downstream experiments (round-trip to YAML/JSON via :mod:`drdm.config`).
+"""Typed, frozen configs of the downstream experiments (round-trip to YAML/JSON via
+:mod:`drdm.config`; change one with ``dataclasses.replace``).
 
 The defaults are CPU settings for the built-in phantoms (measured on the project's 2-vCPU
 machine with one thread: 423 s for segmentation, 276 s for registration);
@@ -27,7 +28,7 @@ def _check_common(name: str, cfg: object) -> None:
         raise InputError(f"{name}: seeds repeat: {list(seeds)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SegmentationConfig:
     """Few-shot segmentation with augmentation (paper Section 4).
 
@@ -81,7 +82,7 @@ class SegmentationConfig:
             raise InputError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegistrationConfig:
     """Registration with synthetic pre-training (paper Section 5).
 
