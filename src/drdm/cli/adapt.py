@@ -42,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--holdout", type=float, default=0.2, help="fraction of files held out (default 0.2)"
     )
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, the training and the U draws"
+    )
     p.add_argument(
         "--eval-draws",
         type=int,
