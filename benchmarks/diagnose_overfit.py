@@ -30,19 +30,13 @@ import torch.nn.functional as F
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.diffusion.official_process import OfficialForwardProcess, OfficialProcessConfig
 from drdm.io import read_volume
-from drdm.losses import drdm_loss
+from drdm.losses import drdm_loss, unrecovered_fraction
 from drdm.nn import NetworkConfig, RecursiveUNet
 from drdm.spatial import compose
 
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared/data/samples/mnms_OpenDataset_162867.nii.gz"
 )
-
-
-def unrecovered(psi: torch.Tensor, psi_hat: torch.Tensor) -> float:
-    """``E|compose(psi_hat, psi)| / E|psi|`` (1: nothing recovered, 0: exact inverse)."""
-    residual = compose(psi_hat, psi)
-    return float(residual.norm(dim=1).mean() / psi.norm(dim=1).mean())
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -136,7 +130,7 @@ def main() -> None:
     def evaluate() -> list[float]:
         network.eval()
         with torch.no_grad():
-            out = [unrecovered(step, net(images, t)) for t, images, step in evals]
+            out = [float(unrecovered_fraction(step, net(images, t))) for t, images, step in evals]
         network.train()
         return out
 

@@ -35,6 +35,7 @@ from .card import ModelCard
 from .checkpoint import CheckpointError, load_pretrained, save_pretrained
 from .diffusion import ForwardDiffusion
 from .diffusion.official_process import OfficialForwardProcess
+from .diffusion.schedule import check_timesteps
 from .errors import InputError
 from .nn import RecursiveUNet
 from .nn.engine import ENGINES, Engine, OnnxRuntimeUNet, resolve_engine
@@ -400,21 +401,11 @@ class DRDM:
             :class:`RecoveryStep` on the model grid (PyTorch engine, no gradients).
         """
         x = self._as_batch(images)
-        batch = x.shape[0]
-        steps = torch.as_tensor(t)
-        if steps.is_floating_point() or steps.dtype == torch.bool:
-            raise TypeError(f"t must be integer timesteps, got {steps.dtype}")
-        steps = steps.reshape(-1).to(torch.int64)
-        if steps.numel() == 1:
-            steps = steps.expand(batch).clone()
-        if steps.numel() != batch:
-            raise ValueError(f"t must be one int or {batch} timesteps, got {steps.numel()}")
-        if bool(((steps < 1) | (steps > self.num_steps)).any()):
-            raise ValueError(f"timesteps must lie in 1..{self.num_steps}, got {steps.tolist()}")
+        steps = check_timesteps(t, x.shape[0], 1, self.num_steps, self.device)
         with torch.inference_mode():
             model_x = self._to_model_grid(x)
-            fwd = self.process.sample(model_x, steps.to(self.device), generator, perturb)
-            estimate = self.network(fwd.images, steps.to(self.device), recursions)
+            fwd = self.process.sample(model_x, steps, generator, perturb)
+            estimate = self.network(fwd.images, steps, recursions)
         return RecoveryStep(images=fwd.images, step=fwd.step, estimate=estimate, t=steps)
 
     # ------------------------------------------------------------------ checkpoints

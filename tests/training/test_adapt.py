@@ -111,3 +111,15 @@ def test_adapt_refuses_the_official_preset_and_missing_input(tmp_path, capsys):
     missing = ["adapt", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]
     assert main(missing) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_adapt_reads_csv_and_json_lists_with_the_projects_list_reader(tmp_path):
+    from drdm.cli.adapt import _inputs
+
+    for name in ("a.nii.gz", "b.nii.gz"):
+        write_nifti(tmp_path / name, np.ones((8, 8, 1), np.float32))
+    (tmp_path / "list.csv").write_text("image,label\na.nii.gz,\nb.nii.gz,\n")
+    (tmp_path / "list.json").write_text('[{"image": "a.nii.gz"}, "b.nii.gz"]')
+    expected = [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")]
+    assert _inputs([str(tmp_path / "list.csv")]) == expected
+    assert _inputs([str(tmp_path / "list.json"), "x.nii.gz"]) == [*expected, "x.nii.gz"]

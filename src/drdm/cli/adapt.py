@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from ..errors import InputError
@@ -25,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--input",
         nargs="+",
         required=True,
-        help="NIfTI files, folders (searched recursively) or a .csv with an 'image' column",
+        help="NIfTI files, folders (searched recursively) or a .csv/.json list with an 'image' "
+        "column or key",
     )
     p.add_argument("--out", type=output_path, required=True, help="output folder")
     p.add_argument(
@@ -62,22 +62,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _inputs(entries: list[str]) -> list[str]:
-    """Expand ``.csv`` entries (an ``image`` column, paths relative to the CSV's folder)."""
+    """Expand ``.csv``/``.json`` lists to their images (:func:`drdm.io.find_pairs`; labels
+    are not needed and ignored); files and folders pass through."""
+    from ..io import find_pairs
+
     out: list[str] = []
     for entry in entries:
-        path = Path(entry)
-        if path.suffix.lower() != ".csv":
+        if Path(entry).suffix.lower() in (".csv", ".json"):
+            out.extend(str(image) for image, _ in find_pairs(entry))
+        else:
             out.append(entry)
-            continue
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or "image" not in rows[0]:
-            raise InputError(f"{path}: expected a header with an 'image' column")
-        for row in rows:
-            image = Path(row["image"])
-            out.append(str(image if image.is_absolute() else path.parent / image))
     return out
 
 

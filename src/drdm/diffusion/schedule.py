@@ -74,7 +74,10 @@ def check_timesteps(
     if t.numel() == 1 and batch > 1:
         t = t.expand(batch)
     if t.numel() != batch:
-        raise ValueError(f"need one timestep per sample: got {t.numel()} for batch {batch}")
+        raise ValueError(
+            f"need one timestep per sample: {batch} timesteps for a batch of {batch}, "
+            f"got {t.numel()}"
+        )
     if bool(((t < first) | (t > last)).any()):
         raise ValueError(f"timesteps must lie in {first}..{last}, got {t.tolist()}")
     return t

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import os
 import re
 import socket
@@ -30,6 +31,7 @@ __all__ = [
     "check_output_folder",
     "default_file_mode",
     "describe_os_error",
+    "file_sha256",
     "file_stem",
     "image_suffix",
     "name_os_error",
@@ -234,3 +236,12 @@ def describe_os_error(exc: OSError) -> str:
     name = exc.filename if exc.filename is not None else ""
     reason = reason[0].lower() + reason[1:] if reason else reason
     return f"{name}: {reason}" if name else reason
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ its targets and the pool themselves are in :mod:`drdm.training.distill`.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from ..diffusion import ForwardDiffusion
 from ..errors import InputError
+from ..io.files import file_sha256
 from ..seeding import stream_seed
 from .augment import augment_batch
 from .config import TrainConfig
@@ -89,7 +89,7 @@ def distill_pool(
 def _file_sha256(path: Path) -> str:
     """SHA-256 of a teacher file, or of the weights file of a teacher folder."""
     target = path if path.is_file() else path / "model.safetensors"
-    return hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else ""
+    return file_sha256(target) if target.is_file() else ""
 
 
 def calibrated_teacher(

@@ -45,9 +45,9 @@ def recovery_table(
     and band (pooled: ``sum |r| / sum |psi|`` over all of them). ``model``: a
     :class:`drdm.DRDM` (its :meth:`~drdm.DRDM.recovery_step`). Rows ``{"lo", "hi", "U"}``."""
     rows = []
+    pool = images.repeat_interleave(draws, dim=0)
     for band, (lo, hi) in enumerate(recovery_bands(model.num_steps)):
         gen = torch.Generator().manual_seed(seed * 1_000 + band)
-        pool = images.repeat_interleave(draws, dim=0)
         residual = size = 0.0
         for start in range(0, pool.shape[0], batch):
             part = pool[start : start + batch]
