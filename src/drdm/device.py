@@ -1,4 +1,4 @@
-"""Choosing the compute device from a ``--device auto|cpu|cuda`` option."""
+"""Choosing the compute device from a ``device="auto"|"cpu"|"cuda"`` setting."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: CUDA is not available on this machine")
+            raise InputError(f"device {name}: CUDA is not available on this machine")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise InputError(f"--device {name}: expected auto, cpu or cuda")
+    raise InputError(f"device {name}: expected auto, cpu or cuda")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from drdm.batch import BatchOptions, augment_files, diffuse_file, generate_file
-from drdm.batch.jobs import AUGMENT_COLUMNS, RunLock, claim_run_settings
+from drdm.batch.manifest import AUGMENT_COLUMNS
+from drdm.batch.run_folder import RunLock, claim_run_settings
 from drdm.cli.main import main
 from drdm.data.phantoms import cardiac_phantom_2d
 from drdm.errors import InputError
@@ -363,7 +364,7 @@ def test_merge_manifests_refuses_other_files(tmp_path, capsys, content):
 @pytest.mark.parametrize(
     "case, needles",
     [
-        ("pairs", ["--level-pairs", "81"]),
+        ("pairs", ["level_pairs", "81"]),
         ("empty-csv", ["names no images"]),
         ("levels", ["--levels", "empty item"]),
         ("small-generate", ["too small"]),

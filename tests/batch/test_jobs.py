@@ -1,32 +1,29 @@
-"""Tests of drdm.batch.jobs: input lists, seeds, shards, manifests, run settings."""
+"""Tests of drdm.batch.jobs and drdm.batch.manifest: seeds, shards, manifests, run_batch."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from drdm.batch.inputs import InputItem
 from drdm.batch.jobs import (
-    AUGMENT_COLUMNS,
-    InputItem,
     Job,
-    ManifestBook,
-    check_run_settings,
-    input_name,
-    list_inputs,
-    manifest_name,
-    merge_manifests,
     parse_int_list,
-    read_manifest,
     resolve_shards,
     run_batch,
     shard_bounds,
     shard_jobs,
+)
+from drdm.batch.manifest import (
+    AUGMENT_COLUMNS,
+    ManifestBook,
+    manifest_name,
+    merge_manifests,
     write_manifest,
-    write_run_settings,
 )
 from drdm.errors import InputError
+from drdm.io.manifest import read_manifest
 from drdm.seeding import sample_seed
 
 
@@ -59,7 +56,11 @@ def test_resolve_shards_options_and_torchrun_env():
     assert resolve_shards(None, None, env={"WORLD_SIZE": "3", "RANK": "1"}) == (3, 1)
     # explicit options win over the environment
     assert resolve_shards(2, 0, env={"WORLD_SIZE": "3", "RANK": "1"}) == (2, 0)
-    for shards, index, message in [(2, 2, "0..1"), (0, 0, ">= 1"), (None, 1, "needs --shards")]:
+    for shards, index, message in [
+        (2, 2, "0..1"),
+        (0, 0, ">= 1"),
+        (None, 1, "shard_index needs shards"),
+    ]:
         with pytest.raises(InputError, match=message):
             resolve_shards(shards, index, env={})
     with pytest.raises(InputError, match="WORLD_SIZE"):
@@ -89,62 +90,6 @@ def test_seed_formula_is_sha256():
     assert sample_seed("augment", 7, "heart", 30, 2) == int.from_bytes(digest[:8], "big") & (
         2**63 - 1
     )
-
-
-def test_input_names():
-    assert input_name("a/b/img.nii.gz") == "img"
-    assert input_name("a/b/img.NII") == "img"
-    assert input_name("x.mha") == "x"
-    assert input_name("dicom_series") == "dicom_series"
-    items = list_inputs(input=None, image="d/img.nii.gz", labels=["d/lab.nii.gz"])
-    assert items == [InputItem(0, "img", items[0].image, items[0].labels)]
-    assert [str(p) for p in items[0].labels] == ["d/lab.nii.gz"]
-
-
-def test_input_lists_and_unique_names(tmp_path):
-    for name in ("a.nii.gz", "a_seg.nii.gz", "b.mha"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "a.nii").write_bytes(b"")
-    items = list_inputs(input=tmp_path)  # folder: labels paired by drdm.io.image.find_pairs
-    assert [(i.name, [p.name for p in i.labels]) for i in items] == [
-        ("a", ["a_seg.nii.gz"]),
-        ("b", []),
-    ]
-    listing = tmp_path / "list.csv"
-    listing.write_text("image,label\na.nii.gz,a_seg.nii.gz\nsub/a.nii,\n")
-    items = list_inputs(input=listing)
-    assert [i.name for i in items] == ["a", "a-2"]  # repeated stems made unique in list order
-    assert items[1].image == tmp_path / "sub" / "a.nii" and items[1].labels == ()
-    listing = tmp_path / "list.json"
-    listing.write_text(
-        json.dumps([{"image": "b.mha"}, {"image": "a.nii.gz", "label": "a_seg.nii.gz"}])
-    )
-    assert [(i.index, i.name, len(i.labels)) for i in list_inputs(input=listing)] == [
-        (0, "b", 0),
-        (1, "a", 1),
-    ]
-
-
-def test_empty_folder_and_bad_list(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no images found") as info:
-        list_inputs(input=tmp_path / "empty")
-    assert str(tmp_path / "empty") in str(info.value)
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="bad.json"):
-        list_inputs(input=tmp_path / "bad.json")
-
-
-def test_list_inputs_option_errors(tmp_path):
-    with pytest.raises(InputError, match="exactly one"):
-        list_inputs()
-    with pytest.raises(InputError, match="exactly one"):
-        list_inputs(image="a.nii", input="b.csv")
-    with pytest.raises(InputError, match="no such file"):
-        list_inputs(input=tmp_path / "missing")
-    with pytest.raises(InputError, match="--label goes with --image"):
-        list_inputs(input=tmp_path, labels=["l.nii"])
 
 
 def test_parse_int_list():
@@ -219,18 +164,6 @@ def test_manifest_book_reuses_complete_rows(tmp_path):
     book.flush(final=True)
     _, rows = read_manifest(tmp_path / "manifest.csv")
     assert [r["seed"] for r in rows] == ["11", "13"]
-
-
-def test_run_settings(tmp_path):
-    settings = {"seed": 0, "model": "default", "levels_axis": (0, 1)}
-    check_run_settings(tmp_path / "run", "augment", settings)  # nothing there yet
-    assert not (tmp_path / "run").exists()
-    write_run_settings(tmp_path / "run", "augment", settings)
-    check_run_settings(tmp_path / "run", "augment", settings)
-    with pytest.raises(InputError, match="seed: 0 there, 1 now"):
-        check_run_settings(tmp_path / "run", "augment", {**settings, "seed": 1})
-    with pytest.raises(InputError, match="drdm augment"):
-        check_run_settings(tmp_path / "run", "synth", settings)
 
 
 def _jobs(names, levels=(5,), samples=2):

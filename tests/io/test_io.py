@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -19,7 +18,6 @@ from drdm.io import (
     GeometryWarning,
     MedicalImage,
     check_same_grid,
-    find_pairs,
     read_displacement,
     read_image,
     resample_label_to,
@@ -472,7 +470,7 @@ def test_values_near_the_float32_limit_are_accepted_as_images(tmp_path):
 def test_time_series_frames(tmp_path):
     series = np.stack([np.full((6, 7, 4), t, np.float32) for t in range(5)], axis=-1)
     path = save(tmp_path / "cine.nii.gz", series, OBLIQUE)
-    with pytest.raises(InputError, match="--frame") as error:
+    with pytest.raises(InputError, match="choose one with frame ") as error:
         read_image(path)
     assert "5 frames" in str(error.value) and str(path) in str(error.value)
     with pytest.raises(InputError, match="out of range"):
@@ -643,87 +641,6 @@ def test_check_same_grid_and_resample(tmp_path):
     fine = coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2)
     back = resample_label_to(image, MedicalImage(fine, fine_affine))
     np.testing.assert_array_equal(back.array, coarse)
-
-
-def touch(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
-
-
-def test_find_pairs_folders(tmp_path):
-    acdc = tmp_path / "acdc"
-    for name in ["p1_4d", "p1_frame01", "p1_frame01_gt", "p1_frame12", "p1_frame12_gt"]:
-        touch(acdc / f"{name}.nii.gz")
-    touch(acdc / "Info.cfg")
-    pairs = find_pairs(acdc)
-    assert [(i.name, lab.name if lab else None) for i, lab in pairs] == [
-        ("p1_4d.nii.gz", None),
-        ("p1_frame01.nii.gz", "p1_frame01_gt.nii.gz"),
-        ("p1_frame12.nii.gz", "p1_frame12_gt.nii.gz"),
-    ]
-    assert len(find_pairs(acdc, labeled_only=True)) == 2
-    mixed = tmp_path / "mixed"
-    for name in ["a.nii.gz", "a_seg.nii.gz", "b.mha", "b_mask.mha", "c.nrrd", "d_label.nii"]:
-        touch(mixed / name)
-    with pytest.warns(UserWarning, match=r"d_label.nii: a label file without its image"):
-        named = {i.name: lab.name if lab else None for i, lab in find_pairs(mixed)}
-    assert named == {"a.nii.gz": "a_seg.nii.gz", "b.mha": "b_mask.mha", "c.nrrd": None}
-    nnunet = tmp_path / "task"
-    touch(nnunet / "imagesTr" / "case1_0000.nii.gz")
-    touch(nnunet / "imagesTr" / "case2_0000.nii.gz")
-    touch(nnunet / "labelsTr" / "case1.nii.gz")
-    assert [(i.name, lab.name if lab else None) for i, lab in find_pairs(nnunet)] == [
-        ("case1_0000.nii.gz", "case1.nii.gz"),
-        ("case2_0000.nii.gz", None),
-    ]
-    plain = tmp_path / "plain"
-    touch(plain / "x.nii.gz")
-    touch(plain / "labels" / "x.nii.gz")
-    assert find_pairs(plain) == [(plain / "x.nii.gz", plain / "labels" / "x.nii.gz")]
-    touch(tmp_path / "twice" / "x.nii.gz")
-    touch(tmp_path / "twice" / "x_gt.nii.gz")
-    touch(tmp_path / "twice" / "x_seg.nii.gz")
-    with pytest.raises(InputError, match="several label candidates"):
-        find_pairs(tmp_path / "twice")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no images found") as error:
-        find_pairs(tmp_path / "empty")
-    assert str(tmp_path / "empty") in str(error.value)
-    with pytest.raises(InputError, match="no such file"):
-        find_pairs(tmp_path / "nowhere")
-
-
-def test_find_pairs_lists(tmp_path):
-    touch(tmp_path / "data" / "a.nii.gz")
-    touch(tmp_path / "data" / "a_gt.nii.gz")
-    touch(tmp_path / "data" / "b.nii.gz")
-    csv_path = tmp_path / "pairs.csv"
-    csv_path.write_text("image,label\ndata/a.nii.gz,data/a_gt.nii.gz\ndata/b.nii.gz,\n")
-    expected = [
-        (tmp_path / "data" / "a.nii.gz", tmp_path / "data" / "a_gt.nii.gz"),
-        (tmp_path / "data" / "b.nii.gz", None),
-    ]
-    assert find_pairs(csv_path) == expected
-    (tmp_path / "images.csv").write_text("image\ndata/b.nii.gz\n")
-    assert find_pairs(tmp_path / "images.csv") == [(tmp_path / "data" / "b.nii.gz", None)]
-    entries = [{"image": "data/a.nii.gz", "label": "data/a_gt.nii.gz"}, {"image": "data/b.nii.gz"}]
-    (tmp_path / "pairs.json").write_text(json.dumps(entries))
-    assert find_pairs(tmp_path / "pairs.json") == expected
-    (tmp_path / "dataset.json").write_text(json.dumps({"training": entries}))
-    assert find_pairs(tmp_path / "dataset.json") == expected
-    (tmp_path / "bad.csv").write_text("image,label\ndata/missing.nii.gz,\n")
-    with pytest.raises(InputError, match="row 2.*does not exist"):
-        find_pairs(tmp_path / "bad.csv")
-    (tmp_path / "nocol.csv").write_text("path\ndata/a.nii.gz\n")
-    with pytest.raises(InputError, match="'image' column"):
-        find_pairs(tmp_path / "nocol.csv")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="cannot read the JSON"):
-        find_pairs(tmp_path / "bad.json")
-    (tmp_path / "empty.csv").write_text("image,label\n")
-    with pytest.raises(InputError, match="the list names no images"):
-        find_pairs(tmp_path / "empty.csv")
 
 
 def test_real_sample(shared_data):

@@ -1,193 +1,315 @@
-"""What every command does to one input: the method, reading and checking, output names,
-field statistics and writing.
+"""An input of the batch commands: finding, listing and reading it.
 
-* :class:`Method` / :func:`load_method`: a deformation method by name, through the one
-  registry :func:`drdm.pipelines.make_method` (names: :data:`drdm.pipelines.METHODS`).
-* :func:`load_input`: an image and its label maps read through :func:`drdm.io.read_image` and
-  checked against the method (grid, labels, size, slice axis).
-* Output names (:func:`output_suffix`, :func:`label_names`, :func:`ddf_suffix`) and writing
-  (:func:`write_outputs`): the input's format, grid and kind; fields in mm (``nifti``) or voxels
-  (``npy``).
-* :func:`field_metrics`: the manifest's displacement and folding statistics.
+* **Pairing** (:func:`find_pairs`): image/label pairs from a folder (ACDC, nnU-Net and MSD
+  layouts) or a CSV/JSON list.
+* **Listing** (:func:`list_inputs`): one image with its label maps, or a folder or list of
+  pairs; every input (:class:`InputItem`) gets a unique ``name`` (its file stem; repeated stems
+  get ``-2``, ``-3``, ... in list order) that names its output folder and enters its seeds.
+* **Reading** (:func:`load_input`): an image and its label maps read through
+  :func:`drdm.io.read_image` and checked against the method (grid, labels, size, slice axis).
 """
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from ..choices import BATCH_METHODS
 from ..errors import InputError
 from ..io import MedicalImage
+from ..io.files import IMAGE_SUFFIXES, file_stem, image_suffix
+from .method import Method
 
 __all__ = [
-    "BATCH_METHODS",
-    "MIN_VOXELS",
+    "InputItem",
     "LoadedInput",
-    "Method",
-    "ddf_suffix",
-    "field_metrics",
-    "label_names",
+    "find_pairs",
+    "input_name",
+    "list_inputs",
     "load_input",
-    "load_method",
-    "output_suffix",
-    "parse_method_options",
     "parse_slice_axis",
-    "write_outputs",
 ]
 
 
-#: smallest number of voxels along every axis a method deforms (2D: the in-plane axes)
-MIN_VOXELS = 8
-
-#: image formats written as themselves; others (.mhd, .nhdr, DICOM folders) become these
-_SUFFIXES = {
-    ".nii.gz": ".nii.gz",
-    ".nii": ".nii",
-    ".mha": ".mha",
-    ".mhd": ".mha",
-    ".nrrd": ".nrrd",
-    ".nhdr": ".nrrd",
-}
-
-
 # ----------------------------------------------------------------------------------------------
-# The method
+# Pairing images with their label maps
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Method:
-    """A deformation method ready to sample: :meth:`make` ``(level) -> (FieldSampler,
-    intensity transform or None)``, built by :func:`drdm.pipelines.make_method`.
+_LABEL_SUFFIXES = ("_gt", "_label", "_labels", "_seg", "_mask")
+_LABEL_FOLDERS = ("labels", "labelsTr", "labelsTs")
+_IMAGE_FOLDERS = ("images", "imagesTr", "imagesTs")
 
-    Attributes:
-        name: a name of :data:`BATCH_METHODS`.
-        ndim: the dimensionality of its deformations (a 2D method works slice by slice on 3D).
-        min_voxels: voxels needed along every deformed axis.
-        settings: what identifies the method in ``run.json``.
-        model: the :class:`drdm.DRDM` model of ``"drdm"``.
-        options: keyword options of the method (``make_method``'s ``**options``).
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and image_suffix(p)
+    )
+
+
+def find_pairs(
+    source: str | Path, labeled_only: bool = False, require_files: bool = True
+) -> list[tuple[Path, Path | None]]:
+    """Image/label pairs from a folder, a CSV file or a JSON file.
+
+    Folder rules (files with a recognised image suffix, not recursive, sorted by name):
+
+    * with a ``labels/`` (or ``labelsTr``/``labelsTs``) subfolder: images are the files in
+      ``images/`` (``imagesTr``/``imagesTs``) if present, else in the folder itself; the
+      label of ``X.ext`` is ``labels/X.*`` (also for nnU-Net's ``X_0000.ext``); an image
+      without a label and a label without an image (skipped) each give a ``UserWarning``;
+    * otherwise the label of ``X.ext`` is the file ``X_gt.*`` (ACDC), ``X_label.*``,
+      ``X_labels.*``, ``X_seg.*`` or ``X_mask.*`` beside it; such files are never images (a
+      label file without its image is skipped with a ``UserWarning`` naming it).
+
+    CSV: a header row with an ``image`` column and optionally a ``label`` column (empty cell:
+    no label). JSON: a list of ``{"image": ..., "label": ...}`` objects or of image paths, or
+    an object holding such a list under ``"pairs"`` or ``"training"`` (MSD ``dataset.json``).
+    Relative paths are relative to the CSV/JSON file.
+
+    Args:
+        source: the folder, ``.csv`` or ``.json`` file.
+        labeled_only: drop images without a label (e.g. ACDC's ``*_4d`` series).
+        require_files: a CSV/JSON entry naming a missing file is an error; ``False`` keeps it
+            (reading it fails later, e.g. one failed input of ``--keep-going``).
+
+    Raises:
+        InputError: missing source, no images found, a listed file missing, two label
+            candidates for one image, a malformed list.
     """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: no such file or directory")
+    if source.is_dir():
+        pairs = _pairs_from_folder(source, labeled_only)
+    elif source.suffix.lower() == ".csv":
+        pairs = _pairs_from_csv(source, require_files)
+    elif source.suffix.lower() == ".json":
+        pairs = _pairs_from_json(source, require_files)
+    else:
+        raise InputError(f"{source}: expected a folder, a .csv or a .json list of images")
+    if labeled_only:
+        pairs = [pair for pair in pairs if pair[1] is not None]
+    if not pairs:
+        what = "labelled images" if labeled_only else "images"
+        if not source.is_dir():
+            raise InputError(f"{source}: the list names no {what}")
+        raise InputError(
+            f"{source}: no {what} found (looked for {', '.join(IMAGE_SUFFIXES)} files)"
+        )
+    return pairs
 
-    name: str
-    ndim: int
-    min_voxels: int
-    settings: dict[str, Any]
-    model: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-    _cache: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
-    def make(self, level: int) -> tuple[Any, Any]:
-        """The field sampler and intensity transform (or ``None``) of ``level`` (the level
-        plays no part in a baseline)."""
-        from ..pipelines.registry import make_method
-
-        key = level if self.name == "drdm" else 0
-        if key not in self._cache:
-            try:
-                self._cache[key] = make_method(
-                    self.name,
-                    self.ndim,
-                    model=self.model,
-                    level=level if self.name == "drdm" else None,
-                    **self.options,
+def _pairs_from_folder(folder: Path, labeled_only: bool = False) -> list[tuple[Path, Path | None]]:
+    label_dir = next((folder / n for n in _LABEL_FOLDERS if (folder / n).is_dir()), None)
+    if label_dir is not None:
+        image_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
+        labels: dict[str, list[Path]] = {}
+        for path in _image_files(label_dir):
+            labels.setdefault(file_stem(path), []).append(path)
+        pairs = []
+        used: set[str] = set()
+        for image in _image_files(image_dir):
+            stem = file_stem(image)
+            keys = [stem, stem[:-5]] if stem.endswith("_0000") else [stem]
+            key = next((k for k in keys if k in labels), None)
+            found = [] if key is None else labels[key]
+            if key is None:
+                warnings.warn(
+                    f"{image}: no label map in {label_dir} ({stem}.*); "
+                    + ("skipped" if labeled_only else "used without a label map"),
+                    UserWarning,
+                    stacklevel=4,
                 )
-            except InputError:
-                raise
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"--method {self.name}: {exc}") from None
-        return self._cache[key]
+            else:
+                used.add(key)
+            pairs.append((image, _one_label(image, found)))
+        for stem, paths in labels.items():
+            if stem not in used:
+                for path in paths:
+                    warnings.warn(
+                        f"{path}: a label file without its image in {image_dir} ({stem}.*); "
+                        "skipped",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+        return pairs
+    files = _image_files(folder)
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(file_stem(path), []).append(path)
+    pairs = []
+    for image in files:
+        stem = file_stem(image)
+        label_of = next(
+            (stem[: -len(s)] for s in _LABEL_SUFFIXES if stem.endswith(s) and len(stem) > len(s)),
+            None,
+        )
+        if label_of is not None:
+            if label_of not in by_stem:
+                warnings.warn(
+                    f"{image}: a label file without its image ({label_of}.*); skipped",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            continue  # a label file, never an image
+        found = [p for s in _LABEL_SUFFIXES for p in by_stem.get(stem + s, [])]
+        pairs.append((image, _one_label(image, found)))
+    return pairs
 
 
-def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
-    """``["sigma=0.08", "units=mm"]`` -> ``{"sigma": 0.08, "units": "mm"}`` (JSON values)."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--method-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
-            options[key.strip()] = value
-    return options
+def _one_label(image: Path, found: list[Path]) -> Path | None:
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise InputError(f"{image}: several label candidates ({names}); keep one")
+    return found[0] if found else None
 
 
-def load_method(
-    name: str,
-    levels: Sequence[int] = (),
-    *,
-    model: str = "default",
-    ndim: int = 2,
-    options: Mapping[str, Any] | None = None,
-    device: Any = None,
-    level_option: str = "--levels",
-    engine: str = "auto",
-) -> Method:
-    """Check a method, its options and ``levels`` and load the model; one-line errors.
+def _resolve(base: Path, value: object, listing: Path, where: str, require: bool = True) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{listing}: {where}: expected a file path, got {value!r}")
+    path = Path(value.strip())
+    path = path if path.is_absolute() else base / path
+    if require and not path.exists():
+        raise InputError(f"{listing}: {where}: {path} does not exist")
+    return path
 
-    ``engine``: how a DRDM model's network runs (:mod:`drdm.nn.engine`; outputs agree within
-    float32 rounding, so it is not part of the run's settings).
 
-    ``level_option`` names the option the levels came from in messages (``--level-pairs`` for
-    ``drdm synth``, ``--level`` for ``drdm generate``). For ``"drdm"`` the options go to
-    :class:`drdm.pipelines.DRDMSampler` (e.g. ``normalize``).
-    """
-    key = str(name).lower()
-    if key not in BATCH_METHODS:
-        raise InputError(f"--method {name}: unknown method; expected {', '.join(BATCH_METHODS)}")
-    options = dict(options or {})
-    if key != "drdm":
-        settings = {"method": key, "ndim": ndim, "options": options}
-        method = Method(key, ndim, MIN_VOXELS, settings, options=options)
-        method.make(0)  # options are checked here, before anything is written
-        return method
-    from ..model import DRDM
-
-    loaded = DRDM.from_pretrained(model, device=device)
-    from ..nn.engine import resolve_engine
+def _pairs_from_csv(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
+    from ..io.image import _first_line
 
     try:
-        resolve_engine(engine, loaded.device, loaded.dtype)
-    except ValueError as err:
-        raise InputError(f"--engine {engine}: {err}") from None
-    loaded.engine = engine  # type: ignore[assignment]
-    bad = [lv for lv in levels if not 1 <= lv <= loaded.num_steps]
-    if bad:
-        raise InputError(
-            f"{level_option} {', '.join(map(str, bad))}: must lie in 1..{loaded.num_steps} "
-            f"(the T of model {model!r})"
+        with open(listing, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{listing}: cannot read the CSV ({_first_line(exc)})") from None
+    if rows and "image" not in rows[0]:
+        raise InputError(f"{listing}: needs a header row with an 'image' column")
+    pairs = []
+    for number, row in enumerate(rows, start=2):
+        where = f"row {number}"
+        image = _resolve(listing.parent, row.get("image"), listing, where, require)
+        label_value = (row.get("label") or "").strip()
+        label = (
+            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
         )
-    if loaded.in_channels != 1:
-        raise InputError(
-            f"--model {model}: the network takes {loaded.in_channels} channels, an image gives 1"
+        pairs.append((image, label))
+    return pairs
+
+
+def _pairs_from_json(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
+    from ..io.image import _first_line
+
+    try:
+        content = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{listing}: cannot read the JSON ({_first_line(exc)})") from None
+    if isinstance(content, dict):
+        content = content.get("pairs", content.get("training"))
+    if not isinstance(content, list):
+        raise InputError(f'{listing}: expected a list of {{"image": ..., "label": ...}} entries')
+    pairs = []
+    for number, entry in enumerate(content):
+        where = f"entry {number}"
+        if isinstance(entry, str):
+            entry = {"image": entry}
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise InputError(f"{listing}: {where}: expected an object with an 'image' key")
+        image = _resolve(listing.parent, entry["image"], listing, where, require)
+        label_value = entry.get("label")
+        label = (
+            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
         )
-    info = getattr(loaded.network, "checkpoint_info", None)
-    # the weights identify the model (a path or name could point to other weights later)
-    settings = {"method": "drdm", "model_weights_sha256": getattr(info, "weights_sha256", None)}
-    if options:
-        settings["options"] = options
-    minimum = max(MIN_VOXELS, loaded.network.config.size_multiple)
-    method = Method("drdm", loaded.ndim, minimum, settings, model=loaded, options=options)
-    if loaded.num_steps >= 1:
-        method.make(1)  # options are checked here
-        method._cache.clear()
-    return method
+        pairs.append((image, label))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing the inputs of a run
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input of a batch: an image and the label maps on its grid.
+
+    Attributes:
+        index: position in the input list (0-based).
+        name: unique name: the output subfolder and part of every sample's seed.
+        image: the image file (or DICOM series folder).
+        labels: label-map files deformed alike, possibly none.
+    """
+
+    index: int
+    name: str
+    image: Path
+    labels: tuple[Path, ...] = ()
+
+
+def input_name(path: str | Path) -> str:
+    """The name an image contributes to output paths: :func:`drdm.io.file_stem`."""
+    return file_stem(path)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    """File stems, the repeated ones made unique with ``-2``, ``-3``, ... in list order."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        base = input_name(path) or "image"
+        name, count = base, 1
+        while name in used:
+            count += 1
+            name = f"{base}-{count}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def list_inputs(
+    image: str | Path | None = None,
+    labels: Sequence[str | Path] = (),
+    input: str | Path | None = None,
+    require_files: bool = True,
+) -> list[InputItem]:
+    """The inputs of a run: ``image`` (a file or a DICOM series folder) with its ``labels``, or
+    ``input``: a folder of images with matching labels, or a ``.csv`` / ``.json`` list, paired
+    by :func:`find_pairs` (one label map per image).
+
+    Raises :class:`~drdm.errors.InputError` when both or neither of ``image`` and ``input`` are
+    given, ``labels`` come with ``input``, a folder holds no image, or a list is malformed or
+    (with ``require_files``) names a missing file. Images are not opened here (unreadable or
+    missing ones are reported when an input is read: one failed input of ``--keep-going``).
+    """
+    if (image is None) == (input is None):
+        raise InputError("give exactly one of image and input")
+    pairs: list[tuple[Path, tuple[Path, ...]]]
+    if image is not None:
+        pairs = [(Path(image), tuple(Path(p) for p in labels))]
+    else:
+        if labels:
+            raise InputError("labels go with image; with input, pair the labels there")
+        found = find_pairs(Path(input), require_files=require_files)  # type: ignore[arg-type]
+        pairs = [(Path(img), () if lab is None else (Path(lab),)) for img, lab in found]
+    names = _unique_names([p[0] for p in pairs])
+    return [
+        InputItem(index=k, name=name, image=img, labels=labs)
+        for k, (name, (img, labs)) in enumerate(zip(names, pairs, strict=True))
+    ]
 
 
 def parse_slice_axis(text: str | int) -> str | int:
-    """``--slice-axis``: ``"auto"`` or 0, 1, 2."""
+    """``slice_axis``: ``"auto"`` or 0, 1, 2 (also as text)."""
     if text == "auto" or (isinstance(text, int) and not isinstance(text, bool) and 0 <= text < 3):
         return text
     if text in ("0", "1", "2"):
         return int(text)
-    raise InputError(f"--slice-axis {text}: expected auto, 0, 1 or 2")
+    raise InputError(f"slice_axis {text}: expected auto, 0, 1 or 2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,13 +334,13 @@ def load_input(
     frame: int | None = None,
     resample_label: bool = False,
     slice_axis: str | int = "auto",
-    resample_option: str | None = "--resample-label",
+    resample_option: str | None = "resample_label=True",
 ) -> LoadedInput:
     """Read an image and its label maps (:func:`drdm.io.read_image`) and check them against
     ``method``.
 
-    ``resample_option``: the caller's option that resamples a label map on another grid,
-    named in the error (``None``: the caller has none, e.g. ``drdm generate``).
+    ``resample_option``: what resamples a label map on another grid for the caller, named in
+    the error (``None``: the caller has nothing, e.g. :func:`~drdm.batch.generate_file`).
 
     Errors (:class:`~drdm.errors.InputError`, one line naming the file): unreadable or
     truncated file, NaN/Inf voxels or values beyond float32, a 4D series without ``frame``, a
@@ -256,78 +378,3 @@ def load_input(
             f"least {method.min_voxels} voxels along every {which}axis"
         )
     return LoadedInput(image=image, labels=labels, slice_axis=axis)
-
-
-# ----------------------------------------------------------------------------------------------
-# Names, statistics, writing
-# ----------------------------------------------------------------------------------------------
-
-
-def output_suffix(path: str | Path) -> str:
-    """The file ending of an output image: the input's (``.mhd`` -> ``.mha``, ``.nhdr`` ->
-    ``.nrrd``; a DICOM folder or anything else -> ``.nii.gz``)."""
-    path = Path(path)
-    name = path.name.lower()
-    for suffix, out in _SUFFIXES.items():
-        if name.endswith(suffix) and not path.is_dir():
-            return out
-    return ".nii.gz"
-
-
-def ddf_suffix(ddf_format: str) -> str:
-    """``.npy`` for ``--ddf-format npy``, else ``.nii.gz``."""
-    return ".npy" if ddf_format == "npy" else ".nii.gz"
-
-
-def label_names(prefix: str, count: int, suffix: str, stem: str = "label") -> list[str]:
-    """``[prefix_label.ext]`` for one label map, ``[prefix_label1.ext, ...]`` for several."""
-    if count == 1:
-        return [f"{prefix}_{stem}{suffix}"]
-    return [f"{prefix}_{stem}{k}{suffix}" for k in range(1, count + 1)]
-
-
-def field_metrics(ddf: np.ndarray) -> dict[str, float]:
-    """``max_disp_pct``, ``mean_disp_pct`` (|u| in % of the size per axis,
-    :func:`drdm.metrics.displacement_magnitude`) and ``fold_pct`` (% of voxels with a negative
-    Jacobian determinant, :func:`drdm.metrics.fold_ratio`) of a ``(ndim, *spatial)`` voxel
-    field, rounded to 4 decimals (the manifest's and the commands' statistics)."""
-    from ..metrics import displacement_magnitude, fold_ratio
-
-    size = displacement_magnitude(ddf)
-    return {
-        "max_disp_pct": round(float(size.max_percent), 4),
-        "mean_disp_pct": round(float(size.mean_percent), 4),
-        "fold_pct": round(float(fold_ratio(ddf)) * 100.0, 4),
-    }
-
-
-def write_outputs(
-    out: Path,
-    like: MedicalImage,
-    ddf: tuple[str, np.ndarray] | None,
-    images: Sequence[tuple[str, np.ndarray]] = (),
-    labels: Sequence[tuple[str, np.ndarray]] = (),
-    ddf_format: str = "nifti",
-) -> None:
-    """Write one sample's files under ``out`` on ``like``'s grid (each atomically): the field
-    ``(name, (ndim, *spatial) voxels)`` in mm (NIfTI) or voxels (``.npy``), label maps with
-    their own integer dtype, images as float32 (:func:`drdm.io.write_image`).
-
-    Everything is checked before the first file is written: a non-finite image (e.g. from
-    intensities near the float32 limit) is an :class:`~drdm.errors.InputError` naming the
-    input.
-    """
-    from ..io.image import write_displacement, write_image
-
-    for name, array in images:
-        if np.issubdtype(np.asarray(array).dtype, np.floating) and not np.isfinite(array).all():
-            raise InputError(
-                f"{like.path or name}: the deformed image has NaN or Inf values (intensities "
-                "too large for float32 arithmetic?); rescale the image"
-            )
-    if ddf is not None:
-        write_displacement(out / ddf[0], ddf[1], like, format=ddf_format)  # type: ignore[arg-type]
-    for name, array in labels:
-        write_image(out / name, array, like.with_array(array), kind="label")
-    for name, array in images:
-        write_image(out / name, array, like)

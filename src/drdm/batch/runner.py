@@ -3,8 +3,9 @@
 
 For every input, level (pair) and sample they write, under ``OUT/<input name>/``, the deformed
 image(s), label maps and field in the input's format and grid, plus ``OUT/manifest.csv``,
-``OUT/run.json`` and ``OUT/overview.png``. Jobs, seeds, shards, manifests, resuming and the
-one-run-per-folder rules: :mod:`drdm.batch.jobs`.
+``OUT/run.json`` and ``OUT/overview.png``. Inputs: :mod:`drdm.batch.inputs`; jobs, seeds and
+shards: :mod:`drdm.batch.jobs`; manifests and resuming: :mod:`drdm.batch.manifest`; the
+one-run-per-folder rules: :mod:`drdm.batch.run_folder`.
 """
 
 from __future__ import annotations
@@ -18,35 +19,12 @@ import torch
 
 from ..errors import InputError
 from ..seeding import sample_seed
-from .inputs import (
-    LoadedInput,
-    Method,
-    ddf_suffix,
-    field_metrics,
-    label_names,
-    load_input,
-    load_method,
-    output_suffix,
-    parse_slice_axis,
-    write_outputs,
-)
-from .jobs import (
-    MANIFEST_SCHEMAS,
-    MAX_JOBS,
-    BatchReport,
-    InputItem,
-    Job,
-    ManifestBook,
-    RunLock,
-    check_job_count,
-    check_run_settings,
-    claim_run_settings,
-    list_inputs,
-    manifest_name,
-    resolve_shards,
-    run_batch,
-    shard_jobs,
-)
+from .inputs import InputItem, LoadedInput, list_inputs, load_input, parse_slice_axis
+from .jobs import MAX_JOBS, BatchReport, Job, check_job_count, resolve_shards, run_batch, shard_jobs
+from .manifest import MANIFEST_SCHEMAS, ManifestBook, manifest_name
+from .method import Method, load_method
+from .outputs import ddf_suffix, field_metrics, label_names, output_suffix, write_outputs
+from .run_folder import RunLock, check_run_settings, claim_run_settings
 
 __all__ = [
     "MAX_JOBS",
@@ -67,7 +45,7 @@ class BatchOptions:
     Attributes:
         out: the run folder.
         image, labels: one image (file or DICOM folder) and its label maps; or
-        input: a folder or ``.csv``/``.json`` list (:func:`drdm.batch.jobs.list_inputs`).
+        input: a folder or ``.csv``/``.json`` list (:func:`drdm.batch.inputs.list_inputs`).
         frame: the time point of 4D inputs.
         resample_label: resample label maps on another grid onto the image's.
         seed: the run's seed (any integer; per-sample seeds: :func:`drdm.seeding.sample_seed`).
@@ -151,13 +129,13 @@ def _prepare(
     from ..device import resolve_device
     from ..io import check_output_folder
 
-    check_output_folder(options.out)
+    check_output_folder(options.out, "out")
     if options.frame is not None and options.frame < 0:
-        raise InputError(f"--frame {options.frame}: must be >= 0")
+        raise InputError(f"frame {options.frame}: must be >= 0")
     if options.label_interp not in ("onehot", "nearest"):
-        raise InputError(f"--label-interp {options.label_interp}: expected onehot or nearest")
+        raise InputError(f"label_interp {options.label_interp}: expected onehot or nearest")
     if options.ddf_format not in ("nifti", "npy"):
-        raise InputError(f"--ddf-format {options.ddf_format}: expected nifti or npy")
+        raise InputError(f"ddf_format {options.ddf_format}: expected nifti or npy")
     slice_axis = parse_slice_axis(options.slice_axis)
     shards, index = resolve_shards(options.shards, options.shard_index)
     device = resolve_device(options.device)
@@ -169,12 +147,12 @@ def _prepare(
     )
     if str(options.method).lower() == "drdm" and options.method_options:
         raise InputError(
-            f"--method-option: --method drdm takes none, got {sorted(options.method_options)}"
+            f"method_options: method drdm takes none, got {sorted(options.method_options)}"
         )
     method_options = dict(options.method_options)
     if options.stride is not None:
         if str(options.method).lower() != "drdm":
-            raise InputError(f"--stride {options.stride}: only --method drdm has a sampler stride")
+            raise InputError(f"stride {options.stride}: only method drdm has a sampler stride")
         method_options["stride"] = options.stride
     method = load_method(
         options.method,
@@ -309,14 +287,14 @@ def augment_files(
     levels = list(levels or [])
     if any(lv < (1 if drdm else 0) for lv in levels):
         bad = ",".join(map(str, levels))
-        raise InputError(f"--levels {bad}: levels must be >= {1 if drdm else 0}")
+        raise InputError(f"levels {bad}: levels must be >= {1 if drdm else 0}")
     if per_level < 1:
-        raise InputError(f"--per-level {per_level}: must be >= 1")
-    check_job_count(per_level * max(len(levels), 1), "--per-level", per_level)
-    setup = _prepare(options, levels, "--levels")
-    if not levels:  # --method drdm without --levels: the default levels of the model's T
+        raise InputError(f"per_level {per_level}: must be >= 1")
+    check_job_count(per_level * max(len(levels), 1), "per_level", per_level)
+    setup = _prepare(options, levels, "levels")
+    if not levels:  # method drdm without levels: the default levels of the model's T
         levels = list(default_levels(setup.method.model.num_steps))
-    check_job_count(len(setup.items) * len(levels) * per_level, "--per-level", per_level)
+    check_job_count(len(setup.items) * len(levels) * per_level, "per_level", per_level)
     stack_name = resolve_stack(stack, drdm) or "none"
     then, stack_intensity = make_stack(stack_name, setup.method.ndim)
     settings = {**_settings(options, setup), "stack": stack_name}
@@ -371,22 +349,22 @@ def parse_level_pairs(text: str) -> list[tuple[int, int]]:
     items, repeats, a negative ``T'_aug`` or a ``T'_syn`` below 1."""
     items = [p.strip() for p in str(text).split(",")]
     if len(items) > 1 and not all(items):
-        raise InputError(f"--level-pairs {text!r}: empty item; expected pairs such as 30:20,45:30")
+        raise InputError(f"level_pairs {text!r}: empty item; expected pairs such as 30:20,45:30")
     pairs = []
     for part in (p for p in items if p):
         try:
             aug, syn = (int(v) for v in part.split(":"))
         except ValueError:
             raise InputError(
-                f"--level-pairs {text!r}: expected T'_aug:T'_syn pairs such as 30:20,45:30"
+                f"level_pairs {text!r}: expected T'_aug:T'_syn pairs such as 30:20,45:30"
             ) from None
         if aug < 0 or syn < 1:
-            raise InputError(f"--level-pairs {part}: need T'_aug >= 0 and T'_syn >= 1")
+            raise InputError(f"level_pairs {part}: need T'_aug >= 0 and T'_syn >= 1")
         pairs.append((aug, syn))
     if not pairs:
-        raise InputError(f"--level-pairs {text!r}: expected at least one pair")
+        raise InputError(f"level_pairs {text!r}: expected at least one pair")
     if len(set(pairs)) != len(pairs):
-        raise InputError(f"--level-pairs {text!r}: repeated pair")
+        raise InputError(f"level_pairs {text!r}: repeated pair")
     return pairs
 
 
@@ -420,13 +398,13 @@ def synthesize_files(
 
     pairs = [(int(a), int(s)) for a, s in level_pairs]
     if not pairs or any(a < 0 or s < 1 for a, s in pairs):
-        raise InputError(f"--level-pairs {pairs}: need T'_aug >= 0 and T'_syn >= 1")
+        raise InputError(f"level_pairs {pairs}: need T'_aug >= 0 and T'_syn >= 1")
     if per_pair < 1:
-        raise InputError(f"--per-pair {per_pair}: must be >= 1")
-    check_job_count(per_pair * len(pairs), "--per-pair", per_pair)
+        raise InputError(f"per_pair {per_pair}: must be >= 1")
+    check_job_count(per_pair * len(pairs), "per_pair", per_pair)
     levels = sorted({lv for pair in pairs for lv in pair if lv > 0})
-    setup = _prepare(options, levels, "--level-pairs")
-    check_job_count(len(setup.items) * len(pairs) * per_pair, "--per-pair", per_pair)
+    setup = _prepare(options, levels, "level_pairs")
+    check_job_count(len(setup.items) * len(pairs) * per_pair, "per_pair", per_pair)
     settings = _settings(options, setup)
     jobs = build_synth_jobs(setup.items, pairs, per_pair, options.seed)
 

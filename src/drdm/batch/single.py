@@ -2,8 +2,8 @@
 model) and :func:`diffuse_file` (``drdm diffuse``, the random forward process at timestep t).
 
 Both read through :func:`drdm.io.read_image` (any format, ITK's geometry policy) and write
-through the writer of ``drdm augment`` (:func:`drdm.batch.inputs.write_outputs`): outputs keep
-the input's format, grid and kind, and displacement fields are millimetres that SimpleITK
+through the writer of ``drdm augment`` (:func:`drdm.batch.outputs.write_outputs`): outputs
+keep the input's format, grid and kind, and displacement fields are millimetres that SimpleITK
 applies as a ``DisplacementFieldTransform`` (or voxel ``.npy`` with ``ddf_format="npy"``).
 A 2D deformation of a 3D volume works slice by slice (:func:`drdm.io.auto_slice_axis`).
 Every sample has its own seed (:func:`drdm.seeding.sample_seed`).
@@ -22,19 +22,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..seeding import sample_generator
-from .inputs import (
-    MIN_VOXELS,
-    LoadedInput,
-    Method,
-    ddf_suffix,
-    field_metrics,
-    load_input,
-    load_method,
-    output_suffix,
-    parse_slice_axis,
-    write_outputs,
-)
+from .inputs import LoadedInput, load_input, parse_slice_axis
 from .jobs import check_job_count
+from .method import MIN_VOXELS, Method, load_method
+from .outputs import ddf_suffix, field_metrics, output_suffix, write_outputs
 
 __all__ = ["SampleRecord", "SingleReport", "diffuse_file", "generate_file", "seed_tag"]
 
@@ -42,7 +33,7 @@ __all__ = ["SampleRecord", "SingleReport", "diffuse_file", "generate_file", "see
 @dataclass
 class SampleRecord:
     """One written sample: its files (relative to the output folder), statistics
-    (:func:`~drdm.batch.inputs.field_metrics`) and, for figures, the arrays."""
+    (:func:`~drdm.batch.outputs.field_metrics`) and, for figures, the arrays."""
 
     image: str
     ddf: str
@@ -145,7 +136,7 @@ def _load(
     slice_axis: str | int,
     frame: int | None = None,
 ) -> LoadedInput:
-    """:func:`~drdm.batch.inputs.load_input`; a problem of the label map names ``--label``."""
+    """:func:`~drdm.batch.inputs.load_input`; a problem of the label map names ``label``."""
     try:
         return load_input(
             image,
@@ -153,11 +144,11 @@ def _load(
             method,
             frame=frame,
             slice_axis=slice_axis,
-            resample_option=None,  # no --resample-label here
+            resample_option=None,  # no resample_label here
         )
     except InputError as exc:
         if label is not None and str(exc).startswith(str(label)):
-            raise InputError(f"--label {exc}") from None
+            raise InputError(f"label {exc}") from None
         raise
 
 
@@ -192,10 +183,10 @@ def _check_options(out: str | Path, frame: int | None, ddf_format: str) -> Path:
     from ..io import check_output_folder
 
     if frame is not None and (isinstance(frame, bool) or int(frame) < 0):
-        raise InputError(f"--frame {frame}: must be >= 0")
+        raise InputError(f"frame {frame}: must be >= 0")
     if ddf_format not in ("nifti", "npy"):
-        raise InputError(f"--ddf-format {ddf_format}: expected nifti or npy")
-    return check_output_folder(out)
+        raise InputError(f"ddf_format {ddf_format}: expected nifti or npy")
+    return check_output_folder(out, "out")
 
 
 def generate_file(
@@ -236,8 +227,8 @@ def generate_file(
     from ..io import file_stem
 
     if n < 1:
-        raise InputError(f"--n {n}: must be >= 1")
-    check_job_count(n, "--n", n)
+        raise InputError(f"n {n}: must be >= 1")
+    check_job_count(n, "n", n)
     out = _check_options(out, frame, ddf_format)
     axis_choice = parse_slice_axis(slice_axis)
     dev = resolve_device(device)
@@ -246,7 +237,7 @@ def generate_file(
         sampler_options["stride"] = stride
     method = load_method(
         "drdm", [level], model=model, options=sampler_options, device=dev,
-        level_option="--level", engine=engine,
+        level_option="level", engine=engine,
     )  # fmt: skip
     data = _load(image, label, method, axis_choice, frame)
     stem = file_stem(image)
@@ -305,11 +296,11 @@ def diffuse_file(
 
     defaults = ForwardDiffusionConfig()
     if isinstance(t, bool) or not 1 <= int(t) <= defaults.num_steps:
-        raise InputError(f"--t {t}: must lie in 1..{defaults.num_steps}")
+        raise InputError(f"t {t}: must lie in 1..{defaults.num_steps}")
     out = _check_options(out, frame, ddf_format)
     axis_choice = parse_slice_axis(slice_axis)
     if ndim not in ("auto", 2, 3, "2", "3"):
-        raise InputError(f"--ndim {ndim}: expected auto, 2 or 3")
+        raise InputError(f"ndim {ndim}: expected auto, 2 or 3")
     dev = resolve_device(device)
     head = read_image(image, kind="image", frame=frame)
     if ndim == "auto":
@@ -318,7 +309,7 @@ def diffuse_file(
     else:
         dims = int(ndim)
     if dims == 3 and head.ndim == 2:
-        raise InputError(f"{image}: --ndim 3 needs a 3D image, got shape {head.shape}")
+        raise InputError(f"{image}: ndim 3 needs a 3D image, got shape {head.shape}")
     method = Method("forward", dims, MIN_VOXELS, {})
     data = _load(image, label, method, axis_choice, frame)
     process = ForwardDiffusion(dataclasses.replace(defaults, ndim=dims))

@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _inputs(entries: list[str]) -> list[str]:
     """Expand ``.csv``/``.json`` lists to their images (:func:`drdm.io.find_pairs`; labels
     are not needed and ignored); files and folders pass through."""
-    from ..io import find_pairs
+    from ..batch.inputs import find_pairs
 
     out: list[str] = []
     for entry in entries:

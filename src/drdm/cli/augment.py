@@ -209,7 +209,7 @@ def add_device_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     """The :class:`~drdm.batch.BatchOptions` of parsed ``augment``/``synth`` arguments."""
-    from ..batch.inputs import parse_method_options
+    from ..batch.method import parse_method_options
     from ..batch.runner import BatchOptions
 
     apply_threads(args.threads)

@@ -61,7 +61,7 @@ def shard_files(folder: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..batch.jobs import merge_manifests, write_manifest
+    from ..batch.manifest import merge_manifests, write_manifest
     from ..io import check_output_file
 
     paths: list[Path] = []

@@ -196,12 +196,12 @@ def _folder_problem(path: Path) -> str | None:
     return None
 
 
-def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+def check_output_folder(path: str | Path, option: str = "path") -> Path:
     """Check that ``path`` is, or can be created as, a folder this process can write into.
 
-    Raises :class:`~drdm.errors.InputError` (one line naming ``option`` and the path) when
-    ``path`` or one of its parents is a file, or when the nearest existing folder is not
-    writable. Creates nothing.
+    Raises :class:`~drdm.errors.InputError` (one line naming ``option``, what the caller calls
+    the path, e.g. a command's ``--out``, and the path) when ``path`` or one of its parents is
+    a file, or when the nearest existing folder is not writable. Creates nothing.
     """
     _check_not_empty(path, option)
     path = Path(path)
@@ -217,7 +217,7 @@ def _check_not_empty(path: str | Path, option: str) -> None:
         raise InputError(f"{option} {path!r}: empty path (an unset shell variable?)")
 
 
-def check_output_file(path: str | Path, option: str = "--out") -> Path:
+def check_output_file(path: str | Path, option: str = "path") -> Path:
     """Check that a file can be written at ``path``: not a folder, and its folder writable or
     creatable (as :func:`check_output_folder`). Creates nothing."""
     _check_not_empty(path, option)

@@ -81,8 +81,6 @@ applying the 2D field.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import os
 import re
@@ -96,7 +94,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .files import IMAGE_SUFFIXES, atomic_path, file_stem, image_suffix
+from .files import IMAGE_SUFFIXES, atomic_path, image_suffix
 from .geometry import spacing_from_affine
 
 NIFTI_INTENT_VECTOR = 1007
@@ -219,7 +217,7 @@ def read_image(
     kind: Kind = "image",
     frame: int | None = None,
     *,
-    frame_option: str | None = "--frame",
+    frame_option: str | None = "frame",
 ) -> MedicalImage:
     """Read a 2D or 3D image or label map with its geometry.
 
@@ -229,8 +227,9 @@ def read_image(
         kind: ``"image"`` (float32, float64 kept) or ``"label"`` (integer, validated).
         frame: the time point to take from a 4D time series (0-based); ignored for images
             without a time axis. A 4D series without ``frame`` is an error.
-        frame_option: the option that chooses ``frame``, named in the messages about 4D
-            series (``None``: the caller has none; the message says to extract one frame).
+        frame_option: what chooses ``frame`` for the caller (e.g. a command's ``--frame``),
+            named in the messages about 4D series (``None``: the caller has nothing; the
+            message says to extract one frame).
 
     Returns:
         :class:`MedicalImage` in ``(i, j[, k])`` order with a RAS+ affine (policy: module
@@ -315,7 +314,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _select_frame(
-    array: np.ndarray, path: Path, frame: int | None, option: str | None = "--frame"
+    array: np.ndarray, path: Path, frame: int | None, option: str | None = "frame"
 ) -> np.ndarray:
     """Drop trailing singleton axes beyond the third; pick ``frame`` of a 4D series."""
     while array.ndim > 3 and array.shape[-1] == 1:
@@ -949,8 +948,8 @@ def check_same_grid(
     Shapes must be equal and the world positions of the grid corners may differ by at most
     ``tolerance`` voxels (of the smallest spacing). ``path_hint`` names the pair in the
     message when the images carry no path (e.g. ``"row 3 of pairs.csv"``);
-    ``resample_option`` the caller's option that resamples the label instead (e.g.
-    ``"--resample-label"``; ``None``: the message points at :func:`resample_label_to`).
+    ``resample_option`` what resamples the label instead for the caller (e.g.
+    ``"resample_label=True"``; ``None``: the message points at :func:`resample_label_to`).
     """
     image_name = str(image.path) if image.path is not None else (path_hint or "<image>")
     label_name = str(label.path) if label.path is not None else (path_hint or "<label>")
@@ -1004,189 +1003,3 @@ def resample_label_to(image: MedicalImage, label: MedicalImage) -> MedicalImage:
         out[:, :, k][inside] = src[index[0][inside], index[1][inside], index[2][inside]]
     array = out if image.ndim == 3 else out[:, :, 0]
     return MedicalImage(array, image.affine.copy(), label.path, image.squeezed)
-
-
-_LABEL_SUFFIXES = ("_gt", "_label", "_labels", "_seg", "_mask")
-_LABEL_FOLDERS = ("labels", "labelsTr", "labelsTs")
-_IMAGE_FOLDERS = ("images", "imagesTr", "imagesTs")
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and image_suffix(p)
-    )
-
-
-def find_pairs(
-    source: str | Path, labeled_only: bool = False, require_files: bool = True
-) -> list[tuple[Path, Path | None]]:
-    """Image/label pairs from a folder, a CSV file or a JSON file.
-
-    Folder rules (files with a recognised image suffix, not recursive, sorted by name):
-
-    * with a ``labels/`` (or ``labelsTr``/``labelsTs``) subfolder: images are the files in
-      ``images/`` (``imagesTr``/``imagesTs``) if present, else in the folder itself; the
-      label of ``X.ext`` is ``labels/X.*`` (also for nnU-Net's ``X_0000.ext``); an image
-      without a label and a label without an image (skipped) each give a ``UserWarning``;
-    * otherwise the label of ``X.ext`` is the file ``X_gt.*`` (ACDC), ``X_label.*``,
-      ``X_labels.*``, ``X_seg.*`` or ``X_mask.*`` beside it; such files are never images (a
-      label file without its image is skipped with a ``UserWarning`` naming it).
-
-    CSV: a header row with an ``image`` column and optionally a ``label`` column (empty cell:
-    no label). JSON: a list of ``{"image": ..., "label": ...}`` objects or of image paths, or
-    an object holding such a list under ``"pairs"`` or ``"training"`` (MSD ``dataset.json``).
-    Relative paths are relative to the CSV/JSON file.
-
-    Args:
-        source: the folder, ``.csv`` or ``.json`` file.
-        labeled_only: drop images without a label (e.g. ACDC's ``*_4d`` series).
-        require_files: a CSV/JSON entry naming a missing file is an error; ``False`` keeps it
-            (reading it fails later, e.g. one failed input of ``--keep-going``).
-
-    Raises:
-        InputError: missing source, no images found, a listed file missing, two label
-            candidates for one image, a malformed list.
-    """
-    source = Path(source)
-    if not source.exists():
-        raise InputError(f"{source}: no such file or directory")
-    if source.is_dir():
-        pairs = _pairs_from_folder(source, labeled_only)
-    elif source.suffix.lower() == ".csv":
-        pairs = _pairs_from_csv(source, require_files)
-    elif source.suffix.lower() == ".json":
-        pairs = _pairs_from_json(source, require_files)
-    else:
-        raise InputError(f"{source}: expected a folder, a .csv or a .json list of images")
-    if labeled_only:
-        pairs = [pair for pair in pairs if pair[1] is not None]
-    if not pairs:
-        what = "labelled images" if labeled_only else "images"
-        if not source.is_dir():
-            raise InputError(f"{source}: the list names no {what}")
-        raise InputError(
-            f"{source}: no {what} found (looked for {', '.join(IMAGE_SUFFIXES)} files)"
-        )
-    return pairs
-
-
-def _pairs_from_folder(folder: Path, labeled_only: bool = False) -> list[tuple[Path, Path | None]]:
-    label_dir = next((folder / n for n in _LABEL_FOLDERS if (folder / n).is_dir()), None)
-    if label_dir is not None:
-        image_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
-        labels: dict[str, list[Path]] = {}
-        for path in _image_files(label_dir):
-            labels.setdefault(file_stem(path), []).append(path)
-        pairs = []
-        used: set[str] = set()
-        for image in _image_files(image_dir):
-            stem = file_stem(image)
-            keys = [stem, stem[:-5]] if stem.endswith("_0000") else [stem]
-            key = next((k for k in keys if k in labels), None)
-            found = [] if key is None else labels[key]
-            if key is None:
-                warnings.warn(
-                    f"{image}: no label map in {label_dir} ({stem}.*); "
-                    + ("skipped" if labeled_only else "used without a label map"),
-                    UserWarning,
-                    stacklevel=4,
-                )
-            else:
-                used.add(key)
-            pairs.append((image, _one_label(image, found)))
-        for stem, paths in labels.items():
-            if stem not in used:
-                for path in paths:
-                    warnings.warn(
-                        f"{path}: a label file without its image in {image_dir} ({stem}.*); "
-                        "skipped",
-                        UserWarning,
-                        stacklevel=4,
-                    )
-        return pairs
-    files = _image_files(folder)
-    by_stem: dict[str, list[Path]] = {}
-    for path in files:
-        by_stem.setdefault(file_stem(path), []).append(path)
-    pairs = []
-    for image in files:
-        stem = file_stem(image)
-        label_of = next(
-            (stem[: -len(s)] for s in _LABEL_SUFFIXES if stem.endswith(s) and len(stem) > len(s)),
-            None,
-        )
-        if label_of is not None:
-            if label_of not in by_stem:
-                warnings.warn(
-                    f"{image}: a label file without its image ({label_of}.*); skipped",
-                    UserWarning,
-                    stacklevel=4,
-                )
-            continue  # a label file, never an image
-        found = [p for s in _LABEL_SUFFIXES for p in by_stem.get(stem + s, [])]
-        pairs.append((image, _one_label(image, found)))
-    return pairs
-
-
-def _one_label(image: Path, found: list[Path]) -> Path | None:
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise InputError(f"{image}: several label candidates ({names}); keep one")
-    return found[0] if found else None
-
-
-def _resolve(base: Path, value: object, listing: Path, where: str, require: bool = True) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{listing}: {where}: expected a file path, got {value!r}")
-    path = Path(value.strip())
-    path = path if path.is_absolute() else base / path
-    if require and not path.exists():
-        raise InputError(f"{listing}: {where}: {path} does not exist")
-    return path
-
-
-def _pairs_from_csv(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
-    try:
-        with open(listing, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{listing}: cannot read the CSV ({_first_line(exc)})") from None
-    if rows and "image" not in rows[0]:
-        raise InputError(f"{listing}: needs a header row with an 'image' column")
-    pairs = []
-    for number, row in enumerate(rows, start=2):
-        where = f"row {number}"
-        image = _resolve(listing.parent, row.get("image"), listing, where, require)
-        label_value = (row.get("label") or "").strip()
-        label = (
-            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
-        )
-        pairs.append((image, label))
-    return pairs
-
-
-def _pairs_from_json(listing: Path, require: bool = True) -> list[tuple[Path, Path | None]]:
-    try:
-        content = json.loads(listing.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{listing}: cannot read the JSON ({_first_line(exc)})") from None
-    if isinstance(content, dict):
-        content = content.get("pairs", content.get("training"))
-    if not isinstance(content, list):
-        raise InputError(f'{listing}: expected a list of {{"image": ..., "label": ...}} entries')
-    pairs = []
-    for number, entry in enumerate(content):
-        where = f"entry {number}"
-        if isinstance(entry, str):
-            entry = {"image": entry}
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise InputError(f"{listing}: {where}: expected an object with an 'image' key")
-        image = _resolve(listing.parent, entry["image"], listing, where, require)
-        label_value = entry.get("label")
-        label = (
-            _resolve(listing.parent, label_value, listing, where, require) if label_value else None
-        )
-        pairs.append((image, label))
-    return pairs

@@ -1,5 +1,5 @@
 """Reading the manifest CSV files that ``drdm augment`` / ``drdm synth`` write (their schemas
-and writer live in :mod:`drdm.batch.jobs`)."""
+and writer live in :mod:`drdm.batch.manifest`)."""
 
 from __future__ import annotations
 
