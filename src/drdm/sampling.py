@@ -55,7 +55,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .config import from_dict, to_dict
+from .config import Config
 from .diffusion.forward import ForwardProcess
 from .diffusion.schedule import span_sum
 from .spatial import compose, integrate, warp
@@ -87,7 +87,7 @@ DEFAULT_SKIP: SkipRule = "shares"
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(Config):
     """Numerical choices of the recovery loop (stored in checkpoints under ``extra.sampler``).
 
     Attributes:
@@ -140,15 +140,6 @@ class SamplerConfig:
                     f"schedule must be strictly decreasing timesteps >= 1, got {list(steps)}"
                 )
             object.__setattr__(self, "schedule", steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict."""
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamplerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        return from_dict(cls, data)
 
 
 def official_sampler_config() -> SamplerConfig:

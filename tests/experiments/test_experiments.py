@@ -237,6 +237,22 @@ def test_read_acdc_slices_along_coarse_axis(tmp_path):
         read_acdc(tmp_path, 16)
 
 
+@pytest.mark.parametrize(
+    ("value", "match"), [(1.5, "non-integer values"), (-1.0, "negative values")]
+)
+def test_label_maps_are_read_as_labels(tmp_path, value, match):
+    root = make_acdc(tmp_path / "acdc", patients=1)
+    gt = root / "patient001" / "patient001_frame01_gt.nii.gz"
+    label = np.asarray(nib.load(str(gt)).dataobj).astype(np.float32)
+    label[0, 0, 1] = value
+    _save(gt, label, (1.5, 1.5, 8.0))
+    with pytest.raises(InputError, match=f"{gt.name}: label map has {match}"):
+        read_acdc(root, 16)
+    label[0, 0, 1] = 2.0  # integer values stored as floats are labels
+    _save(gt, label, (1.5, 1.5, 8.0))
+    assert len(read_acdc(root, 16)) == 4
+
+
 def test_read_lung_folder_groups_subjects(tmp_path):
     root = tmp_path / "lung"
     (root / "imagesTr").mkdir(parents=True)

@@ -13,7 +13,7 @@ import yaml
 from drdm import DRDM
 from drdm.diffusion import ForwardDiffusion, ForwardDiffusionConfig
 from drdm.errors import InputError
-from drdm.training import config_from_dict, train
+from drdm.training import TrainConfig, train
 from drdm.training.distill import (
     DistillPool,
     TeacherTargets,
@@ -34,7 +34,7 @@ def _smoke(tmp_path: Path, **sections) -> tuple:
             data.setdefault(section, {}).update(values)
         else:
             data[section] = values
-    return config_from_dict(data), tmp_path
+    return TrainConfig.from_dict(data), tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -204,5 +204,5 @@ def test_distill_config_errors(tmp_path):
     config, _ = _smoke(tmp_path, distill={"teacher": "missing.pth"})
     with pytest.raises(InputError, match="missing.pth: no such teacher"):
         train(config, tmp_path, tmp_path / "run", quiet=True)
-    with pytest.raises(InputError, match="--time-limit"):
+    with pytest.raises(InputError, match="time_limit must be > 0"):
         train(_smoke(tmp_path)[0], tmp_path, tmp_path / "run2", quiet=True, time_limit=0)

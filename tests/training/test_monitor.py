@@ -11,7 +11,7 @@ import yaml
 
 from drdm.checkpoint import load_pretrained
 from drdm.errors import InputError
-from drdm.training import config_from_dict, train
+from drdm.training import TrainConfig, train
 from drdm.training.monitor import recovery_bands
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -23,7 +23,7 @@ def _config(**monitor):
     data["optim"]["steps"] = 4
     data["output"]["checkpoint_every"] = 2
     data["monitor"] = monitor
-    return config_from_dict(data)
+    return TrainConfig.from_dict(data)
 
 
 def test_recovery_bands_cover_every_timestep_once():

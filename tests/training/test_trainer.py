@@ -22,7 +22,6 @@ from drdm.training import (
     TrainConfig,
     augment_batch,
     build_training_data,
-    config_from_dict,
     load_train_config,
     save_train_config,
     tensors_sha256,
@@ -41,7 +40,7 @@ def _smoke(**changes) -> TrainConfig:
     for key, value in changes.items():
         section, name = key.split("__")
         data.setdefault(section, {})[name] = value
-    return config_from_dict(data)
+    return TrainConfig.from_dict(data)
 
 
 def _write_nifti(path: Path, array: np.ndarray, spacing) -> Path:
@@ -79,11 +78,11 @@ def test_config_round_trip(tmp_path, suffix):
 
 
 def test_implied_fields_follow_image_size():
-    config = config_from_dict(
+    config = TrainConfig.from_dict(
         {"data": {"image_size": [16, 16, 16], "phantoms": {"kind": "thorax3d"}}}
     )
     assert config.network.ndim == config.forward.ndim == 3
-    config = config_from_dict({"forward": {"num_steps": 12}, "data": {"phantoms": {}}})
+    config = TrainConfig.from_dict({"forward": {"num_steps": 12}, "data": {"phantoms": {}}})
     assert config.network.num_steps == 12
 
 
@@ -158,24 +157,26 @@ def test_stack_is_cut_into_slices(tmp_path):
     stack = rng.random((20, 24, 6)) * 100.0
     stack[:, :, 5] = 7.0  # a blank slice, dropped
     path = _write_nifti(tmp_path / "stack.nii.gz", stack, (1.5, 1.5, 8.0))
-    config = config_from_dict({"data": {"image_size": [16, 16], "files": [path.name]}})
+    config = TrainConfig.from_dict({"data": {"image_size": [16, 16], "files": [path.name]}})
     data = build_training_data(config.data, tmp_path)
     assert data.images.shape == (5, 1, 16, 16)
     assert bool(data.from_file.all())
     assert float(data.images.min()) >= 0 and float(data.images.max()) <= 1
     assert "5 of 6 slices along axis 2" in data.description
     # an explicit axis and a folder entry
-    config = config_from_dict({"data": {"image_size": [16, 16], "files": ["."], "slice_axis": 0}})
+    config = TrainConfig.from_dict(
+        {"data": {"image_size": [16, 16], "files": ["."], "slice_axis": 0}}
+    )
     data = build_training_data(config.data, tmp_path)
     assert data.images.shape == (20, 1, 16, 16)
     # a 3D model keeps the volume whole
-    config = config_from_dict({"data": {"image_size": [8, 16, 16], "files": [str(path)]}})
+    config = TrainConfig.from_dict({"data": {"image_size": [8, 16, 16], "files": [str(path)]}})
     data = build_training_data(config.data, tmp_path)
     assert data.images.shape == (1, 1, 8, 16, 16)
 
 
 def test_missing_files_warn_or_error(tmp_path, capsys):
-    config = config_from_dict(
+    config = TrainConfig.from_dict(
         {"data": {"image_size": [16, 16], "files": ["gone.nii"], "phantoms": {"count": 2}}}
     )
     with pytest.raises(InputError, match="gone.nii"):
@@ -265,7 +266,7 @@ def test_resume_is_bit_identical(tmp_path):
     )
     assert not part.finished and part.step == 3 and part.model_dir is None
     assert not (tmp_path / "part" / "model").exists()
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="resume=True continues it"):
         train(config, base_dir=CONFIGS, out_dir=tmp_path / "part", quiet=True, device="cpu")
     rest = train(
         config,
@@ -302,7 +303,7 @@ def test_file_fraction_sampling():
 
 
 def test_3d_training_step(tmp_path):
-    config = config_from_dict(
+    config = TrainConfig.from_dict(
         {
             "network": {"widths": [4, 8, 8], "bottleneck_width": 4, "embed_dim": 16},
             "forward": {"num_steps": 10, "grid_size": 8},
@@ -329,7 +330,7 @@ def test_the_parts_of_a_training_step():
     ctx = setup("cpu")
     try:
         assert trainer._local_batch(config, ctx, None) == batch
-        with pytest.raises(InputError, match="--stop-after 0"):
+        with pytest.raises(InputError, match="stop_after must be >= 1, got 0"):
             trainer._local_batch(config, ctx, 0)
         a = trainer._initial_state(config, ctx, None)
         b = trainer._initial_state(config, ctx, None)

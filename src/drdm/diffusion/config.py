@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import Config
+
 
 @dataclass(frozen=True)
-class ForwardDiffusionConfig:
+class ForwardDiffusionConfig(Config):
     """Parameters of the forward process (paper 2.1 and 3.3).
 
     Attributes:

@@ -42,13 +42,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import from_dict, to_dict
+from ..config import Config
 from ..spatial import compose, identity_grid, sample, warp
 from .forward import ForwardFields, ForwardSample, deform_images
 from .random_field import randn
@@ -58,7 +58,7 @@ __all__ = ["OfficialForwardProcess", "OfficialProcessConfig"]
 
 
 @dataclass(frozen=True)
-class OfficialProcessConfig:
+class OfficialProcessConfig(Config):
     """Parameters of the authors' forward process (see the module docstring).
 
     Attributes:
@@ -137,15 +137,6 @@ class OfficialProcessConfig:
             )
         if self.image_mode not in ("linear", "cubic"):
             raise ValueError(f"image_mode must be 'linear' or 'cubic', got {self.image_mode!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-serialisable dict (tuples become lists)."""
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OfficialProcessConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        return from_dict(cls, data)
 
 
 class OfficialForwardProcess:

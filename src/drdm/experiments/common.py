@@ -91,11 +91,11 @@ class RunInfo:
             self.log(f"[{self.elapsed():7.1f} s] {message}")
 
 
-def check_out_dir(out: str | Path) -> Path:
+def check_out_dir(out_dir: str | Path) -> Path:
     """The output folder (created); an existing non-folder is an :class:`InputError`."""
-    path = Path(out)
+    path = Path(out_dir)
     if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path}: exists and is not a directory")
+        raise InputError(f"out_dir {path}: exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

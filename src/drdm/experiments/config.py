@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import Config
 from ..errors import InputError
 from ..pipelines.registry import DEFAULT_LEVELS
 
@@ -29,7 +30,7 @@ def _check_common(name: str, cfg: object) -> None:
 
 
 @dataclass(frozen=True)
-class SegmentationConfig:
+class SegmentationConfig(Config):
     """Few-shot segmentation with augmentation (paper Section 4).
 
     Data: ``data`` is ``"phantoms"`` (built-in cardiac phantoms) or an ACDC-style folder;
@@ -83,7 +84,7 @@ class SegmentationConfig:
 
 
 @dataclass(frozen=True)
-class RegistrationConfig:
+class RegistrationConfig(Config):
     """Registration with synthetic pre-training (paper Section 5).
 
     Data: ``data`` is ``"phantoms"`` (2D cardiac phantoms), ``"thorax"`` (3D thorax CT

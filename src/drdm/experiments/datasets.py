@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..io.files import file_stem
 from ..io.geometry import spacing_from_affine
-from ..io.image import read_volume
+from ..io.image import read_image, read_volume
 
 __all__ = [
     "CARDIAC_CLASSES",
@@ -174,17 +174,16 @@ def thorax_phantoms(
 
 # ------------------------------------------------------------------------------ folders
 def _read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The image (float), its label map (int64, validated by :func:`read_image`) and the
+    image's voxel spacing."""
     vol = read_volume(image_path, allow_ndim=(2, 3))
-    lab = read_volume(label_path, allow_ndim=(2, 3))
+    lab = read_image(label_path, kind="label", frame_option=None)
     if lab.array.shape != vol.array.shape:
         raise InputError(
             f"{label_path}: label shape {lab.array.shape} differs from the image's "
             f"{vol.array.shape} ({image_path.name})"
         )
-    label = np.rint(lab.array)
-    if not np.allclose(label, lab.array) or label.min() < 0:
-        raise InputError(f"{label_path}: label values must be non-negative integers")
-    return vol.array, label.astype(np.int64), spacing_from_affine(vol.affine, vol.ndim)
+    return vol.array, lab.array.astype(np.int64), spacing_from_affine(vol.affine, vol.ndim)
 
 
 def read_acdc(

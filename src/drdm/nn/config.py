@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from ..config import from_dict, to_dict
+from ..config import Config
 
 NormPlacement = Literal["all", "encoder", "none"]
 OutputUnits = Literal["image", "voxel"]
@@ -18,7 +18,7 @@ _PADDINGS = ("zeros", "border")
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(Config):
     """Architecture of the DRDM network ``D_theta`` (Eq. 12, Appendix A).
 
     The defaults follow Appendix A of the paper; the authors' published checkpoint differs in
@@ -150,12 +150,3 @@ class NetworkConfig:
         if self.input_stem == "space_to_depth":
             return self.in_channels * self.input_stride**self.ndim
         return self.stem_width
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-serialisable dict (tuples become lists)."""
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``, missing keys default."""
-        return from_dict(cls, data)

@@ -13,7 +13,6 @@ from .config import (
     OutputConfig,
     PhantomConfig,
     TrainConfig,
-    config_from_dict,
     load_train_config,
     save_train_config,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "TrainingDivergedError",
     "augment_batch",
     "build_training_data",
-    "config_from_dict",
     "load_train_config",
     "plot_losses",
     "random_affine",

@@ -16,24 +16,19 @@ Every field has a default, so a config file only lists what differs. ``network.n
 ``network.num_steps`` to ``forward.num_steps`` when the file does not set them. Relative paths
 (``data.files``, ``output.dir``) are resolved against the folder of the config file.
 
-:func:`load_train_config` checks every key and value and raises
+:func:`load_train_config` (:meth:`TrainConfig.from_dict`) checks every key and value and raises
 :class:`~drdm.errors.InputError` with one line naming the file and the dotted key
 (``configs/x.yaml: optim.stpes: unknown key (known: ...)``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-import yaml
-
-from ..config import from_dict, save_config, to_dict
+from ..config import Config, from_dict, load_config, save_config
 from ..diffusion import ForwardDiffusionConfig
 from ..errors import InputError
 from ..nn import NetworkConfig
@@ -47,7 +42,6 @@ __all__ = [
     "OutputConfig",
     "PhantomConfig",
     "TrainConfig",
-    "config_from_dict",
     "load_train_config",
     "save_train_config",
 ]
@@ -56,7 +50,7 @@ PhantomKind = Literal["cardiac2d", "thorax3d"]
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
+class PhantomConfig(Config):
     """Built-in synthetic training images (:mod:`drdm.data.phantoms`).
 
     Attributes:
@@ -79,7 +73,7 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Config):
     """Random spatial augmentation of every training sample (paper 3.2).
 
     All transforms are combined into one affine map per sample and applied with a single
@@ -118,7 +112,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Training images: where they come from, preprocessing (paper 3.2) and augmentation.
 
     Attributes:
@@ -190,7 +184,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Config):
     """Optimisation (paper 3.3): Adam on the loss of Eq. 14.
 
     Attributes:
@@ -236,7 +230,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Config):
     """Where and how often the run writes.
 
     Attributes:
@@ -266,7 +260,7 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Config):
     """Knowledge distillation from a trained teacher (:mod:`drdm.training.distill`).
 
     Attributes:
@@ -311,7 +305,7 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
-class MonitorConfig:
+class MonitorConfig(Config):
     """How much of the forward steps the network recovers, measured during training
     (:mod:`drdm.training.monitor`): the unrecovered fraction ``U`` per band of timesteps on
     fixed images and fixed forward draws, written to ``recovery.csv`` and ``recovery.png``.
@@ -344,7 +338,7 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """A complete training run. See the module docstring for the file layout.
 
     Attributes:
@@ -410,105 +404,21 @@ class TrainConfig:
                     f"smaller than data.image_size {list(self.data.image_size)}"
                 )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON-serialisable); inverse of :func:`config_from_dict`."""
-        return to_dict(self)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a training config from a nested mapping (as read from YAML/JSON).
 
-
-# --------------------------------------------------------------------------- loading
-
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _describe(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else None
-    return text if text is not None else type(value).__name__
-
-
-def _check_value(tp: Any, value: Any, key: str) -> None:
-    """Raise ``InputError``-style ``ValueError`` unless ``value`` fits the annotation ``tp``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(
-                f"{key}: expected a mapping of {tp.__name__} fields, got {_describe(value)}"
-            )
-        _check_fields(tp, value, key + ".")
-        return
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:  # a mapping or a list goes to the one branch that takes it
-            if (isinstance(value, dict) and dataclasses.is_dataclass(arg)) or (
-                isinstance(value, list) and typing.get_origin(arg) is tuple
-            ):
-                _check_value(arg, value, key)
-                return
-        for arg in args:
-            try:
-                _check_value(arg, value, key)
-                return
-            except ValueError:
-                pass
-        options = " or ".join(_expected(a) for a in args)
-        raise ValueError(f"{key}: expected {options}, got {_describe(value)}")
-    if origin is Literal:
-        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
-            raise ValueError(f"{key}: expected one of {list(args)}, got {_describe(value)}")
-        return
-    if tp is type(None):
-        if value is not None:
-            raise ValueError(f"{key}: expected null, got {_describe(value)}")
-        return
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {_describe(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            for i, item in enumerate(value):
-                _check_value(args[0], item, f"{key}[{i}]")
-        else:
-            if len(value) != len(args):
-                raise ValueError(f"{key}: expected a list of {len(args)} items, got {len(value)}")
-            for i, (arg, item) in enumerate(zip(args, value, strict=True)):
-                _check_value(arg, item, f"{key}[{i}]")
-        return
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {_describe(value)}")
-        return
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {_describe(value)}")
-        return
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {_describe(value)}")
-        return
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {_describe(value)}")
-        return
-    # anything else is left to the dataclass' own validation
-
-
-def _expected(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    if typing.get_origin(tp) is Literal:
-        return "one of " + str(list(typing.get_args(tp)))
-    if typing.get_origin(tp) is tuple:
-        return "a list"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _check_fields(cls: type, data: dict[str, Any], prefix: str) -> None:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key, value in data.items():
-        if key not in names:
-            raise ValueError(f"{prefix}{key}: unknown key (known: {', '.join(names)})")
-        _check_value(hints[key], value, prefix + str(key))
+        Sections given as ``null`` take their defaults and the implied fields (see the module
+        docstring) are filled in; unknown keys, wrongly typed or invalid values raise
+        ``ValueError`` naming the dotted key.
+        """
+        if isinstance(data, dict):
+            hints = typing.get_type_hints(cls)
+            data = {
+                k: v for k, v in data.items() if v is not None or not is_dataclass(hints.get(k))
+            }
+            data = _fill_implied(data)
+        return from_dict(cls, data)
 
 
 def _fill_implied(data: dict[str, Any]) -> dict[str, Any]:
@@ -518,72 +428,32 @@ def _fill_implied(data: dict[str, Any]) -> dict[str, Any]:
     section = data.get("data")
     size = section.get("image_size") if isinstance(section, dict) else None
     ndim = len(size) if isinstance(size, list | tuple) else len(DataConfig().image_size)
-    forward = dict(data.get("forward") or {})
-    network = dict(data.get("network") or {})
-    forward.setdefault("ndim", ndim)
-    network.setdefault("ndim", ndim)
-    network.setdefault("num_steps", forward.get("num_steps", ForwardDiffusionConfig().num_steps))
+    forward = data.get("forward", {})
+    network = data.get("network", {})
+    if isinstance(forward, dict):
+        forward = {"ndim": ndim, **forward}
+        steps = forward.get("num_steps", ForwardDiffusionConfig().num_steps)
+        if isinstance(network, dict):
+            network = {"ndim": ndim, "num_steps": steps, **network}
     data["forward"], data["network"] = forward, network
     return data
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested mapping (as read from YAML/JSON).
-
-    Unknown keys and wrongly typed values raise ``ValueError`` naming the dotted key; the
-    implied fields (see the module docstring) are filled in.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a mapping at the top level, got {_describe(data)}")
-    for name in ("network", "forward", "data", "optim", "output", "distill", "monitor"):
-        if data.get(name) is None and name in data:
-            data = {k: v for k, v in data.items() if k != name}
-    data = _fill_implied(data)
-    _check_fields(TrainConfig, data, "")
-    kwargs: dict[str, Any] = {}
-    hints = typing.get_type_hints(TrainConfig)
-    for key, value in data.items():
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            try:
-                kwargs[key] = from_dict(tp, value)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{key}: {_first_line(err)}") from None
-        else:
-            kwargs[key] = value
-    try:
-        config = TrainConfig(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(_first_line(err)) from None
-    if not config.data.files and config.data.phantoms is None:
-        raise ValueError("data: no training data; set data.files and/or data.phantoms")
-    return config
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+# --------------------------------------------------------------------------- files
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training config from a YAML (``.yaml``/``.yml``) or JSON file.
+    """Read a training config from a YAML or JSON (``.json``) file
+    (:func:`drdm.config.load_config` with :meth:`TrainConfig.from_dict`).
 
     Raises :class:`~drdm.errors.InputError` (one line, naming the file and the key) for a
-    missing or unparsable file, an unknown key, a wrongly typed or invalid value.
+    missing or unparsable file, an unknown key, a wrongly typed or invalid value, and for a
+    config without training data.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        reason = _first_line(err)
-        raise InputError(f"{path}: cannot parse config ({reason})") from None
-    try:
-        return config_from_dict(raw if raw is not None else {})
-    except ValueError as err:
-        raise InputError(f"{path}: {_first_line(err)}") from None
+    config = load_config(TrainConfig, path)
+    if not config.data.files and config.data.phantoms is None:
+        raise InputError(f"{path}: data: no training data; set data.files and/or data.phantoms")
+    return config
 
 
 def save_train_config(config: TrainConfig, path: str | Path) -> None:

@@ -51,7 +51,7 @@ from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from ..seeding import stream_seed
 from .augment import augment_batch
-from .config import TrainConfig, config_from_dict, save_train_config
+from .config import TrainConfig, save_train_config
 from .data import TrainingData, build_training_data, draw_indices
 from .distill import DistillPool, TeacherTargets, distill_loss, downsample
 from .distill_setup import calibrated_teacher, distill_pool, resolve_teacher
@@ -277,19 +277,19 @@ def _prepare_output(config: TrainConfig, out: Path, ctx: DistContext, resume: bo
     if not resume:
         if checkpoints or (out / "model").exists():
             raise InputError(
-                f"{out}: holds a previous run (checkpoints or model); pass --resume to continue "
-                "it, or choose another output folder"
+                f"{out}: holds a previous run (checkpoints or model); resume=True continues it, "
+                "or choose another output folder"
             )
         return None
     if saved_config.is_file():
         try:
-            old = config_from_dict(yaml.safe_load(saved_config.read_text(encoding="utf-8")))
+            old = TrainConfig.from_dict(yaml.safe_load(saved_config.read_text(encoding="utf-8")))
         except (ValueError, yaml.YAMLError) as err:
             raise InputError(f"{saved_config}: unreadable stored config ({err})") from None
         changes = _config_changes(old, config)
         if changes:
             raise InputError(
-                f"{saved_config}: --resume needs the same config; changed: {', '.join(changes)}"
+                f"{saved_config}: resuming needs the same config; changed: {', '.join(changes)}"
             )
     if not checkpoints:
         return None
@@ -318,7 +318,7 @@ def _local_batch(config: TrainConfig, ctx: DistContext, stop_after: int | None) 
             f"{ctx.world_size} processes"
         )
     if stop_after is not None and stop_after < 1:
-        raise InputError(f"--stop-after {stop_after}: must be >= 1")
+        raise InputError(f"stop_after must be >= 1, got {stop_after}")
     return optim_cfg.batch_size // ctx.world_size
 
 
@@ -572,7 +572,7 @@ def _train(
 ) -> TrainResult:
     local_batch = _local_batch(config, ctx, stop_after)
     if time_limit is not None and not time_limit > 0:
-        raise InputError(f"--time-limit {time_limit}: must be > 0 seconds")
+        raise InputError(f"time_limit must be > 0 seconds, got {time_limit}")
     resume_from = _prepare_output(config, out, ctx, resume)
     ckpt_root = out / "checkpoints"
     csv_path = out / "loss.csv"
