@@ -10,8 +10,10 @@ import torch
 
 import drdm
 from drdm.seeding import (
+    PerProcessGenerator,
     drawn_generator,
     key_generator,
+    process_key,
     sample_seed,
     stream_seed,
     worker_generator,
@@ -49,3 +51,24 @@ def test_no_other_module_mixes_seeds():
         if path.name != "seeding.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert found == []
+
+
+class Transform(PerProcessGenerator):
+    def __init__(self, seed):
+        self.seed = seed
+
+
+def test_per_process_generator_is_made_once_per_process_and_never_pickled():
+    import pickle
+
+    seeded = Transform(5)
+    first = seeded.generator()
+    assert seeded.generator() is first  # one generator per process
+    assert _draw(first) == _draw(worker_generator(5))
+    assert process_key()[1:] == (None, None)  # not inside a DataLoader worker
+    copy = pickle.loads(pickle.dumps(seeded))
+    assert copy._generator is None and copy.seed == 5
+    torch.manual_seed(3)
+    a = _draw(Transform(None).generator())
+    torch.manual_seed(3)
+    assert _draw(drawn_generator()) == a  # seed=None: torch's global generator decides

@@ -10,6 +10,7 @@ generators from what the caller knows, each rule written once:
   training process, mixed by :class:`numpy.random.SeedSequence`;
 * :func:`worker_generator`: a transform's generator in this process, mixed with the
   ``DataLoader`` worker's seed so that workers differ (the transforms and the MONAI adapter);
+  :class:`PerProcessGenerator` keeps one per process for a transform (:func:`process_key`);
 * :func:`key_generator`: a generator named by a tuple of values (the experiments);
 * :func:`drawn_generator`: a child of a generator, or of torch's global generator for callers
   that pass no seed (``torch.manual_seed`` reproduces it); :func:`fresh_generator`: OS
@@ -21,15 +22,19 @@ All seeds are 63-bit non-negative integers (valid for :meth:`torch.Generator.man
 from __future__ import annotations
 
 import hashlib
+import os
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
     "STREAMS",
+    "PerProcessGenerator",
     "drawn_generator",
     "fresh_generator",
     "key_generator",
+    "process_key",
     "sample_generator",
     "sample_seed",
     "stream_seed",
@@ -88,6 +93,43 @@ def worker_generator(seed: int | None) -> torch.Generator:
         entropy += [int(info.seed) % 2**63, int(info.id)]
     value = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(value)
+
+
+def process_key() -> tuple[int, int | None, int | None]:
+    """``(pid, worker id, worker seed)`` of the calling process (``(pid, None, None)`` outside a
+    ``DataLoader`` worker): a generator made for one key belongs to that process and epoch."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return os.getpid(), None, None
+    return os.getpid(), int(info.id), int(info.seed)
+
+
+class PerProcessGenerator:
+    """Mixin of the transforms: :meth:`generator` from the instance's ``seed``, one generator
+    per process (the main process and every ``DataLoader`` worker, each epoch), created lazily
+    by :func:`worker_generator`; with ``seed=None`` a new one per call from torch's global
+    generator. Pickling (spawned workers) never ships a generator."""
+
+    seed: int | None
+    _generator: torch.Generator | None = None
+    _generator_key: tuple[int, int | None, int | None] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_generator"] = None
+        state["_generator_key"] = None
+        return state
+
+    def generator(self) -> torch.Generator:
+        """The generator for the next call: with ``seed`` set, this process's generator
+        (created lazily); with ``seed=None`` a new one seeded from torch's global generator."""
+        if self.seed is None:
+            return worker_generator(None)
+        key = process_key()
+        if self._generator is None or self._generator_key != key:
+            self._generator = worker_generator(self.seed)
+            self._generator_key = key
+        return self._generator
 
 
 def key_generator(*key: object) -> torch.Generator:

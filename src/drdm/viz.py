@@ -131,9 +131,10 @@ class OverviewRow:
         original_label, deformed_label: optional label maps ``(*spatial)``, drawn as contours.
         title: row title (e.g. ``"level 45, sample 2"``).
         spacing: voxel spacing (mm per axis) for the pixel aspect ratio and the slice axis.
-        slice_axis: the axis 3D volumes are cut across (their central slice is shown);
-            ``None``: the axis with an all-zero displacement component (slice-wise fields),
-            else :func:`drdm.pipelines.resolve_slice_axis` on the shape and spacing.
+        slice_axis: the axis 3D volumes are cut across (their central slice is shown), e.g.
+            the slice axis of a 2D deformation run slice by slice; ``None``: the package's
+            rule, :func:`drdm.io.geometry.auto_slice_axis` on the shape and spacing (the axis
+            ``slice_axis="auto"`` slices along).
         max_disp_pct, mean_disp_pct, fold_pct: field statistics (computed when ``None``).
     """
 
@@ -155,10 +156,6 @@ def _display_axis(row: OverviewRow) -> int:
         return 0
     if row.slice_axis is not None:
         return int(row.slice_axis) % 3
-    ddf = np.asarray(row.ddf)
-    for axis in (2, 0, 1):
-        if not ddf[axis].any():
-            return axis
     from .io.geometry import auto_slice_axis
 
     return auto_slice_axis(row.original.shape, row.spacing)
@@ -297,14 +294,17 @@ def find_manifests(manifest_or_dir: str | Path) -> list[Path]:
     return [path]
 
 
-def _run_frame(folder: Path) -> int | None:
-    """The ``--frame`` a run used for 4D inputs (``run.json`` beside the manifest), if any."""
+def _run_setting(folder: Path, name: str) -> int | None:
+    """An integer setting of the run (``run.json`` beside the manifest: the ``frame`` used for
+    4D inputs, an explicit ``slice_axis``), if recorded; ``None`` otherwise."""
     import json
 
     try:
         settings = json.loads((folder / "run.json").read_text(encoding="utf-8"))["settings"]
-        frame = settings.get("frame")
-        return None if frame is None else int(frame)
+        value = settings.get(name)
+        if value is None or isinstance(value, bool):
+            return None
+        return int(value)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -361,6 +361,15 @@ def _first(cell: str | None) -> str | None:
     """The first path of a ``;``-separated manifest cell, or ``None`` when empty."""
     parts = [p for p in (cell or "").split(";") if p.strip()]
     return parts[0].strip() if parts else None
+
+
+def _slice_axis(row: dict[str, str], folder: Path) -> int | None:
+    """The slice axis a run recorded for a row: its ``slice_axis`` cell, else an explicit axis
+    in the run's settings; ``None`` (the display rule decides) when neither says."""
+    cell = (row.get("slice_axis") or "").strip()
+    if cell in ("0", "1", "2"):
+        return int(cell)
+    return _run_setting(folder, "slice_axis")
 
 
 def _number(cell: str | None) -> float | None:
@@ -425,7 +434,7 @@ def rows_from_manifest(
             original_cell, deformed_cell = row["source_image"], row["image"]
             labels = (_first(row.get("source_label")), _first(row.get("label")))
             title = f"level {row.get('level', '?')}, sample {row.get('sample', '?')}"
-            frame = _run_frame(folder)
+            frame = _run_setting(folder, "frame")
         original_path = _locate(original_cell, folder, manifest)
         deformed, spacing = load(_locate(deformed_cell, folder, manifest), "image")
         original, _ = load(original_path, "image", frame)
@@ -447,6 +456,7 @@ def rows_from_manifest(
                 deformed_label=label_arrays[1],
                 title=f"{file_stem(original_path)}: {title}",
                 spacing=spacing,
+                slice_axis=_slice_axis(row, folder),
                 max_disp_pct=_number(row.get("max_disp_pct")),
                 mean_disp_pct=_number(row.get("mean_disp_pct")),
                 fold_pct=_number(row.get("fold_pct")),

@@ -124,6 +124,10 @@ def test_slice_axis_from_spacing_and_rotation_in_mm():
     )
     expected = warp_labels(label[None].long(), field[None])[0].to(torch.int16)
     assert torch.equal(out["seg"].data.to(torch.int16), expected)
+    # the history records the slice axis with the field: the inverse is in-plane too
+    assert out.applied_transforms[0][1]["slice_axis"] == 0
+    back = out.apply_inverse_transform()
+    assert back["image"].data.shape == image.shape
     # the stacked rotation honours the in-plane spacing: same draws, other voxel field
     rotated = 0
     for seed in range(8):

@@ -221,7 +221,7 @@ def test_the_fresh_field_is_composed_after_the_bank_field():
 
 def test_slicewise_bank_draws_one_in_plane_fresh_field_for_all_slices():
     bank = FieldBank(2)
-    bank.add("stack", torch.zeros(2, 3, 30, 28, 5))
+    bank.add("stack", torch.zeros(2, 3, 30, 28, 5), slice_axis=2)
     drawn = bank.draw(gen(1), key="stack", image=torch.zeros(1, 30, 28, 5))
     assert not drawn[2].any() and drawn[:2].abs().max() > 0
     for k in range(1, 5):
@@ -314,3 +314,76 @@ def test_save_into_an_unwritable_folder_is_one_line_naming_it(tmp_path, monkeypa
         bank.save(target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.safetensors", "file"]
+
+
+def _manifest_of(folder, fields, settings=None, axis_column=None):
+    """A hand-written augment manifest of ``.npy`` fields of one source (and a run.json)."""
+    rows = ["ddf,source_image,level" + (",slice_axis" if axis_column is not None else "")]
+    for i, field in enumerate(fields):
+        np.save(folder / f"f{i}_ddf.npy", field.numpy())
+        cell = "" if axis_column is None else f",{'' if axis_column == '' else axis_column}"
+        rows.append(f"f{i}_ddf.npy,/data/case.nii.gz,30{cell}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    if settings is not None:
+        import json
+
+        (folder / "run.json").write_text(json.dumps({"settings": settings}))
+
+
+def test_from_manifest_never_reads_the_slice_axis_from_the_values(tmp_path):
+    # a genuinely 3D field (a 3D model's) with no displacement along axis 2: before issue 18
+    # from_manifest called it a 2D model's slice-wise field (one component exactly zero)
+    # and made a 2D bank: the jitter and the stacked BigAug then acted in-plane only
+    field = torch.zeros(3, 20, 18, 6)
+    field[:2] = smooth_image((20, 18, 6), gen(1)).float()[0, 0] * 2.0
+    _manifest_of(tmp_path, [field, field * 0.5], {"method": "elastic", "ndim": 3, "stack": "none"})
+    bank = FieldBank.from_manifest(tmp_path)
+    assert bank.ndim == 3 and bank.slice_axis("/data/case.nii.gz") is None
+    drawn, axis = bank.draw_with_axis(gen(0), key="/data/case.nii.gz")
+    assert axis is None and drawn[2].abs().max() > 0  # a 3D fresh field, also along axis 2
+    deform = DRDMDeform(bank, stack="bigaug", bank_key="id", ddf_key="ddf", seed=0)
+    assert deform.ndim == 3 and deform.then.ndim == 3  # BigAug's 3D geometry is stacked
+    image = smooth_image((20, 18, 6), gen(2)).float()[0]
+    out = deform({"image": image, "id": "/data/case.nii.gz"})
+    assert out["ddf"][2].abs().max() > 0
+    # the same fields declared slice-wise (the caller's word) give a 2D bank
+    flat = FieldBank.from_manifest(tmp_path, slice_axis=2)
+    assert flat.ndim == 2 and flat.slice_axis("/data/case.nii.gz") == 2
+    drawn, axis = flat.draw_with_axis(gen(0), key="/data/case.nii.gz")
+    assert axis == 2 and not drawn[2].any()  # one in-plane fresh field for all slices
+    with pytest.raises(InputError, match="not slice-wise along axis 0"):
+        FieldBank.from_manifest(tmp_path, slice_axis=0)
+
+
+def test_from_manifest_takes_the_axis_from_the_run_or_asks(tmp_path):
+    field = torch.zeros(3, 12, 10, 4)
+    field[:2] = 1.0
+    _manifest_of(tmp_path, [field], {"method": "drdm", "slice_axis": "auto", "stack": "none"})
+    with pytest.raises(InputError, match="pass slice_axis"):  # a DRDM run records no ndim
+        FieldBank.from_manifest(tmp_path)
+    assert FieldBank.from_manifest(tmp_path, slice_axis=None).ndim == 3
+    _manifest_of(tmp_path, [field], {"method": "bigaug", "ndim": 2, "slice_axis": 2})
+    assert FieldBank.from_manifest(tmp_path).slice_axis("/data/case.nii.gz") == 2
+    _manifest_of(tmp_path, [field], {"method": "drdm", "slice_axis": "auto"}, axis_column=2)
+    assert FieldBank.from_manifest(tmp_path).slice_axis("/data/case.nii.gz") == 2
+    _manifest_of(tmp_path, [field], {"method": "drdm", "slice_axis": "auto"}, axis_column="")
+    assert FieldBank.from_manifest(tmp_path).ndim == 3  # an empty cell: not slice-wise
+
+
+def test_entries_carry_their_slice_axis(tmp_path):
+    bank = FieldBank(2)
+    stack = torch.zeros(2, 3, 12, 10, 4)
+    stack[:, 1:] = 0.5  # slice-wise along axis 0
+    with pytest.raises(InputError, match="give their slice_axis"):
+        bank.add("s", stack)
+    with pytest.raises(InputError, match="not slice-wise along axis 2"):
+        bank.add("s", stack, slice_axis=2)
+    bank.add("s", stack, slice_axis=0)
+    with pytest.raises(InputError, match="no slice axis"):
+        bank.add("t", torch.zeros(1, 2, 12, 10), slice_axis=0)
+    bank.save(tmp_path / "bank.safetensors")
+    assert FieldBank.load(tmp_path / "bank.safetensors").slice_axis("s") == 0
+    drawn, axis = bank.draw_with_axis(gen(1), key="s", image=torch.zeros(1, 12, 10, 4))
+    assert axis == 0 and not drawn[0].any()
+    for k in range(1, 12):  # one in-plane fresh field shared by the slices along axis 0
+        assert torch.equal(drawn[1:, k] - stack[0, 1:, k], drawn[1:, 0] - stack[0, 1:, 0])

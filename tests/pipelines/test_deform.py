@@ -221,7 +221,8 @@ def test_sample_field_and_warp_volume_reproduce_deform_volume():
     res = deform_volume(sampler, volume, [label], gen(7))
     field = sample_field(sampler, volume, gen(7))
     np.testing.assert_array_equal(field.numpy(), res.ddf)
-    image, labels = warp_volume(volume, field, [label])
+    assert res.slice_axis == 2
+    image, labels = warp_volume(volume, field, [label], slice_axis=res.slice_axis)
     np.testing.assert_array_equal(image, res.image)
     np.testing.assert_array_equal(labels[0], res.labels[0])
     # slices differ from each other

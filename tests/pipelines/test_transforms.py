@@ -18,10 +18,9 @@ from drdm.pipelines import (
     BigAugIntensity,
     DRDMDeform,
     default_levels,
-    invert_field,
 )
 from drdm.pipelines.transforms import check_mode, warp_channels
-from drdm.spatial import warp, warp_labels
+from drdm.spatial import invert_field, warp, warp_labels
 from helpers import RandomSmoothSampler, gen, label_map, tiny_model
 
 
@@ -303,7 +302,7 @@ def test_invert_field():
     # slice-wise fields stay exactly in-plane; batches invert element by element
     w = torch.zeros(3, 12, 14, 4)
     w[:2] = smooth_field((1, 3, 12, 14, 4), 1.0, gen(2), dtype=torch.float32)[0, :2]
-    assert not invert_field(w)[2].any()
+    assert not invert_field(w, slice_axis=2)[2].any()
     both = invert_field(torch.stack([u, -u]))
     torch.testing.assert_close(both[0], v)
     # a zoom-out by 0.5 about the centre (grad u = 1: the plain fixed-point iteration
@@ -398,3 +397,23 @@ def test_warp_channels_takes_every_mode_and_padding():
             kernel = "cubic" if mode == "bicubic" else mode
             expected = warp(x[None], ddf[None], kernel, padding)[0]  # type: ignore[arg-type]
             torch.testing.assert_close(warp_channels(x, ddf, mode, padding), expected)
+
+
+def test_a_given_field_is_slice_wise_only_when_said():
+    # a 3D field with an all-zero component along axis 2 is a 3D field unless the caller
+    # gives its slice axis (before issue 18 the zero component made it slice-wise)
+    deform = DRDMDeform(RandomSmoothSampler(), layout="channel_first", seed=0)
+    image = smooth_image((16, 14, 5), gen(3)).float()[0]
+    ddf = torch.zeros(3, 16, 14, 5)
+    ddf[:2] = smooth_field((1, 3, 16, 14, 5), 1.5, gen(4), dtype=torch.float32)[0, :2]
+    applied = deform.apply([image], [False], ddf=ddf)
+    assert applied.slice_axis is None
+    expected = warp(image[None], ddf[None])[0]
+    torch.testing.assert_close(applied.outputs[0], expected, atol=0, rtol=0)
+    flat = deform.apply([image], [False], ddf=ddf, ddf_slice_axis=2)
+    assert flat.slice_axis == 2
+    torch.testing.assert_close(flat.outputs[0], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not slice-wise"):
+        deform.apply([image], [False], ddf=ddf, ddf_slice_axis=0)
+    moved = warp_channels(image, ddf, "bilinear", slice_axis=2)
+    torch.testing.assert_close(moved, flat.outputs[0], atol=0, rtol=0)

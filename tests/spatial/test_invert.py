@@ -136,10 +136,26 @@ def test_fields_with_folds_end_and_report_what_did_not_converge():
 def test_slicewise_fields_stay_in_plane_and_batches_invert_per_element():
     w = torch.zeros(3, 12, 14, 4)
     w[:2] = smooth_field((1, 3, 12, 14, 4), 1.5, gen(2), dtype=torch.float32)[0, :2]
-    v = invert_field(w)
+    v = invert_field(w, slice_axis=2)
     assert not v[2].any()
     for k in range(4):  # each slice is the 2D inverse of its in-plane field
         torch.testing.assert_close(v[:2, ..., k], invert_field(w[:2, ..., k]))
+    with pytest.raises(ValueError, match="not slice-wise along axis 0"):
+        invert_field(w, slice_axis=0)
+    with pytest.raises(ValueError, match="3D fields"):
+        invert_field(w[:2, ..., 0], slice_axis=2)
+
+
+def test_a_3d_field_with_a_zero_component_is_inverted_in_3d():
+    # a genuinely 3D field may have a zero component (here: no displacement along axis 2, but
+    # the in-plane displacement varies along it); without slice_axis it is inverted in 3D, the
+    # slice axis is never read from the values
+    w = torch.zeros(3, 12, 14, 6)
+    w[:2] = smooth_field((1, 3, 12, 14, 6), 1.0, gen(4), dtype=torch.float32)[0, :2]
+    v, report = invert_field_report(w)
+    assert report.unconverged == 0
+    assert not v[2].any()  # its third row of the Jacobian is zero: so is the inverse's
+    assert residual_inside(w, v).max() < 1e-3
     u = smooth_field((1, 2, 20, 20), 2.0, gen(9), dtype=torch.float32)[0]
     both = invert_field(torch.stack([u, -u]))
     torch.testing.assert_close(both[0], invert_field(u))
@@ -160,26 +176,26 @@ def test_singleton_axis_and_bad_input():
         invert_field(torch.zeros(2, 5, 5), tolerance=0.0)
 
 
-def test_pipelines_invert_field_inverts_each_record_once(monkeypatch):
-    import drdm.pipelines.transforms as transforms
+def test_invert_record_inverts_each_record_once(monkeypatch):
+    import drdm.adapters.records as records
 
     calls = []
 
-    def counting(ddf, iterations, tolerance):
+    def counting(ddf, iterations, tolerance, slice_axis=None):
         calls.append(ddf.shape)
-        return invert_field(ddf, iterations, tolerance)
+        return invert_field(ddf, iterations, tolerance, slice_axis=slice_axis)
 
-    monkeypatch.setattr(transforms, "_invert_field", counting)
-    monkeypatch.setattr(transforms, "_RECENT_INVERSES", ())
+    monkeypatch.setattr(records, "invert_field", counting)
+    monkeypatch.setattr(records, "_RECENT_INVERSES", ())
     u = smooth_field((1, 2, 24, 20), 2.0, gen(3), dtype=torch.float32)[0]
-    first = transforms.invert_field(u)
-    again = transforms.invert_field(u.clone())  # an equal copy, as Invertd hands each key
+    first = records.invert_record(u)
+    again = records.invert_record(u.clone())  # an equal copy, as Invertd hands each key
     assert len(calls) == 1
     torch.testing.assert_close(first, again)
     first.add_(1.0)  # the caller's copy, not what is remembered
-    torch.testing.assert_close(transforms.invert_field(u), again)
-    transforms.invert_field(u, tolerance=1e-3)  # other arguments: computed
-    transforms.invert_field(u + 1e-3)  # another field: computed
+    torch.testing.assert_close(records.invert_record(u), again)
+    records.invert_record(u, tolerance=1e-3)  # other arguments: computed
+    records.invert_record(u + 1e-3)  # another field: computed
     assert len(calls) == 3
 
 
@@ -188,18 +204,18 @@ def test_monai_invertd_inverts_one_field_for_every_key(monkeypatch):
     from monai.data import MetaTensor
     from monai.transforms import Compose, Invertd
 
-    import drdm.pipelines.transforms as transforms
+    import drdm.adapters.records as records
     from drdm.adapters.monai import DRDMDeformd
     from helpers import RandomSmoothSampler
 
     calls = []
 
-    def counting(ddf, iterations, tolerance):
+    def counting(ddf, iterations, tolerance, slice_axis=None):
         calls.append(ddf.shape)
-        return invert_field(ddf, iterations, tolerance)
+        return invert_field(ddf, iterations, tolerance, slice_axis=slice_axis)
 
-    monkeypatch.setattr(transforms, "_invert_field", counting)
-    monkeypatch.setattr(transforms, "_RECENT_INVERSES", ())
+    monkeypatch.setattr(records, "invert_field", counting)
+    monkeypatch.setattr(records, "_RECENT_INVERSES", ())
     keys = ["image", "label", "other"]
     deform = DRDMDeformd(keys, RandomSmoothSampler(amplitude=2.0), label_keys=["label"], seed=1)
     pipeline = Compose([deform])

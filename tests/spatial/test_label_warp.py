@@ -78,3 +78,47 @@ def test_deform_warps_labels_through_it(count):
     _, (warped,) = warp_volume(None, ddf, [label.numpy()])
     expected = warp_labels(label[None, None], ddf[None], "onehot")[0, 0].numpy()
     assert (warped == expected).all()
+
+
+@pytest.mark.parametrize("labels", [3, 12, 40])
+def test_warp_label_maps_is_the_one_path_for_label_channels(labels):
+    # one function warps label channels for warp_volume (core) and DRDMDeform (transforms):
+    # warp_labels up to 16 label values, warp_labels_onehot beyond; both paths give one result
+    from drdm.pipelines import DRDMDeform
+    from drdm.spatial import warp_label_maps
+
+    g = torch.Generator().manual_seed(labels)
+    lab = torch.randint(0, labels, (2, 17, 33), generator=g)
+    ddf = quantised_field((1, 2, 17, 33), g)[0]
+    got = warp_label_maps(lab, ddf)
+    expected = warp_labels(lab[:, None], ddf[None].expand(2, 2, 17, 33), "onehot")[:, 0]
+    assert torch.equal(got, expected)
+    _, (core,) = warp_volume(None, ddf, [lab.numpy()])
+    deform = DRDMDeform(_Fixed(), layout="channel_first")
+    image = torch.zeros(1, 17, 33)
+    outputs = deform.apply([image, lab], [False, True], ddf=ddf).outputs
+    assert torch.equal(torch.from_numpy(core), got) and torch.equal(outputs[1], got)
+
+
+def test_warp_label_maps_slice_wise_is_each_slice_in_2d():
+    from drdm.spatial import warp_label_maps
+
+    g = torch.Generator().manual_seed(2)
+    lab = torch.randint(0, 20, (1, 17, 9, 4), generator=g)
+    ddf = torch.zeros(3, 17, 9, 4)
+    ddf[:2] = quantised_field((1, 2, 17, 9, 4), g)[0]
+    got = warp_label_maps(lab, ddf, slice_axis=2)
+    for k in range(4):
+        per_slice = warp_label_maps(lab[..., k], ddf[:2, ..., k])
+        assert torch.equal(got[..., k], per_slice)
+    with pytest.raises(ValueError, match="not slice-wise"):
+        warp_label_maps(lab, ddf, slice_axis=1)
+
+
+class _Fixed:
+    """A 2D sampler that is never called (the tests pass the field)."""
+
+    ndim = 2
+
+    def sample_ddf(self, images, generator):  # pragma: no cover - not called
+        raise AssertionError("not called")

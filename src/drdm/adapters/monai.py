@@ -18,7 +18,8 @@ Inversion (``Invertd``, ``Compose.inverse``): the record holds the sampled field
 :class:`~drdm.adapters.records.SharedField`, one storage per sample however often MONAI copies
 the records (every key, every later transform, every crop of ``RandSpatialCropSamplesd``:
 ``benchmarks/record_memory.py``); the inverse
-warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.pipelines.invert_field`;
+warps with ``v = invert_field(u)`` (Newton's method, :func:`drdm.spatial.invert_field`, slice
+by slice for the slice-wise fields of a 2D model on 3D stacks, whose slice axis the record holds;
 residual below 1e-3 voxels wherever the deformed image held content), label keys with their
 label method (``Invertd(nearest_interp=True)`` gives nearest). Round trip on a label:
 ``φ⁻¹(φ(L))`` loses only what two label interpolations lose (Dice > 0.96 on the tests'
@@ -58,11 +59,10 @@ from ..pipelines.transforms import (
     BigAugIntensity,
     DRDMDeform,
     check_mode,
-    invert_field,
     warp_channels,
 )
 from ..seeding import worker_generator
-from .records import SharedField
+from .records import SharedField, invert_record
 
 __all__ = ["BigAugIntensityd", "DRDMDeformd"]
 
@@ -218,7 +218,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
                 d[self.ddf_key] = self._as_field(zeros, reference)
             return d
         spacing = self.spacing or _spacing_of(reference)
-        outputs, ddf = self.deformer.apply(
+        outputs, ddf, axis = self.deformer.apply(
             [d[k] for k in names],
             flags,
             generator=worker_generator(self._seed),
@@ -237,6 +237,8 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
             extra: dict[str, Any] = {"mode": self.mode[key]}
             if self.invertible:
                 extra["ddf"] = stored
+                if axis is not None:  # slice-wise: inverted slice by slice along it
+                    extra["slice_axis"] = axis
             self.push_transform(d, key, extra_info=extra)
         if self.ddf_key is not None:
             d[self.ddf_key] = self._as_field(ddf, reference)
@@ -263,13 +265,30 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
                     "invertible=False, so the field was not recorded"
                 )
             value = d[key]
-            d[key] = _warp_inverse(value, extra["ddf"], str(extra.get("mode", "bilinear")), self)
+            mode = str(extra.get("mode", "bilinear"))
+            axis = _recorded_axis(extra.get("slice_axis"))
+            d[key] = _warp_inverse(value, extra["ddf"], mode, self, axis)
         return d
 
 
-def _warp_inverse(value: Any, recorded: Any, mode: str, owner: DRDMDeformd) -> Any:
-    """Warp a channel-first value by the inverse of the ``recorded`` field with ``mode``; a
-    record's :class:`SharedField` is inverted once for all its keys."""
+def _recorded_axis(value: Any) -> int | None:
+    """The slice axis of a record (absent: ``None``); collated records hold it as a tensor or
+    a list with one entry per batch element."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.flatten()[0].item()
+    elif isinstance(value, (list, tuple)):
+        value = value[0]
+    return int(value)
+
+
+def _warp_inverse(
+    value: Any, recorded: Any, mode: str, owner: DRDMDeformd, slice_axis: int | None
+) -> Any:
+    """Warp a channel-first value by the inverse of the ``recorded`` field (slice-wise along
+    ``slice_axis``, if given) with ``mode``; a record's :class:`SharedField` is inverted once
+    for all its keys."""
     x = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
     ddf = torch.as_tensor(recorded)
     while ddf.dim() > x.dim():  # collated records: (1, ndim, *spatial)
@@ -280,10 +299,11 @@ def _warp_inverse(value: Any, recorded: Any, mode: str, owner: DRDMDeformd) -> A
             f"data is {tuple(x.shape[1:])} (invert the spatial transforms after it first)"
         )
     if isinstance(ddf, SharedField):
-        inverse = ddf.inverse().to(x.device)
+        inverse = ddf.inverse(slice_axis).to(x.device)
     else:
-        inverse = invert_field(ddf.as_subclass(torch.Tensor).to(x.device, torch.float32))
-    result = warp_channels(x, inverse, mode, owner.padding_mode)  # type: ignore[arg-type]
+        plain = ddf.as_subclass(torch.Tensor).to(x.device, torch.float32)
+        inverse = invert_record(plain, slice_axis)
+    result = warp_channels(x, inverse, mode, owner.padding_mode, slice_axis)  # type: ignore[arg-type]
     if isinstance(value, MetaTensor):
         restored = MetaTensor(result, affine=value.affine.clone())
         restored.copy_meta_from(value, copy_attr=True)

@@ -18,7 +18,8 @@ Following TorchIO's design, :class:`RandomDRDMDeformation` samples the field and
 deterministic :class:`DRDMFieldDeformation`, which is what the subject's history records (the
 field itself, ``(3, W, H, D)`` float32 voxels): ``subject.get_composed_history()`` replays it
 exactly, and ``get_inverse_transform()`` / ``apply_inverse_transform()`` warp with its inverse
-(Newton's method, :func:`drdm.pipelines.invert_field`). The field is recorded once per subject
+(Newton's method, :func:`drdm.spatial.invert_field`; slice-wise fields, recorded with their
+``slice_axis``, slice by slice). The field is recorded once per subject
 (a :class:`~drdm.adapters.records.SharedField`: the patches of a ``Queue`` share it;
 ``benchmarks/record_memory.py``); ``invertible=False`` records the transform without it.
 Integer ``ScalarImage``s come back float32, as with TorchIO's ``RandomElasticDeformation``.
@@ -57,7 +58,7 @@ from ..pipelines.transforms import (
     check_mode,
     warp_channels,
 )
-from ..spatial import check_padding
+from ..spatial import check_padding, check_slice_axis
 
 __all__ = [
     "BigAugIntensityTransform",
@@ -120,6 +121,9 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         label_method: ``"onehot"`` or ``"nearest"`` for ``LabelMap``s.
         padding: ``"zeros"``, ``"border"`` or ``"reflection"`` (mirrored about the edge voxel
             centres).
+        slice_axis: the axis of ``(W, H, D)`` along which a 2D model deformed the volume slice
+            by slice (the field's component along it is zero; warps and the inverse are then
+            exactly in-plane); ``None`` for a 3D field.
         invert: warp with the inverse field instead (what ``inverse()`` returns).
         **kwargs: TorchIO's ``Transform`` options.
 
@@ -134,6 +138,7 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         label_method: str = "onehot",
         padding: str = "zeros",
         invert: bool = False,
+        slice_axis: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -144,6 +149,7 @@ class DRDMFieldDeformation(tio.SpatialTransform):
                 raise ValueError(
                     f"ddf must be a float (3, W, H, D) field, got {tuple(field.shape)}"
                 )
+            check_slice_axis(field, slice_axis)
             field = SharedField(field)
         _image_mode(image_interpolation)
         check_mode(label_method, True, "label_method")
@@ -153,7 +159,8 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         self.label_method = label_method
         self.padding = padding
         self.invert_transform = bool(invert)
-        self.args_names = ["ddf", "image_interpolation", "label_method", "padding"]
+        self.slice_axis = slice_axis
+        self.args_names = ["ddf", "image_interpolation", "label_method", "padding", "slice_axis"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         """Warp the subject's images (TorchIO copies the subject first)."""
@@ -164,7 +171,11 @@ class DRDMFieldDeformation(tio.SpatialTransform):
                 "replayed or inverted"
             )
         # the inverse once per recorded field (shared by the copies TorchIO makes of it)
-        field = self.ddf.inverse() if self.invert_transform else self.ddf.as_subclass(torch.Tensor)
+        axis = self.slice_axis
+        if self.invert_transform:
+            field = self.ddf.inverse(axis)
+        else:
+            field = self.ddf.as_subclass(torch.Tensor)
         field = field.float()
         images = subject.get_images_dict(
             intensity_only=False, include=self.include, exclude=self.exclude
@@ -182,7 +193,8 @@ class DRDMFieldDeformation(tio.SpatialTransform):
                 mode = "bilinear" if mode == "linear" else mode
                 if not data.is_floating_point():  # as TorchIO's elastic: float32
                     data = data.float()
-            image.set_data(warp_channels(data, field, mode, self.padding))  # type: ignore[arg-type]
+            moved = warp_channels(data, field, mode, self.padding, axis)  # type: ignore[arg-type]
+            image.set_data(moved)
         return subject
 
 
@@ -295,7 +307,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         reference = scalars[0]
         ref = reference.data.float()[None]
         key = self._bank_key(subject, reference)
-        ddf, _ = self.deformer.sample_fields(
+        ddf, axis = self.deformer.sample_fields(
             ref,
             self.deformer.generator(),
             spacing=tuple(float(s) for s in reference.spacing),
@@ -306,6 +318,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
             "image_interpolation": self.image_interpolation,
             "label_method": self.label_method,
             "padding": self.padding,
+            "slice_axis": axis,
         }
         transform = DRDMFieldDeformation(**self._add_base_args(arguments))
         out = transform(subject)

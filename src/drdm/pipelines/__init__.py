@@ -38,7 +38,7 @@ from .registry import (
     make_stack,
     resolve_stack,
 )
-from .transforms import BigAugIntensity, DRDMDeform, invert_field
+from .transforms import BigAugIntensity, DRDMDeform
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -58,7 +58,6 @@ __all__ = [
     "default_levels",
     "deform_volume",
     "image_fingerprint",
-    "invert_field",
     "make_method",
     "make_stack",
     "resolve_slice_axis",

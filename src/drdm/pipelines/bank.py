@@ -39,6 +39,10 @@ What is instance-specific, what is reused, how diverse an epoch is:
 Banks can also be read from ``drdm augment --stack none --ddf-format npy`` outputs
 (:meth:`FieldBank.from_manifest`), keyed by the source image's path.
 
+Slice-wise entries (a 2D model on 3D stacks) record their slice axis (:meth:`FieldBank.add`'s
+``slice_axis``, :meth:`FieldBank.slice_axis`): the code that made the fields knows it, and
+nothing infers it from the fields' values (a genuinely 3D field may have a zero component).
+
 Lookup: by an explicit key (an index, a case name or a path; ``bank_key=`` of
 :class:`~drdm.pipelines.DRDMDeform`, an :class:`ImageKey` of the file path and affine in the
 MONAI/TorchIO adapters), else by the image's content (a hash of its voxels as float32 and its
@@ -61,7 +65,7 @@ import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -69,17 +73,19 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..seeding import drawn_generator
-from ..spatial import compose, resample_separable
+from ..spatial import (
+    compose,
+    field_to_slices,
+    resample_separable,
+    slices_to_field,
+    to_slices,
+)
 from .core import (
     DRDMSampler,
     FieldSampler,
     SliceAxis,
-    field_to_slices,
     image_tensor,
     resolve_slice_axis,
-    slices_to_field,
-    slicewise_axis,
-    to_slices,
 )
 
 __all__ = ["DEFAULT_JITTER", "FieldBank", "ImageKey", "image_fingerprint"]
@@ -159,9 +165,9 @@ class FieldBank:
 
     Each entry maps a key to a tensor ``(K, ndim, *spatial)`` of float fields in voxels of the
     image's grid (pull-back; slice-wise fields of a 2D model on a 3D stack have a zero
-    component along the slice axis), kept on the CPU and moved to the image's device when
-    drawn. ``ndim`` (2 or 3) is the dimensionality of the model that made them; ``jitter``
-    the size of the fresh field composed with every draw (:meth:`draw`).
+    component along the entry's recorded slice axis), kept on the CPU and moved to the image's
+    device when drawn. ``ndim`` (2 or 3) is the dimensionality of the model that made them;
+    ``jitter`` the size of the fresh field composed with every draw (:meth:`draw`).
     """
 
     def __init__(self, ndim: int, jitter: float = DEFAULT_JITTER) -> None:
@@ -173,6 +179,7 @@ class FieldBank:
         self.jitter = _check_jitter(jitter)
         self._fields: dict[Hashable, Tensor] = {}
         self._levels: dict[Hashable, list[int | None]] = {}
+        self._axes: dict[Hashable, int | None] = {}
         self._by_content: dict[str, Hashable] = {}
         self._by_path: dict[str, Hashable] = {}
         self._affines: dict[Hashable, tuple[float, ...]] = {}
@@ -207,6 +214,11 @@ class FieldBank:
         """The DRDM level ``T'`` of each of the entry's fields (``None`` if unknown)."""
         return list(self._levels[self._resolve(key)])
 
+    def slice_axis(self, key: Hashable) -> int | None:
+        """The slice axis of the entry's slice-wise fields (a 2D bank's 3D fields), else
+        ``None``."""
+        return self._axes[self._resolve(key)]
+
     @property
     def nbytes(self) -> int:
         """Memory held by the fields, in bytes."""
@@ -239,6 +251,7 @@ class FieldBank:
         levels: Sequence[int | None] | None = None,
         channel_first: bool = False,
         affine: Any = None,
+        slice_axis: int | None = None,
     ) -> None:
         """Add (or replace) entry ``key`` with ``fields`` ``(K, ndim, *spatial)`` (voxels).
 
@@ -246,6 +259,9 @@ class FieldBank:
         the entry findable by content: the same image at the transform finds it without a key.
         ``affine`` (the image's voxel-to-world matrix, e.g. 4 x 4, for entries keyed by a file
         path): an :class:`ImageKey` with another affine is refused (module docstring).
+        ``slice_axis``: for 3D fields in a 2D bank (a 2D model run slice by slice on a 3D
+        stack), the axis along which they are slice-wise (their component along it must be
+        zero); ``None`` for fields of the bank's own dimensionality.
         """
         f = torch.as_tensor(fields)
         if not f.is_floating_point() or f.dim() < 4 or f.shape[1] != f.dim() - 2:
@@ -255,12 +271,7 @@ class FieldBank:
             )
         if f.shape[0] < 1:
             raise InputError(f"bank entry {_key_text(key)} has no fields")
-        vnd = f.shape[1]
-        if vnd < self.ndim or (vnd == 3 and self.ndim == 2 and slicewise_axis(f[0]) is None):
-            raise InputError(
-                f"bank entry {_key_text(key)}: {vnd}D fields do not fit a {self.ndim}D bank "
-                "(3D fields of a 2D model need a zero component along the slice axis)"
-            )
+        axis = _check_entry_axis(key, f, self.ndim, slice_axis)
         if not bool(torch.isfinite(f).all()):
             raise InputError(f"bank entry {_key_text(key)}: fields contain NaN or Inf")
         self._fields[key] = f.detach().cpu()
@@ -268,6 +279,7 @@ class FieldBank:
         if len(lv) != f.shape[0]:
             raise ValueError(f"{len(lv)} levels for {f.shape[0]} fields")
         self._levels[key] = lv
+        self._axes[key] = axis
         if image is not None:
             x = image_tensor(image, channel_first, None)
             if tuple(x.shape[1:]) != tuple(f.shape[2:]):
@@ -334,16 +346,20 @@ class FieldBank:
         its grid would match). Raises ``KeyError`` with a one-line explanation when nothing
         matches, :class:`~drdm.errors.InputError` when an :class:`ImageKey`'s geometry differs.
         """
+        return self._fields[self._find(key, image)]
+
+    def _find(self, key: Hashable | None, image: Tensor | None) -> Hashable:
+        """The entry :meth:`lookup` reads (same rules and errors)."""
         if key is not None:
-            return self._fields[self._resolve(key)]
+            return self._resolve(key)
         if image is not None and self._by_content:
             found = self._by_content.get(image_fingerprint(image))
             if found is not None:
-                return self._fields[found]
+                return found
         if len(self._fields) == 1:
             only = next(iter(self._fields))
             if not _is_path(only):
-                return self._fields[only]
+                return only
             raise KeyError(
                 f"the bank's only entry is keyed by the file {_key_text(only)}, and this image "
                 "was given without a key and does not match its content: pass its path "
@@ -372,21 +388,38 @@ class FieldBank:
         stack) ``ψ`` is one in-plane field shared by every slice, with zero displacement
         along the slice axis. Both the choice of ``φ`` and ``ψ`` come from ``generator``.
         """
-        bank = self.lookup(key, image)
+        return self.draw_with_axis(generator, key, image)[0]
+
+    def draw_with_axis(
+        self,
+        generator: torch.Generator,
+        key: Hashable | None = None,
+        image: Tensor | None = None,
+    ) -> tuple[Tensor, int | None]:
+        """:meth:`draw` and the slice axis of the drawn field on the image's grid: the entry's
+        (:meth:`slice_axis`), or for a 2D field lifted to an image held with a one-voxel third
+        axis (TorchIO's ``(C, W, H, 1)``) that axis; ``None`` for fields of the image's own
+        dimensionality."""
+        entry = self._find(key, image)
+        bank = self._fields[entry]
+        axis = self._axes[entry]
         index = int(torch.randint(bank.shape[0], (1,), generator=generator))
         field = bank[index].float()
         if self.jitter > 0:
-            field = _jittered(field, self.jitter, generator)
+            field = _jittered(field, self.jitter, generator, axis)
         if image is not None:
-            field = _lift_to_grid(field, tuple(image.shape[1:]))
-            if tuple(image.shape[1:]) != tuple(field.shape[1:]):
+            grid = tuple(image.shape[1:])
+            lifted = _lift_to_grid(field, grid)
+            if lifted is not field:
+                axis = next(a for a, n in enumerate(grid) if n == 1)
+            field = lifted
+            if grid != tuple(field.shape[1:]):
                 raise InputError(
                     f"bank fields are on a {tuple(field.shape[1:])} grid, the image is "
-                    f"{tuple(image.shape[1:])}: build the bank from the images as they reach "
-                    "the transform"
+                    f"{grid}: build the bank from the images as they reach the transform"
                 )
-            return field.to(image.device, torch.float32)
-        return field.float()
+            return field.to(image.device, torch.float32), axis
+        return field.float(), axis
 
     def expected_distinct(self, epochs: int, key: Hashable | None = None) -> float:
         """Expected number of distinct bank fields an image sees in ``epochs`` visits:
@@ -489,16 +522,25 @@ class FieldBank:
             sp = spacing.get(key) if isinstance(spacing, Mapping) else spacing
             fields = torch.empty(num_fields, x.dim() - 1, *x.shape[1:], dtype=dtype)
             lv: list[int | None] = [None] * num_fields
+            axis = None
             for s, sampler in enumerate(samplers):
                 members = list(range(s, num_fields, len(samplers)))
                 if not members:
                     continue
-                made = _sample_repeated(sampler, x, len(members), g, sp, slice_axis)
+                made, axis = _sample_repeated(sampler, x, len(members), g, sp, slice_axis)
                 fields[members] = made.to("cpu", dtype)
                 for m in members:
                     lv[m] = level_of[s]
             affine = None if affines is None else affines.get(key)
-            bank.add(key, fields, image=x, levels=lv, channel_first=True, affine=affine)
+            bank.add(
+                key,
+                fields,
+                image=x,
+                levels=lv,
+                channel_first=True,
+                affine=affine,
+                slice_axis=axis,
+            )
             if progress:
                 elapsed = time.perf_counter() - start
                 print(f"bank: {count + 1}/{len(items)} images, {elapsed:.1f} s", flush=True)
@@ -511,6 +553,8 @@ class FieldBank:
         manifest: str | os.PathLike[str],
         dtype: torch.dtype = torch.float32,
         jitter: float = DEFAULT_JITTER,
+        *,
+        slice_axis: int | None | Literal["run"] = "run",
     ) -> FieldBank:
         """A bank from the ``.npy`` fields of a ``drdm augment --ddf-format npy`` run.
 
@@ -520,6 +564,18 @@ class FieldBank:
         Run ``augment`` with ``--stack none``: with a stack the saved fields already contain a
         BigAug draw (a warning says so when ``run.json`` records one). NIfTI fields (mm,
         ITK's convention) are refused. ``jitter``: as in :meth:`build`.
+
+        ``slice_axis`` says what 3-component fields are (2-component fields are 2D):
+
+        * an axis (0, 1 or 2): slice-wise fields of a 2D model, run slice by slice along that
+          axis (a 2D bank; their component along the axis must be zero);
+        * ``None``: 3D fields of a 3D model (a 3D bank);
+        * ``"run"`` (default): what the run recorded: a ``slice_axis`` column of the manifest
+          (empty: ``None``), else the run's settings in ``run.json`` when they settle it (the
+          method's ``ndim`` and, for a 2D method, an explicit slice axis). When they do not
+          (a DRDM model's dimensionality is not recorded, and ``"auto"`` chose the axis per
+          image), an :class:`~drdm.errors.InputError` asks for ``slice_axis``. The fields'
+          values are never used to decide.
         """
         path = Path(manifest)
         if path.is_dir():
@@ -527,11 +583,14 @@ class FieldBank:
         if not path.is_file():
             raise InputError(f"{path}: no such manifest")
         root = path.parent
-        _warn_stacked(root / "run.json")
+        settings = _run_settings(root / "run.json")
+        _warn_stacked(root / "run.json", settings)
         groups: dict[str, list[tuple[Path, int | None]]] = {}
+        recorded: dict[str, set[int | None]] = {}
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = {"ddf", "source_image"} - set(reader.fieldnames or ())
+            columns = set(reader.fieldnames or ())
+            missing = {"ddf", "source_image"} - columns
             if missing:
                 raise InputError(f"{path}: not an augment manifest (no {sorted(missing)} column)")
             for row in reader:
@@ -545,9 +604,13 @@ class FieldBank:
                 groups.setdefault(row["source_image"], []).append(
                     (root / ddf, int(level) if level.strip() else None)
                 )
+                if "slice_axis" in columns:
+                    cell = (row.get("slice_axis") or "").strip()
+                    axis_cell = _axis_cell(cell, path)
+                    recorded.setdefault(row["source_image"], set()).add(axis_cell)
         if not groups:
             raise InputError(f"{path}: the manifest has no rows")
-        arrays: dict[str, tuple[Tensor, list[int | None]]] = {}
+        entries: list[tuple[str, Tensor, list[int | None], int | None]] = []
         for source, rows in groups.items():
             loaded = []
             for file, _ in rows:
@@ -558,12 +621,17 @@ class FieldBank:
             shapes = {tuple(f.shape) for f in loaded}
             if len(shapes) != 1:
                 raise InputError(f"{source}: its fields have different shapes {sorted(shapes)}")
-            arrays[source] = (torch.stack(loaded).to(dtype), [lv for _, lv in rows])
-        first = next(iter(arrays.values()))[0]
-        ndim = 2 if first.shape[1] == 2 or slicewise_axis(first[0]) is not None else 3
-        bank = cls(ndim, jitter=jitter)
-        for source, (fields, lv) in arrays.items():
-            bank.add(source, fields, levels=lv)
+            fields = torch.stack(loaded).to(dtype)
+            axis = None
+            if fields.shape[1] == 3:
+                axis = _manifest_axis(path, source, slice_axis, recorded, settings)
+            entries.append((source, fields, [lv for _, lv in rows], axis))
+        kinds = {2 if f.shape[1] == 2 or a is not None else 3 for _, f, _, a in entries}
+        if len(kinds) != 1:
+            raise InputError(f"{path}: the run mixes 2D (slice-wise) and 3D fields in one bank")
+        bank = cls(kinds.pop(), jitter=jitter)
+        for source, fields, lv, axis in entries:
+            bank.add(source, fields, levels=lv, slice_axis=axis)
         return bank
 
     # ------------------------------------------------------------------ files
@@ -586,6 +654,8 @@ class FieldBank:
                 raise TypeError(f"only str or int keys can be saved, got {type(key).__name__}")
             tensors[f"f{i}"] = f.contiguous()
             entry: dict[str, Any] = {"key": key, "levels": self._levels[key]}
+            if self._axes[key] is not None:
+                entry["slice_axis"] = self._axes[key]
             if key in self._affines:
                 entry["affine"] = list(self._affines[key])
             meta.append(entry)
@@ -634,12 +704,43 @@ class FieldBank:
                     handle.get_tensor(f"f{i}"),
                     levels=entry["levels"],
                     affine=entry.get("affine"),
+                    slice_axis=entry.get("slice_axis"),
                 )
         for fingerprint, stored in json.loads(header.get("content", "{}")).items():
             key: Hashable = int(stored[5:]) if stored.startswith("#int:") else stored
             bank._by_content[fingerprint] = key
         bank.build_seconds = float(header.get("build_seconds", "0"))
         return bank
+
+
+def _check_entry_axis(key: Hashable, fields: Tensor, ndim: int, slice_axis: Any) -> int | None:
+    """The slice axis of an entry's fields ``(K, d, *spatial)`` in a bank of ``ndim``: ``None``
+    for fields of the bank's dimensionality, an axis whose component is zero in every field
+    for 3D fields in a 2D bank; a one-line :class:`~drdm.errors.InputError` otherwise."""
+    vnd = fields.shape[1]
+    if vnd < ndim:
+        raise InputError(f"bank entry {_key_text(key)}: {vnd}D fields do not fit a {ndim}D bank")
+    if vnd == ndim:
+        if slice_axis is not None:
+            raise InputError(
+                f"bank entry {_key_text(key)}: {vnd}D fields of a {ndim}D bank have no slice "
+                f"axis, got slice_axis={slice_axis!r}"
+            )
+        return None
+    if slice_axis is None:
+        raise InputError(
+            f"bank entry {_key_text(key)}: 3D fields in a 2D bank are slice-wise fields of a "
+            "2D model: give their slice_axis"
+        )
+    if isinstance(slice_axis, bool) or slice_axis not in (0, 1, 2):
+        raise InputError(f"bank entry {_key_text(key)}: slice_axis must be 0, 1 or 2")
+    axis = int(slice_axis)
+    if bool(fields[:, axis].any()):
+        raise InputError(
+            f"bank entry {_key_text(key)}: the fields are not slice-wise along axis {axis} "
+            "(their component along it is not zero)"
+        )
+    return axis
 
 
 def _check_jitter(jitter: float) -> float:
@@ -667,10 +768,9 @@ def _fresh_field(
     return resample_separable(coarse * scale, positions, "cubic")[0].to(dtype)
 
 
-def _jittered(field: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
+def _jittered(field: Tensor, jitter: float, generator: torch.Generator, axis: int | None) -> Tensor:
     """``compose(ψ, field)`` with a fresh field ``ψ`` (:func:`_fresh_field`); slice-wise 3D
-    fields get one in-plane ``ψ`` for all their slices."""
-    axis = slicewise_axis(field) if field.shape[0] == 3 else None
+    fields (slice axis ``axis``) get one in-plane ``ψ`` for all their slices."""
     if axis is None:
         fresh = _fresh_field(tuple(field.shape[1:]), jitter, generator, field.dtype)
         return compose(fresh[None], field[None])[0]
@@ -686,11 +786,13 @@ def _sample_repeated(
     generator: torch.Generator,
     spacing: Sequence[float] | None,
     slice_axis: SliceAxis,
-) -> Tensor:
+) -> tuple[Tensor, int | None]:
     """``count`` independent fields ``(count, vnd, *spatial)`` of one image ``(C, *spatial)``,
-    all draws in one sampler call (slice-wise for a 2D sampler on a 3D volume)."""
+    all draws in one sampler call (slice-wise for a 2D sampler on a 3D volume), and their
+    slice axis (``None`` unless slice-wise)."""
     spatial = tuple(image.shape[1:])
     vnd, snd = len(spatial), int(sampler.ndim)
+    axis = None
     if snd == vnd:
         batch = image[None].expand(count, *image.shape).contiguous()
         out = sampler.sample_ddf(batch, generator)
@@ -707,17 +809,26 @@ def _sample_repeated(
         raise ValueError(f"{type(sampler).__name__} returned {got}, expected {expected}")
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{type(sampler).__name__} returned NaN or Inf displacements")
-    return out
+    return out, axis
 
 
-def _warn_stacked(run_json: Path) -> None:
-    """Warn when ``run.json`` records a stack (the saved fields then include a BigAug draw)."""
+def _run_settings(run_json: Path) -> Mapping[str, Any]:
+    """The ``settings`` a batch run recorded in ``run.json`` (empty when absent or unreadable)."""
     if not run_json.is_file():
-        return
+        return {}
     try:
-        settings = json.loads(run_json.read_text())
+        recorded = json.loads(run_json.read_text())
     except (OSError, ValueError):
-        return
+        return {}
+    if not isinstance(recorded, Mapping):
+        return {}
+    settings = recorded.get("settings", recorded)
+    return settings if isinstance(settings, Mapping) else {}
+
+
+def _warn_stacked(run_json: Path, settings: Mapping[str, Any]) -> None:
+    """Warn when the run's settings record a stack (the saved fields then include a BigAug
+    draw)."""
     found = _find(settings, "stack")
     if found not in (None, "none", "None"):
         warnings.warn(
@@ -725,6 +836,48 @@ def _warn_stacked(run_json: Path) -> None:
             "BigAug draw; for a bank of pure DRDM fields run drdm augment with --stack none",
             stacklevel=3,
         )
+
+
+def _axis_cell(cell: str, manifest: Path) -> int | None:
+    """A ``slice_axis`` cell of a manifest: empty -> ``None``, else 0, 1 or 2."""
+    if not cell:
+        return None
+    if cell not in ("0", "1", "2"):
+        raise InputError(f"{manifest}: slice_axis {cell!r} is not 0, 1, 2 or empty")
+    return int(cell)
+
+
+def _manifest_axis(
+    manifest: Path,
+    source: str,
+    slice_axis: int | None | str,
+    recorded: Mapping[str, set[int | None]],
+    settings: Mapping[str, Any],
+) -> int | None:
+    """The slice axis of the 3-component fields of ``source`` (:meth:`FieldBank.from_manifest`):
+    the caller's, else the manifest's column, else the run's settings; never the values."""
+    if slice_axis != "run":
+        if slice_axis is None:
+            return None
+        if isinstance(slice_axis, bool) or slice_axis not in (0, 1, 2):
+            raise InputError(f"slice_axis must be 0, 1, 2, None or 'run', got {slice_axis!r}")
+        return int(slice_axis)  # type: ignore[arg-type]
+    if source in recorded:
+        axes = recorded[source]
+        if len(axes) != 1:
+            raise InputError(f"{manifest}: {source} has fields of several slice axes {axes}")
+        return next(iter(axes))
+    ndim = settings.get("ndim")
+    chosen = settings.get("slice_axis")
+    if ndim == 3:
+        return None
+    if ndim == 2 and chosen in (0, 1, 2) and not isinstance(chosen, bool):
+        return int(chosen)
+    raise InputError(
+        f"{manifest}: the run did not record whether its 3-component fields are 3D or "
+        "slice-wise (a 2D model run slice by slice): pass slice_axis=None for a 3D model's "
+        "fields, or the axis the 2D model sliced along (slice_axis=0, 1 or 2)"
+    )
 
 
 def _find(tree: Any, name: str, depth: int = 3) -> Any:

@@ -39,7 +39,17 @@ from torch import Tensor
 from ..errors import InputError
 from ..io.geometry import auto_slice_axis
 from ..seeding import fresh_generator
-from ..spatial import Padding, compose, slicewise_axis, warp, warp_labels, warp_labels_onehot
+from ..spatial import (
+    Padding,
+    check_slice_axis,
+    compose,
+    field_to_slices,
+    from_slices,
+    slices_to_field,
+    to_slices,
+    warp,
+    warp_label_maps,
+)
 
 if TYPE_CHECKING:
     from ..model import DRDM
@@ -292,9 +302,11 @@ def _as_tensor(x: np.ndarray | Tensor, what: str) -> Tensor:
 # ``sample_field_tensor`` -> ``(ndim, *spatial)`` voxels and the slice axis, ``stack_field`` (a
 # second sampler after a field, one composed field), ``warp_tensors`` (one warp of an image and
 # label maps; slice-wise fields exactly in-plane), ``apply_intensity``, ``restore_label``,
-# ``compose_fields``, ``to_slices`` / ``slices_to_field`` (a 3D volume as a batch of 2D slices
-# and back). Same conventions as the module docstring (pull-back, voxels, channel ``i`` along
-# array axis ``i``).
+# ``compose_fields``. A slice-wise field travels with its slice axis (returned by
+# ``sample_field_tensor``, passed as ``slice_axis``/``axis`` to every step); nothing infers it
+# from the field's values. Slicing helpers: :mod:`drdm.spatial` (``to_slices``,
+# ``field_to_slices``, ...). Same conventions as the module docstring (pull-back, voxels,
+# channel ``i`` along array axis ``i``).
 
 
 def image_tensor(
@@ -372,34 +384,6 @@ def _call_sampler(sampler: FieldSampler, images: Tensor, generator: torch.Genera
     return ddf.to(images.device, images.dtype)
 
 
-def to_slices(volume: Tensor, axis: int) -> Tensor:
-    """``(C, *spatial3)`` -> ``(n, C, h, w)``: the slices along spatial ``axis`` as a batch."""
-    return volume.movedim(axis + 1, 0)
-
-
-def _from_slices(slices: Tensor, axis: int) -> Tensor:
-    """Inverse of :func:`to_slices`."""
-    return slices.movedim(0, axis + 1)
-
-
-def _plane_axes(axis: int) -> list[int]:
-    return [a for a in range(3) if a != axis]
-
-
-def field_to_slices(ddf: Tensor, axis: int) -> Tensor:
-    """``(3, *spatial)`` with zero component ``axis`` -> ``(n, 2, h, w)`` in-plane fields."""
-    plane = ddf[_plane_axes(axis)]  # (2, *spatial)
-    return plane.movedim(axis + 1, 0)
-
-
-def slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
-    """``(n, 2, h, w)`` per-slice fields -> ``(3, *spatial)`` with component ``axis`` zero."""
-    plane = ddf2.movedim(0, axis + 1)  # (2, *spatial)
-    full = plane.new_zeros((3, *plane.shape[1:]))
-    full[_plane_axes(axis)] = plane
-    return full
-
-
 def stack_field(
     then: FieldSampler,
     image: Tensor,
@@ -409,25 +393,28 @@ def stack_field(
 ) -> Tensor:
     """``compose(then's field, ddf)``: ``then`` acts after ``ddf`` (one field, one warp).
 
-    ``image`` ``(C, *spatial)`` is the original; ``then`` samples on it warped by ``ddf``. A 2D
-    ``then`` on a 3D volume needs a slice-wise ``ddf`` (``axis``) and draws one in-plane field
-    from the middle slice, shared by every slice."""
+    ``image`` ``(C, *spatial)`` is the original; ``then`` samples on it warped by ``ddf``.
+    ``axis``: the slice axis of a slice-wise ``ddf`` (else ``None``). A 2D ``then`` on a 3D
+    volume needs a slice-wise ``ddf`` and draws one in-plane field from the middle slice,
+    shared by every slice."""
     t_ndim = _check_sampler(then)
     if t_ndim == image.dim() - 1:
-        moved, _ = warp_tensors(image, [], ddf.to(image.dtype), "onehot", "linear", "zeros")
+        moved, _ = warp_tensors(
+            image, [], ddf.to(image.dtype), "onehot", "linear", "zeros", slice_axis=axis
+        )
         assert moved is not None
         post = _call_sampler(then, moved[None], generator)[0]
-    elif t_ndim == 2 and axis is not None:  # only the middle slice is needed: warp just it
+        return compose_fields(post.to(ddf.dtype), ddf, None)
+    if t_ndim == 2 and axis is not None:  # only the middle slice is needed: warp just it
         slices = to_slices(image, axis)
         middle = slices.shape[0] // 2
         plane = field_to_slices(ddf, axis)[middle : middle + 1].to(image.dtype)
         one = _call_sampler(then, warp(slices[middle : middle + 1], plane), generator)
         post = slices_to_field(one.expand(slices.shape[0], -1, -1, -1), axis)
-    else:
-        raise InputError(
-            f"a {t_ndim}D stacked transform cannot follow a field of shape {tuple(ddf.shape)}"
-        )
-    return compose_fields(post.to(ddf.dtype), ddf)
+        return compose_fields(post.to(ddf.dtype), ddf, axis)
+    raise InputError(
+        f"a {t_ndim}D stacked transform cannot follow a field of shape {tuple(ddf.shape)}"
+    )
 
 
 # ---------------------------------------------------------------------------- core (tensors)
@@ -452,21 +439,6 @@ def sample_field_tensor(
     return slices_to_field(ddf2, axis), axis
 
 
-def _warp_labels(labels: Tensor, ddf: Tensor, method: LabelMethod, padding: Padding) -> Tensor:
-    """``(B, 1, *spatial)`` label maps warped by ``(B, ndim, *spatial)``: ``"onehot"`` is
-    ``warp_labels``' one-hot arg-max, computed by ``warp_labels`` itself for up to
-    :data:`_FEW_LABELS` label values (one interpolation pass, the faster there) and by
-    :func:`~drdm.spatial.warp_labels_onehot` beyond (the same result at a cost independent of
-    the number of labels); ``"nearest"`` as ``warp_labels``."""
-    if method == "onehot" and torch.unique(labels).numel() > _FEW_LABELS:
-        return warp_labels_onehot(labels, ddf, padding)
-    return warp_labels(labels, ddf, method, padding)
-
-
-#: label values up to which one-hot warping interpolates the indicators directly (one chunk)
-_FEW_LABELS = 8
-
-
 def warp_tensors(
     image: Tensor | None,
     labels: Sequence[Tensor],
@@ -474,37 +446,23 @@ def warp_tensors(
     label_method: LabelMethod,
     interpolation: ImageMode,
     padding: Padding,
+    slice_axis: int | None = None,
 ) -> tuple[Tensor | None, list[Tensor]]:
-    """One warp of ``image`` ``(C, *spatial)`` and of each ``(L, *spatial)`` label map."""
+    """One warp of ``image`` ``(C, *spatial)`` and of each ``(L, *spatial)`` label map
+    (:func:`~drdm.spatial.warp_label_maps`); with ``slice_axis`` (a slice-wise ``ddf``) slice
+    by slice, exactly in-plane (no through-plane blending)."""
     if interpolation not in IMAGE_MODES:
         raise ValueError(f"interpolation must be one of {IMAGE_MODES}, got {interpolation!r}")
     if label_method not in ("onehot", "nearest"):
         raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
-    axis = slicewise_axis(ddf)
-    if axis is not None:  # exact in-plane warps, slice by slice (no through-plane blending)
-        field = field_to_slices(ddf, axis)
-        out_image = None
-        if image is not None:
-            warped = warp(to_slices(image, axis), field.to(image.dtype), interpolation, padding)
-            out_image = _from_slices(warped, axis)
-        out_labels = []
-        for lab in labels:
-            n_ch = lab.shape[0]
-            # (n, L, h, w) -> (n * L, 1, h, w) with each slice's field repeated L times
-            stacked = to_slices(lab, axis).reshape(-1, 1, *field.shape[2:])
-            warped = _warp_labels(stacked, field.repeat_interleave(n_ch, 0), label_method, padding)
-            out_labels.append(_from_slices(warped.reshape(-1, n_ch, *field.shape[2:]), axis))
-        return out_image, out_labels
-    field = ddf[None]
+    axis = check_slice_axis(ddf, slice_axis)
     out_image = None
-    if image is not None:
-        out_image = warp(image[None], field.to(image.dtype), interpolation, padding)[0]
-    out_labels = []
-    for lab in labels:
-        warped = _warp_labels(
-            lab[:, None], field.expand(lab.shape[0], *ddf.shape), label_method, padding
-        )
-        out_labels.append(warped[:, 0])
+    if image is not None and axis is not None:
+        field = field_to_slices(ddf, axis).to(image.dtype)
+        out_image = from_slices(warp(to_slices(image, axis), field, interpolation, padding), axis)
+    elif image is not None:
+        out_image = warp(image[None], ddf[None].to(image.dtype), interpolation, padding)[0]
+    out_labels = [warp_label_maps(lab, ddf, label_method, padding, axis) for lab in labels]
     return out_image, out_labels
 
 
@@ -532,7 +490,7 @@ def apply_intensity(
     out = out.to(image.dtype)
     if slice_axis is None:
         return out[0]
-    return _from_slices(out.reshape(slices.shape), slice_axis)
+    return from_slices(out.reshape(slices.shape), slice_axis)
 
 
 def _output_image(out: Tensor, original: np.ndarray | Tensor, channel_first: bool) -> np.ndarray:
@@ -573,7 +531,8 @@ def sample_field(
     ``image``: ``(*spatial)`` (or ``(C, *spatial)`` with ``channel_first``). Returns a float
     tensor ``(ndim, *spatial)`` in voxels (``ndim`` of the volume), on ``device`` (default: the
     image's device). Slice-wise fields (2D sampler, 3D volume) have a zero component along the
-    slice axis; see :func:`resolve_slice_axis` for ``slice_axis`` and ``spacing``.
+    slice axis, ``resolve_slice_axis(shape, spacing, slice_axis)`` (:func:`resolve_slice_axis`);
+    pass that axis on to :func:`warp_volume`.
     """
     dev = torch.device(device) if device is not None else None
     x = image_tensor(image, channel_first, dev)
@@ -588,11 +547,14 @@ def warp_volume(
     interpolation: ImageMode = "linear",
     padding: Padding = "zeros",
     channel_first: bool = False,
+    slice_axis: int | None = None,
 ) -> tuple[np.ndarray | None, list[np.ndarray]]:
     """Warp an image (ONE warp at native resolution) and label maps by a given field.
 
-    ``ddf``: ``(ndim, *spatial)`` voxels, pull-back. A 3D field with an all-zero component is
-    applied slice by slice in 2D (exactly in-plane). Returns ``(image, labels)`` as numpy
+    ``ddf``: ``(ndim, *spatial)`` voxels, pull-back. ``slice_axis``: for a slice-wise 3D field
+    (a 2D deformation of every slice along that axis, e.g. :attr:`DeformResult.slice_axis`;
+    its component along the axis is zero), applied slice by slice in 2D (exactly in-plane);
+    ``None``: the field acts in its own dimensionality. Returns ``(image, labels)`` as numpy
     arrays of the inputs' shapes; labels keep their dtype and values. ``image`` may be ``None``.
     """
     d = _as_tensor(ddf, "ddf")
@@ -608,7 +570,9 @@ def warp_volume(
     else:
         d = d.float() if d.dtype != torch.float64 else d
     labs = [label_tensor(lab, spatial, i, d.device) for i, lab in enumerate(labels)]
-    out_image, out_labels = warp_tensors(x, labs, d, label_method, interpolation, padding)
+    out_image, out_labels = warp_tensors(
+        x, labs, d, label_method, interpolation, padding, slice_axis
+    )
     image_np = None
     if out_image is not None:
         assert image is not None
@@ -673,7 +637,7 @@ def deform_volume(
     ddf, axis = sample_field_tensor(sampler, x, generator, slice_axis, spacing)
     if then is not None:
         ddf = stack_field(then, x, ddf, axis, generator)
-    out_image, out_labels = warp_tensors(x, labs, ddf, label_method, interpolation, padding)
+    out_image, out_labels = warp_tensors(x, labs, ddf, label_method, interpolation, padding, axis)
     assert out_image is not None
     out_image = apply_intensity(intensity, out_image, generator, axis)
     return DeformResult(
@@ -684,11 +648,12 @@ def deform_volume(
     )
 
 
-def compose_fields(syn: Tensor, aug: Tensor) -> Tensor:
-    """``compose(syn, aug)`` for ``(ndim, *spatial)`` fields; slice by slice (exactly in-plane)
-    when both are slice-wise along the same axis."""
-    axis = slicewise_axis(syn)
-    if axis is not None and not bool(aug[axis].any()):
+def compose_fields(syn: Tensor, aug: Tensor, slice_axis: int | None = None) -> Tensor:
+    """``compose(syn, aug)`` for ``(ndim, *spatial)`` fields; with ``slice_axis`` (both fields
+    slice-wise along it) slice by slice, exactly in-plane."""
+    if slice_axis is not None:
+        axis = check_slice_axis(syn, slice_axis)
+        check_slice_axis(aug, axis)
         composed = compose(field_to_slices(syn, axis), field_to_slices(aug, axis))
         return slices_to_field(composed, axis)
     return compose(syn[None], aug[None])[0]
@@ -730,12 +695,18 @@ def synthesize_pair(
         moving, moving_labels = x, list(labs)
     else:
         aug, aug_axis = sample_field_tensor(sampler_aug, x, generator, slice_axis, spacing)
-        warped, moving_labels = warp_tensors(x, labs, aug, label_method, interpolation, padding)
+        warped, moving_labels = warp_tensors(
+            x, labs, aug, label_method, interpolation, padding, aug_axis
+        )
         assert warped is not None
         moving = warped
     syn, axis = sample_field_tensor(sampler_syn, moving, generator, slice_axis, spacing)
-    fixed_field = compose_fields(syn, aug)
-    fixed, fixed_labels = warp_tensors(x, labs, fixed_field, label_method, interpolation, padding)
+    # slice by slice when both fields are slice-wise along one axis (no aug: a zero field is)
+    both = axis if sampler_aug is None or aug_axis == axis else None
+    fixed_field = compose_fields(syn, aug, both)
+    fixed, fixed_labels = warp_tensors(
+        x, labs, fixed_field, label_method, interpolation, padding, both
+    )
     assert fixed is not None
     return SynthesisResult(
         moving=_output_image(moving, image, channel_first),

@@ -118,7 +118,7 @@ def make_method(
         return aug.field_sampler(), aug.intensity_transform()
     if model is None or level is None:
         missing = " and ".join(n for n, v in (("a model", model), ("a level", level)) if v is None)
-        raise InputError(f"method 'drdm' needs {missing} (e.g. --model default --level 45)")
+        raise InputError(f"method 'drdm' needs {missing} (e.g. model='default', level=45)")
     _check_options(key, DRDMSampler, options, skip=2)
     return DRDMSampler(model, level, **options), None
 

@@ -43,19 +43,26 @@ per-worker seeding makes workers differ.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..seeding import worker_generator
-from ..spatial import check_padding, warp, warp_labels
-from ..spatial import invert_field as _invert_field
+from ..seeding import PerProcessGenerator
+from ..spatial import (
+    check_padding,
+    check_slice_axis,
+    field_to_slices,
+    from_slices,
+    slices_to_field,
+    to_slices,
+    warp,
+    warp_label_maps,
+)
 from .core import (
     DRDMSampler,
     FieldSampler,
@@ -65,15 +72,11 @@ from .core import (
     Padding,
     SliceAxis,
     apply_intensity,
-    field_to_slices,
     image_tensor,
     label_tensor,
     resolve_slice_axis,
     restore_label,
-    slices_to_field,
-    slicewise_axis,
     stack_field,
-    to_slices,
     warp_tensors,
 )
 from .registry import (
@@ -91,12 +94,12 @@ __all__ = [
     "DEFAULT_LEVELS",
     "DEFAULT_LEVEL_FRACTIONS",
     "DEFAULT_STACK",
+    "Applied",
     "BigAugIntensity",
     "DRDMDeform",
     "Layout",
     "check_mode",
     "default_levels",
-    "invert_field",
     "resolve_stack",
     "warp_channels",
 ]
@@ -130,79 +133,6 @@ _LABEL_MODES = {"onehot": "onehot", "nearest": "nearest", "bilinear": "onehot", 
 Array = np.ndarray | Tensor
 
 
-# ---------------------------------------------------------------------------- randomness
-def _process_key() -> tuple[int, int | None, int | None]:
-    info = torch.utils.data.get_worker_info()
-    if info is None:
-        return os.getpid(), None, None
-    return os.getpid(), int(info.id), int(info.seed)
-
-
-class _Seeded:
-    """Per-process generators from ``seed`` (or per-call seeds from torch's generator)."""
-
-    seed: int | None
-    _generator: torch.Generator | None = None
-    _generator_key: tuple[int, int | None, int | None] | None = None
-
-    # pickling (spawned DataLoader workers): generators are per process, never shipped
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_generator"] = None
-        state["_generator_key"] = None
-        return state
-
-    def generator(self) -> torch.Generator:
-        """The generator for the next call: with ``seed`` set, this process's generator
-        (created lazily); with ``seed=None`` a new one seeded from torch's global generator."""
-        if self.seed is None:
-            return worker_generator(None)
-        key = _process_key()
-        if self._generator is None or self._generator_key != key:
-            self._generator = worker_generator(self.seed)
-            self._generator_key = key
-        return self._generator
-
-
-# ---------------------------------------------------------------------------- inverse fields
-#: the fields inverted last in this process, newest first: (options, a copy of the field,
-#: its inverse); rebound as a whole, so readers in other threads see a consistent tuple
-_RECENT_INVERSES: tuple[tuple[tuple[Any, ...], Tensor, Tensor], ...] = ()
-_RECENT_KEPT = 2
-
-
-def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5) -> Tensor:
-    """:func:`drdm.spatial.invert_field` (Newton's method; same arguments, same result) that
-    remembers the last two fields it inverted in this process.
-
-    The inverse paths invert one record per key: ``DRDMDeformd.inverse`` sees the same field
-    object for every key of a sample, and MONAI's ``Invertd`` gives each key its own deep copy
-    of the record. A field equal to one of the last two (same shape, dtype, device, values and
-    arguments) is not inverted again: each record is inverted once, whatever its number of
-    keys. The returned tensor is a fresh copy, so changing it in place changes nothing
-    remembered.
-
-    Args:
-        ddf: ``(ndim, *spatial)`` or ``(B, ndim, *spatial)`` floating field (voxels, pull-back).
-        iterations: the most Newton steps.
-        tolerance: a point has converged when its residual is below this (voxels).
-
-    Returns:
-        The inverse field, same shape, dtype and device as ``ddf`` (voxels).
-    """
-    if not isinstance(ddf, Tensor) or not ddf.is_floating_point():
-        raise TypeError("ddf must be a floating torch tensor")
-    global _RECENT_INVERSES
-    options = (tuple(ddf.shape), ddf.dtype, ddf.device, int(iterations), float(tolerance))
-    for known, field, inverse in _RECENT_INVERSES:
-        if known == options and torch.equal(field, ddf):
-            return inverse.clone()
-    inverse = _invert_field(ddf, iterations, tolerance)
-    entry = (options, ddf.detach().clone(), inverse)
-    _RECENT_INVERSES = (entry, *_RECENT_INVERSES[: _RECENT_KEPT - 1])
-    return inverse.clone()
-
-
 # ---------------------------------------------------------------------------- helpers
 def _geometric_stack(name: str | None, ndim: int, spacing: Sequence[float] | None) -> Any:
     """The geometric part of stack ``name`` (:func:`drdm.pipelines.make_stack`) for ``ndim``
@@ -223,39 +153,18 @@ def _is_onehot(lab: Tensor) -> bool:
     return bool(((lab == 0) | (lab == 1)).all()) and bool((lab.sum(0) == 1).all())
 
 
-#: up to this many distinct label values, one-hot warping interpolates all indicators in one
-#: ``grid_sample`` call (``spatial.warp_labels``); beyond, the label-count-independent path
-_FEW_LABELS = 16
-
-
-def _warp_label_maps(lab: Tensor, ddf: Tensor, method: str, padding: str) -> Tensor:
-    """Warp ``(L, *spatial)`` int64 label maps, each channel its own map; slice-wise fields
-    exactly in-plane. Few labels: :func:`~drdm.spatial.warp_labels` (same arg-max and tie rule
-    as the label-count-independent path of :func:`~drdm.pipelines.warp_tensors`, several times
-    faster for a handful of labels)."""
-    if method != "onehot" or int(torch.unique(lab).numel()) > _FEW_LABELS:
-        _, (moved,) = warp_tensors(None, [lab], ddf, method, "linear", padding)  # type: ignore[arg-type]
-        return moved
-    axis = slicewise_axis(ddf)
-    n = lab.shape[0]
-    if axis is None:
-        field = ddf[None].expand(n, *ddf.shape)
-        return warp_labels(lab[:, None], field, "onehot", padding)[:, 0]  # type: ignore[arg-type]
-    plane = field_to_slices(ddf, axis)  # (s, 2, h, w)
-    stacked = to_slices(lab, axis).reshape(-1, 1, *plane.shape[2:])  # (s * L, 1, h, w)
-    moved = warp_labels(stacked, plane.repeat_interleave(n, 0), "onehot", padding)  # type: ignore[arg-type]
-    return moved.reshape(-1, n, *plane.shape[2:]).movedim(0, axis + 1)
-
-
-def _warp_label(lab: Tensor, ddf: Tensor, method: str, padding: str) -> Tensor:
-    """Warp ``(L, *spatial)`` int64 label channels; one-hot labels jointly (one class per
-    voxel; outside the image with zero padding: class 0)."""
+def _warp_label(
+    lab: Tensor, ddf: Tensor, method: str, padding: str, slice_axis: int | None
+) -> Tensor:
+    """Warp ``(L, *spatial)`` int64 label channels (:func:`~drdm.spatial.warp_label_maps`;
+    slice-wise along ``slice_axis``); one-hot labels jointly (one class per voxel; outside the
+    image with zero padding: class 0)."""
     if _is_onehot(lab):
         index = lab.argmax(0, keepdim=True)
-        moved = _warp_label_maps(index, ddf, method, padding)
+        moved = warp_label_maps(index, ddf, method, padding, slice_axis)  # type: ignore[arg-type]
         classes = torch.arange(lab.shape[0], device=lab.device).view(-1, *[1] * (lab.dim() - 1))
         return (moved == classes).to(lab.dtype)
-    return _warp_label_maps(lab, ddf, method, padding)
+    return warp_label_maps(lab, ddf, method, padding, slice_axis)  # type: ignore[arg-type]
 
 
 def _restore_image(out: Tensor, original: Array, drop_channel: bool) -> Array:
@@ -276,7 +185,23 @@ def _plain(x: Array) -> Array:
 
 
 # ---------------------------------------------------------------------------- DRDMDeform
-class DRDMDeform(_Seeded):
+class Applied(NamedTuple):
+    """What :meth:`DRDMDeform.apply` returns.
+
+    Attributes:
+        outputs: the deformed arrays, in the order, kinds, shapes and dtypes given.
+        ddf: the field ``(ndim, *spatial)`` (``(B, ndim, *spatial)`` for batches) in voxels,
+            float32, on the reference's device.
+        slice_axis: the slice axis of slice-wise fields (a 2D model on 3D volumes: the field's
+            component along it is zero), else ``None``; pass it on to invert or replay the field.
+    """
+
+    outputs: list[Any]
+    ddf: Tensor
+    slice_axis: int | None
+
+
+class DRDMDeform(PerProcessGenerator):
     """Random deformation of an image and its label maps, one deformation per sample.
 
     Args:
@@ -486,12 +411,16 @@ class DRDMDeform(_Seeded):
         if sp is not None and len(sp) != vnd:
             raise InputError(f"spacing {sp} does not match the {vnd} spatial axes {spatial}")
         if self.bank is not None:
-            fields = []
+            fields, axes = [], set()
             for b in range(batch):
                 key = None if keys is None else keys[b]
-                fields.append(self.bank.draw(generator, key=key, image=images[b]))
+                field, entry_axis = self.bank.draw_with_axis(generator, key=key, image=images[b])
+                fields.append(field)
+                axes.add(entry_axis)
+            if len(axes) > 1:
+                raise InputError(f"the batch draws bank fields of different slice axes {axes}")
             base = torch.stack(fields).to(images.device, images.dtype)
-            axis = slicewise_axis(base[0]) if self.ndim == 2 and vnd == 3 else None
+            axis = axes.pop()
         else:
             base, axis = self._sample_base(images, generator, sp)
         if self.then is None:
@@ -545,7 +474,8 @@ class DRDMDeform(_Seeded):
         key: Hashable | Sequence[Hashable] | None = None,
         layout: str | None = None,
         ddf: Tensor | None = None,
-    ) -> tuple[list[Array], Tensor]:
+        ddf_slice_axis: int | None = None,
+    ) -> Applied:
         """Deform ``arrays`` with ONE sampled field per sample.
 
         Args:
@@ -561,11 +491,13 @@ class DRDMDeform(_Seeded):
             layout: overrides the constructor's layout for this call.
             ddf: a given field ``(ndim, *spatial)`` (``(B, ndim, *spatial)`` for batches) to
                 apply instead of sampling one (replaying a recorded deformation).
+            ddf_slice_axis: the slice axis of a given slice-wise ``ddf`` (the
+                :attr:`Applied.slice_axis` it was recorded with); ``None``: it acts in its own
+                dimensionality.
 
         Returns:
-            The deformed arrays (same order, kinds, shapes and dtypes) and the field
-            ``(ndim, *spatial)`` (``(B, ndim, *spatial)`` for batches) in voxels, float32, on
-            the reference's device.
+            :class:`Applied`: the deformed arrays (same order, kinds, shapes and dtypes), the
+            field and its slice axis.
         """
         if len(arrays) != len(is_label):
             raise ValueError("arrays and is_label must have the same length")
@@ -606,7 +538,7 @@ class DRDMDeform(_Seeded):
                 raise InputError(
                     f"the given field has shape {tuple(ddf.shape)}, the image's grid is {spatial}"
                 )
-            axis = slicewise_axis(fields[0])
+            axis = None if ddf_slice_axis is None else check_slice_axis(fields[0], ddf_slice_axis)
         outputs: list[Array] = []
         for i, (array, label) in enumerate(zip(arrays, is_label, strict=True)):
             array = _plain(array)
@@ -619,9 +551,8 @@ class DRDMDeform(_Seeded):
                 for b, part in enumerate(parts):
                     what = names[i] if isinstance(names[i], str) else f"label map {i}"
                     lab = label_tensor(part, spatial, what, ref.device)
-                    moved.append(
-                        restore_label(_warp_label(lab, fields[b], method, self.padding), part)
-                    )
+                    warped_lab = _warp_label(lab, fields[b], method, self.padding, axis)
+                    moved.append(restore_label(warped_lab, part))
                 outputs.append(_stack_like(moved, array) if batched else moved[0])
                 continue
             interp = _image_mode(modes[i] or self.interpolation)
@@ -644,13 +575,14 @@ class DRDMDeform(_Seeded):
                     "onehot",
                     interp,
                     self.padding,  # type: ignore[arg-type]
+                    axis,
                 )
                 assert out is not None
                 warped.append(apply_intensity(self.intensity, out, g, axis))
             result = torch.stack(warped) if batched else warped[0]
             outputs.append(_restore_image(result, array, lay == "spatial"))
         ddf_out = fields.float() if batched else fields[0].float()
-        return outputs, ddf_out
+        return Applied(outputs, ddf_out, axis)
 
     # ------------------------------------------------------------------ calls
     def __call__(
@@ -679,9 +611,9 @@ class DRDMDeform(_Seeded):
                     f"DRDMDeform: the {name} must be a torch tensor or a numpy array (or the "
                     f"image a dict sample), got {type(value).__name__}"
                 )
-        outputs, _ = self.apply(
+        outputs = self.apply(
             [data, *labels], [False] + [True] * len(labels), generator, names=names, key=key
-        )
+        ).outputs
         return outputs[0] if not labels else tuple(outputs)
 
     def apply_dict(
@@ -709,7 +641,7 @@ class DRDMDeform(_Seeded):
             bank_key = sample[self.bank_key]
             if isinstance(bank_key, Tensor):
                 bank_key = bank_key.tolist()
-        outputs, ddf = self.apply(
+        outputs, ddf, _ = self.apply(
             [sample[k] for k in names], flags, generator, spacing, names=names, key=bank_key
         )
         result = dict(sample)
@@ -736,9 +668,12 @@ def check_mode(mode: str, label: bool, name: Hashable = "input") -> str:
     return _label_mode(mode, name) if label else _image_mode(mode)
 
 
-def warp_channels(x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros") -> Tensor:
+def warp_channels(
+    x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros", slice_axis: int | None = None
+) -> Tensor:
     """Warp one channel-first sample ``x`` ``(C, *spatial)`` by ``ddf`` ``(ndim, *spatial)``
-    (voxels, pull-back; slice-wise 3D fields exactly in-plane) with a MONAI or drdm mode name.
+    (voxels, pull-back; with ``slice_axis`` a slice-wise 3D field, warped slice by slice
+    exactly in-plane) with a MONAI or drdm mode name.
 
     Image interpolations as :func:`check_mode` (``"bilinear"``/``"linear"``,
     ``"bicubic"``/``"cubic"``, ``"lanczos"``, ``"gaussian"``; ``"area"`` warns and warps
@@ -749,20 +684,20 @@ def warp_channels(x: Tensor, ddf: Tensor, mode: str, padding: Padding = "zeros")
     """
     integral = not x.is_floating_point() or bool((x == x.round()).all())
     field = ddf.to(x.device)
+    axis = check_slice_axis(field, slice_axis)
     if mode in ("onehot", "nearest") and integral:
-        lab = _warp_label(x.to(torch.int64), field, _label_mode(mode, "input"), padding)
+        lab = _warp_label(x.to(torch.int64), field, _label_mode(mode, "input"), padding, axis)
         return lab.to(x.dtype)
     xf = x if x.is_floating_point() else x.float()
     if mode == "nearest":
-        axis = slicewise_axis(field)
         if axis is None:
             out = warp(xf[None], field[None].to(xf.dtype), "nearest", padding)[0]
         else:
             plane = field_to_slices(field, axis).to(xf.dtype)
-            out = warp(to_slices(xf, axis), plane, "nearest", padding).movedim(0, axis + 1)
+            out = from_slices(warp(to_slices(xf, axis), plane, "nearest", padding), axis)
     else:
         interp = "linear" if mode == "onehot" else _image_mode(mode)
-        out, _ = warp_tensors(xf, [], field.to(xf.dtype), "onehot", interp, padding)
+        out, _ = warp_tensors(xf, [], field.to(xf.dtype), "onehot", interp, padding, axis)
         assert out is not None
     return out if x.is_floating_point() else out.round().to(x.dtype)
 
@@ -793,7 +728,7 @@ def _stack_like(parts: Sequence[Array], original: Array) -> Array:
 
 
 # ---------------------------------------------------------------------------- BigAugIntensity
-class BigAugIntensity(_Seeded):
+class BigAugIntensity(PerProcessGenerator):
     """BigAug's six intensity transforms (sharpness, blur, noise, brightness, contrast,
     intensity perturbation; each with probability 1/2, :mod:`drdm.baselines.bigaug`) as a
     transform of its own, to compose after :class:`DRDMDeform` (``drdm augment``'s default

@@ -22,7 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["InversionReport", "invert_field", "invert_field_report", "slicewise_axis"]
+from ._slices import check_slice_axis, field_to_slices, slices_to_field
+
+__all__ = ["InversionReport", "invert_field", "invert_field_report"]
 
 #: a Newton system whose determinant ``det(I + ∇u)`` is at most this is treated as a fold
 _FOLD_DET = 0.05
@@ -52,7 +54,9 @@ class InversionReport(NamedTuple):
     max_residual: float
 
 
-def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5) -> Tensor:
+def invert_field(
+    ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5, *, slice_axis: int | None = None
+) -> Tensor:
     """The inverse of a displacement field, by Newton's method on ``v + u(x + v) = 0``.
 
     For ``ddf`` ``u`` (pull-back, voxels) the inverse ``v`` satisfies
@@ -83,19 +87,22 @@ def invert_field(ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5) -> 
 
     Args:
         ddf: ``(ndim, *spatial)`` or ``(B, ndim, *spatial)``, floating, ``ndim`` 2 or 3
-            (voxels). 3D fields with an all-zero component (slice-wise fields) are inverted
-            slice by slice (exactly in-plane).
+            (voxels).
         iterations: the most Newton steps.
         tolerance: a point has converged when its residual is below this (voxels).
+        slice_axis: for a slice-wise 3D field (a 2D deformation of every slice along this
+            spatial axis; its component along the axis must be zero): the field is inverted
+            slice by slice, exactly in-plane. ``None``: the field is inverted in its own
+            dimensionality.
 
     Returns:
         The inverse field, same shape, dtype and device as ``ddf`` (voxels, pull-back).
     """
-    return invert_field_report(ddf, iterations, tolerance)[0]
+    return invert_field_report(ddf, iterations, tolerance, slice_axis=slice_axis)[0]
 
 
 def invert_field_report(
-    ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5
+    ddf: Tensor, iterations: int = 30, tolerance: float = 1e-5, *, slice_axis: int | None = None
 ) -> tuple[Tensor, InversionReport]:
     """:func:`invert_field` and an :class:`InversionReport` of how it ended (same arguments).
 
@@ -115,10 +122,10 @@ def invert_field_report(
         )
     outs, reports = [], []
     for field in u.detach():
-        axis = slicewise_axis(field)
-        flat = _field_to_slices(field, axis) if axis is not None else field[None]
+        axis = check_slice_axis(field, slice_axis)
+        flat = field_to_slices(field, axis) if axis is not None else field[None]
         v, report = _newton_inverse(flat, iterations, tolerance)
-        outs.append(_slices_to_field(v, axis) if axis is not None else v[0])
+        outs.append(slices_to_field(v, axis) if axis is not None else v[0])
         reports.append(report)
     out = torch.stack(outs)
     total = InversionReport(
@@ -129,32 +136,6 @@ def invert_field_report(
         max_residual=max(r.max_residual for r in reports),
     )
     return (out if batched else out[0]), total
-
-
-# ---------------------------------------------------------------------------- slice-wise fields
-def slicewise_axis(ddf: Tensor) -> int | None:
-    """The axis whose component of a 3D field ``(3, *spatial)`` is zero everywhere, if any
-    (a slice-wise field: each slice deformed in its own plane); ``None`` for 2D fields."""
-    if ddf.shape[0] != 3:
-        return None
-    for axis in (2, 0, 1):
-        if not bool(ddf[axis].any()):
-            return axis
-    return None
-
-
-def _field_to_slices(ddf: Tensor, axis: int) -> Tensor:
-    """``(3, *spatial)`` with a zero component ``axis`` -> ``(n, 2, h, w)`` in-plane fields."""
-    plane = ddf[[a for a in range(3) if a != axis]]
-    return plane.movedim(axis + 1, 0)
-
-
-def _slices_to_field(ddf2: Tensor, axis: int) -> Tensor:
-    """Inverse of :func:`_field_to_slices`: the slice-axis component is zero."""
-    plane = ddf2.movedim(0, axis + 1)
-    full = plane.new_zeros((3, *plane.shape[1:]))
-    full[[a for a in range(3) if a != axis]] = plane
-    return full
 
 
 # ---------------------------------------------------------------------------- the solver

@@ -14,17 +14,63 @@ whatever the number of labels.
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ._grid import check_field, identity_grid
-from ._sample import Padding, check_padding, reflect
+from ._sample import Padding, check_padding, reflect, warp_labels
+from ._slices import check_slice_axis, field_to_slices, from_slices, to_slices
 
-__all__ = ["warp_labels_onehot"]
+__all__ = ["warp_label_maps", "warp_labels_onehot"]
 
 #: points handled at once (bounds the memory of the ``(P, 2**ndim)`` corner tables)
 _CHUNK = 1 << 18
+#: up to this many distinct label values :func:`warp_label_maps` lets ``warp_labels`` interpolate
+#: the indicators (two passes of its 8-label chunks at most: 2-4x faster than
+#: :func:`warp_labels_onehot` for 4-16 labels on a 256 x 256 map); beyond, the
+#: label-count-independent :func:`warp_labels_onehot`. Both take the same arg-max with the same
+#: tie rule; they can differ only where two labels' scores tie up to float rounding.
+_FEW_LABELS = 16
+
+
+def warp_label_maps(
+    labels: Tensor,
+    ddf: Tensor,
+    method: Literal["onehot", "nearest"] = "onehot",
+    padding: Padding = "zeros",
+    slice_axis: int | None = None,
+) -> Tensor:
+    """Warp label maps ``(L, *spatial)`` by one field ``ddf`` ``(ndim, *spatial)`` (pull-back,
+    voxels), each channel as its own label map.
+
+    ``"onehot"``: each label's indicator interpolated linearly, arg-max (``warp_labels``' rule,
+    computed by ``warp_labels`` for up to 16 label values and by :func:`warp_labels_onehot`
+    beyond); ``"nearest"``: the nearest voxel's label. ``slice_axis``: for a slice-wise 3D field
+    (component along the axis zero), the maps are warped slice by slice, exactly in-plane.
+
+    Returns:
+        ``(L, *spatial)`` of ``labels.dtype``; every value occurs in ``labels`` (or is 0).
+    """
+    axis = check_slice_axis(ddf, slice_axis)
+    count = labels.shape[0]
+    if axis is None:
+        field = ddf[None].expand(count, *ddf.shape)
+        return _warp_batch(labels[:, None], field, method, padding)[:, 0]
+    plane = field_to_slices(ddf, axis)  # (n, 2, h, w)
+    # (n, L, h, w) -> (n * L, 1, h, w), each slice's field repeated L times
+    stacked = to_slices(labels, axis).reshape(-1, 1, *plane.shape[2:])
+    moved = _warp_batch(stacked, plane.repeat_interleave(count, 0), method, padding)
+    return from_slices(moved.reshape(-1, count, *plane.shape[2:]), axis)
+
+
+def _warp_batch(labels: Tensor, ddf: Tensor, method: str, padding: Padding) -> Tensor:
+    """``(B, 1, *spatial)`` label maps by ``(B, ndim, *spatial)``: the faster of the two
+    one-hot paths for their number of label values (:data:`_FEW_LABELS`)."""
+    if method == "onehot" and int(torch.unique(labels).numel()) > _FEW_LABELS:
+        return warp_labels_onehot(labels, ddf, padding)
+    return warp_labels(labels, ddf, method, padding)  # type: ignore[arg-type]
 
 
 def warp_labels_onehot(labels: Tensor, ddf: Tensor, padding: Padding = "zeros") -> Tensor:
