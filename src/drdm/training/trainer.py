@@ -559,25 +559,48 @@ def _weights_digests(model: RecursiveUNet, ctx: DistContext) -> list[str]:
     ]
 
 
-def _train(
+@dataclass
+class _Run:
+    """What the step loop of one invocation works on (built by :func:`_set_up`)."""
+
+    config: TrainConfig
+    ctx: DistContext
+    state: _RunState
+    net: torch.nn.Module
+    process: ForwardDiffusion
+    data: TrainingData
+    images: Tensor
+    local_batch: int
+    out: Path
+    distill_card: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> RecursiveUNet:
+        return self.state.model
+
+
+@dataclass
+class _LoopResult:
+    """What :func:`_run_steps` did: the rows logged, the last step and why it stopped."""
+
+    rows: list[dict[str, float]]
+    end: int
+    timed_out: bool
+    seconds: float
+    last_ckpt: Path | None
+
+
+def _set_up(
     config: TrainConfig,
     base_dir: Path,
     out: Path,
     ctx: DistContext,
-    resume: bool,
+    resume_from: Path | None,
+    local_batch: int,
     quiet: bool,
-    stop_after: int | None,
-    on_step: Callable[[int, dict[str, float]], None] | None,
-    time_limit: float | None = None,
-) -> TrainResult:
-    local_batch = _local_batch(config, ctx, stop_after)
-    if time_limit is not None and not time_limit > 0:
-        raise InputError(f"time_limit must be > 0 seconds, got {time_limit}")
-    resume_from = _prepare_output(config, out, ctx, resume)
-    ckpt_root = out / "checkpoints"
-    csv_path = out / "loss.csv"
-    ctx.barrier()
-
+) -> _Run:
+    """Training data, network, optimiser and generators (from scratch, ``init_from`` or the
+    checkpoint ``resume_from``) and the teacher when distilling."""
     teacher_path = resolve_teacher(config, base_dir)
     data_config = config.data
     if teacher_path is not None:
@@ -587,7 +610,6 @@ def _train(
     state = _initial_state(config, ctx, resume_from)
     if resume_from is None and config.init_from is not None:
         _load_init_weights(state.model, config, base_dir)
-    model, start = state.model, state.start
     process = ForwardDiffusion(config.forward)
     distill_card: dict[str, Any] | None = None
     if teacher_path is not None:
@@ -603,11 +625,102 @@ def _train(
             state.teacher = None
             images_all = downsample(images_all, config.data.image_size)
 
-    net: torch.nn.Module = model
+    net: torch.nn.Module = state.model
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        net = DistributedDataParallel(state.model, device_ids=ids, broadcast_buffers=False)
+    return _Run(config, ctx, state, net, process, data, images_all, local_batch, out, distill_card)
 
+
+def _one_step(run: _Run, step: int, last_ckpt: Path | None) -> dict[str, float]:
+    """One optimiser step of Algorithm 1; returns its loss row (:func:`loss_row`)."""
+    t0 = time.perf_counter()
+    total_loss, values = _step_losses(
+        run.net, run.process, run.data, run.images, run.config, run.local_batch, run.ctx, run.state
+    )
+    _check_finite(values, step, last_ckpt)
+    _apply_gradients(total_loss, run.state, run.config.optim.grad_clip)
+    return loss_row(step, time.perf_counter() - t0, values)
+
+
+def _run_steps(
+    run: _Run,
+    start: int,
+    end: int,
+    printer: ProgressPrinter,
+    monitor: RecoveryMonitor | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+    time_limit: float | None,
+) -> _LoopResult:
+    """Steps ``start + 1 .. end`` (fewer when ``time_limit`` runs out): after each step the
+    loss row goes to ``loss.csv``, the progress output and ``on_step``, and checkpoints and
+    the recovery monitor follow the config."""
+    config, ctx = run.config, run.ctx
+    ckpt_root = run.out / "checkpoints"
+    ema: dict[str, float] = {}
+    rows: list[dict[str, float]] = []
+    checkpoints = list_checkpoints(ckpt_root)
+    last_ckpt = checkpoints[-1] if checkpoints else None
+    csv_path = run.out / "loss.csv"
+    csv_file = open(csv_path, "a", newline="", encoding="utf-8") if ctx.is_main else None
+    writer = csv.writer(csv_file) if csv_file is not None else None
+    seconds_total = 0.0
+    wall_start = time.perf_counter()
+    timed_out = False
+    try:
+        run.net.train()
+        for step in range(start + 1, end + 1):
+            row = _one_step(run, step, last_ckpt)
+            seconds_total += row["seconds"]
+            rows.append(row)
+            for k in LOSS_TERMS:
+                ema[k] = row[k] if k not in ema else 0.95 * ema[k] + 0.05 * row[k]
+            if writer is not None and csv_file is not None:
+                writer.writerow(csv_row(row))
+                csv_file.flush()
+            printer.update(step, ema, seconds_total / len(rows))
+            if on_step is not None:
+                on_step(step, row)
+            if time_limit is not None and step < end:
+                # every process must agree to stop at the same step
+                over = torch.tensor(float(time.perf_counter() - wall_start > time_limit))
+                timed_out = bool(ctx.mean(over.double()) > 0)
+            if step % config.output.checkpoint_every == 0 or step == end or timed_out:
+                last_ckpt = _save_state(
+                    config, run.data, ctx, run.state, ckpt_root, step, run.distill_card
+                )
+            if monitor is not None:
+                monitor(step, run.model, final=step == end or timed_out)
+            if timed_out:
+                end = step
+                break
+    finally:
+        printer.close()
+        if csv_file is not None:
+            csv_file.close()
+    return _LoopResult(rows, end, timed_out, seconds_total, last_ckpt)
+
+
+def _train(
+    config: TrainConfig,
+    base_dir: Path,
+    out: Path,
+    ctx: DistContext,
+    resume: bool,
+    quiet: bool,
+    stop_after: int | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+    time_limit: float | None = None,
+) -> TrainResult:
+    local_batch = _local_batch(config, ctx, stop_after)
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(f"time_limit must be > 0 seconds, got {time_limit}")
+    resume_from = _prepare_output(config, out, ctx, resume)
+    csv_path = out / "loss.csv"
+    ctx.barrier()
+
+    run = _set_up(config, base_dir, out, ctx, resume_from, local_batch, quiet)
+    model, data, start = run.model, run.data, run.state.start
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_train_config(config, out / "config.yaml")
@@ -638,57 +751,14 @@ def _train(
             monitor = RecoveryMonitor(config, base_dir, out, start)
         except ValueError as err:
             raise InputError(str(err)) from None
-    ema: dict[str, float] = {}
-    rows: list[dict[str, float]] = []
-    last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
-    csv_file = open(csv_path, "a", newline="", encoding="utf-8") if ctx.is_main else None
-    writer = csv.writer(csv_file) if csv_file is not None else None
-    seconds_total = 0.0
-    wall_start = time.perf_counter()
-    timed_out = False
-    try:
-        net.train()
-        for step in range(start + 1, end + 1):
-            t0 = time.perf_counter()
-            total_loss, values = _step_losses(
-                net, process, data, images_all, config, local_batch, ctx, state
-            )
-            _check_finite(values, step, last_ckpt)
-            _apply_gradients(total_loss, state, config.optim.grad_clip)
-            seconds = time.perf_counter() - t0
-            seconds_total += seconds
-            row = loss_row(step, seconds, values)
-            rows.append(row)
-            for k in LOSS_TERMS:
-                ema[k] = row[k] if k not in ema else 0.95 * ema[k] + 0.05 * row[k]
-            if writer is not None and csv_file is not None:
-                writer.writerow(csv_row(row))
-                csv_file.flush()
-            printer.update(step, ema, seconds_total / len(rows))
-            if on_step is not None:
-                on_step(step, row)
-            if time_limit is not None and step < end:
-                # every process must agree to stop at the same step
-                over = torch.tensor(float(time.perf_counter() - wall_start > time_limit))
-                timed_out = bool(ctx.mean(over.double()) > 0)
-            if step % config.output.checkpoint_every == 0 or step == end or timed_out:
-                last_ckpt = _save_state(config, data, ctx, state, ckpt_root, step, distill_card)
-            if monitor is not None:
-                monitor(step, model, final=step == end or timed_out)
-            if timed_out:
-                end = step
-                break
-    finally:
-        printer.close()
-        if csv_file is not None:
-            csv_file.close()
+    loop = _run_steps(run, start, end, printer, monitor, on_step, time_limit)
 
-    step_done = max(start, end)
+    step_done = max(start, loop.end)
     digests = _weights_digests(model, ctx)
-    finished = step_done >= total or timed_out
+    finished = step_done >= total or loop.timed_out
     model_dir = None
     if finished:
-        seconds_per_step = seconds_total / len(rows) if rows else None
+        seconds_per_step = loop.seconds / len(loop.rows) if loop.rows else None
         model_dir = _export_model(
             config,
             data,
@@ -699,17 +769,17 @@ def _train(
             seconds_per_step,
             printer,
             step_done,
-            distill_card,
-            timed_out,
+            run.distill_card,
+            loop.timed_out,
         )
-    elif ctx.is_main and last_ckpt is not None:
-        printer.message(f"drdm train: stopped at step {step_done}; checkpoint {last_ckpt}")
+    elif ctx.is_main and loop.last_ckpt is not None:
+        printer.message(f"drdm train: stopped at step {step_done}; checkpoint {loop.last_ckpt}")
     return TrainResult(
         out_dir=out,
         step=step_done,
         finished=finished,
         model_dir=model_dir,
-        last_checkpoint=last_ckpt,
-        losses=rows,
+        last_checkpoint=loop.last_ckpt,
+        losses=loop.rows,
         tensors_sha256=digests,
     )
