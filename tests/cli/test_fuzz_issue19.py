@@ -458,7 +458,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, phantom, model_dir):
 
 def test_rows_of_a_killed_run_are_not_recomputed(tmp_path):
     """SIGKILL runs no clean-up: the rows since the last manifest flush come from the journal."""
-    from drdm.batch.jobs import AUGMENT_COLUMNS, ManifestBook
+    from drdm.batch.manifest import AUGMENT_COLUMNS, ManifestBook
 
     files = ("image", "label", "ddf")
     keys = [f"x/L003_s{k:03d}_image.nii.gz" for k in range(3)]
@@ -522,7 +522,7 @@ def test_absurd_per_level_is_refused_at_once(tmp_path, phantom, model_dir, capsy
 
 
 def test_images_labels_layout_warns_about_orphans(tmp_path, phantom):
-    from drdm.io import find_pairs
+    from drdm.batch.inputs import find_pairs
 
     image, label = phantom
     (tmp_path / "images").mkdir()

@@ -35,10 +35,10 @@ def test_help_loads_no_heavy_library():
 
 def test_the_choices_are_the_ones_the_library_checks():
     from drdm import choices
-    from drdm.batch import inputs
+    from drdm.batch import method
     from drdm.nn import engine
     from drdm.pipelines import registry
 
     assert engine.ENGINES is choices.ENGINES
     assert registry.METHODS is choices.METHODS and registry.STACKS is choices.STACKS
-    assert inputs.BATCH_METHODS is choices.BATCH_METHODS
+    assert method.BATCH_METHODS is choices.BATCH_METHODS

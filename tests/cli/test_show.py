@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import smooth_field, smooth_image, write_nifti
-from drdm.batch.jobs import AUGMENT_COLUMNS
+from drdm.batch.manifest import AUGMENT_COLUMNS
 from drdm.cli.main import main
 from drdm.pipelines.core import deform_volume, synthesize_pair
 from drdm.viz import OverviewRow, overview_figure, rows_from_manifest

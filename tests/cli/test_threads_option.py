@@ -35,8 +35,8 @@ def _parsers(parser):
 
 
 def test_every_threads_option_is_the_shared_one(monkeypatch):
+    import drdm.cli._batch
     import drdm.cli.adapt
-    import drdm.cli.augment
     import drdm.cli.experiment
     import drdm.cli.train
 
@@ -47,7 +47,7 @@ def test_every_threads_option_is_the_shared_one(monkeypatch):
         calls.append(p)
         return real(p, *args, **kwargs)
 
-    for module in (drdm.cli.adapt, drdm.cli.augment, drdm.cli.experiment, drdm.cli.train):
+    for module in (drdm.cli._batch, drdm.cli.adapt, drdm.cli.experiment, drdm.cli.train):
         monkeypatch.setattr(module, "add_threads_argument", spy)
     having = [
         p.prog

@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ._options import add_device_argument, add_threads_argument, apply_threads
-from .augment import output_path
+from . import _defaults as D
+from ._options import (
+    add_device_argument,
+    add_quiet_argument,
+    add_seed_argument,
+    add_threads_argument,
+    apply_threads,
+    output_path,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,35 +36,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=output_path, required=True, help="output folder")
     p.add_argument(
-        "--init", default="default", help="base model: default, default-3d or a model folder"
+        "--init",
+        default=D.MODEL,
+        help="base model: default, default-3d or a model folder (default %(default)r)",
     )
     p.add_argument(
         "--time-limit",
         type=float,
-        default=1200.0,
+        default=D.ADAPT_TIME_LIMIT,
         metavar="SECONDS",
-        help="seconds of fine-tuning (default 1200)",
+        help="seconds of fine-tuning (default %(default)g)",
     )
     p.add_argument(
-        "--holdout", type=float, default=0.2, help="fraction of files held out (default 0.2)"
+        "--holdout",
+        type=float,
+        default=D.ADAPT_HOLDOUT,
+        help="fraction of files held out (default %(default)g)",
     )
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     p.add_argument(
-        "--seed", type=int, default=0, help="seeds the split, the training and the U draws"
+        "--lr", type=float, default=D.ADAPT_LR, help="Adam learning rate (default %(default)g)"
     )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=D.ADAPT_BATCH_SIZE,
+        help="images per step (default %(default)s)",
+    )
+    add_seed_argument(p, "seeds the split, the training and the U draws")
     p.add_argument(
         "--eval-draws",
         type=int,
-        default=4,
-        help="forward draws per held-out image and band for the U table (default 4)",
+        default=D.ADAPT_EVAL_DRAWS,
+        help="forward draws per held-out image and band for the U table (default %(default)s)",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue the run in OUT/run from its checkpoint"
     )
     add_device_argument(p)
     add_threads_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    add_quiet_argument(p, "no progress bar or messages")
     p.set_defaults(run=run)
 
 

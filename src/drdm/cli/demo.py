@@ -23,8 +23,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import InputError
-from ._options import add_device_argument
-from .augment import output_path
+from . import _defaults as D
+from ._options import add_device_argument, add_seed_argument, output_path
 
 TIMESTEPS_2D = (10, 30, 55, 80)
 TIMESTEPS_3D = (30, 80)
@@ -47,12 +47,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "an installed model only the forward process runs.",
     )
     p.add_argument("--out", type=output_path, default=Path("drdm-demo"), help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size-2d", type=int, default=256, help="2D phantom size (default 256)")
-    p.add_argument("--size-3d", type=int, default=64, help="3D phantom size (default 64)")
+    add_seed_argument(p)
+    p.add_argument(
+        "--size-2d", type=int, default=D.SIZE_2D, help="2D phantom size (default %(default)s)"
+    )
+    p.add_argument(
+        "--size-3d", type=int, default=D.SIZE_3D, help="3D phantom size (default %(default)s)"
+    )
     p.add_argument(
         "--model",
-        default="default",
+        default=D.MODEL,
         help="'default' (the packaged 2D model, if installed) or a 2D checkpoint folder",
     )
     p.add_argument(

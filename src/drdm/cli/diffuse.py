@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import add_device_argument
-from .augment import output_path
+from . import _defaults as D
+from ._options import (
+    add_ddf_format_argument,
+    add_device_argument,
+    add_frame_argument,
+    add_label_argument,
+    add_quiet_argument,
+    add_seed_argument,
+    add_slice_axis_argument,
+    output_path,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,31 +29,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "thick slices (largest spacing > 1.5 x the second) is deformed slice by slice.",
     )
     p.add_argument("image", type=Path, help="input image (2D or 3D)")
-    p.add_argument("--t", type=int, required=True, help="timestep, 1..T (T = 80)")
+    p.add_argument("--t", type=int, required=True, help=f"timestep, 1..T (T = {D.NUM_STEPS})")
     p.add_argument("--out", type=output_path, required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed, any integer (default 0)")
-    p.add_argument("--label", type=Path, help="label map on the image's grid, deformed alike")
-    p.add_argument("--frame", type=int, help="frame (0-based) of a 4D time series input")
+    add_seed_argument(p)
+    add_label_argument(p)
+    add_frame_argument(p)
     p.add_argument(
         "--ndim",
-        default="auto",
+        default=D.DIFFUSE_NDIM,
         choices=("auto", "2", "3"),
         help="2: slice by slice (zero through-plane motion); 3: the whole volume; auto "
         "(default): 2 for 2D images and stacks of thick slices, else 3",
     )
-    p.add_argument(
-        "--slice-axis",
-        default="auto",
-        help="for --ndim 2 on a 3D volume: the axis to slice along, 0, 1, 2 or auto (default)",
-    )
-    p.add_argument(
-        "--ddf-format",
-        choices=("nifti", "npy"),
-        default="nifti",
-        help="nifti (default): displacement in mm; npy: (ndim, *spatial) float32 voxels",
-    )
+    add_slice_axis_argument(p, "for --ndim 2 on a 3D volume")
+    add_ddf_format_argument(p)
     add_device_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(run=run)
 
 

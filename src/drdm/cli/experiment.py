@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._options import add_device_argument, add_threads_argument
-from .augment import output_path
+from ._options import add_device_argument, add_quiet_argument, add_threads_argument, output_path
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -36,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=int, help="seed of the test set (and of the split)")
     add_device_argument(p, default=None)
     add_threads_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_quiet_argument(p, "no progress messages")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import add_device_argument
-from .augment import add_sampler_arguments, output_path
+from . import _defaults as D
+from ._options import (
+    add_ddf_format_argument,
+    add_device_argument,
+    add_frame_argument,
+    add_label_argument,
+    add_model_argument,
+    add_quiet_argument,
+    add_sampler_arguments,
+    add_seed_argument,
+    add_slice_axis_argument,
+    output_path,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,35 +35,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--level", type=int, required=True, help="deformation level T' in 1..T (e.g. 55)"
     )
-    p.add_argument("--n", type=int, default=1, help="number of deformations (default 1)")
-    p.add_argument("--out", type=output_path, required=True, help="output directory")
     p.add_argument(
-        "--model",
-        default="default",
-        help="'default', 'default-3d' or a checkpoint directory (default 'default')",
+        "--n", type=int, default=D.N, help="number of deformations (default %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed, any integer (default 0)")
-    p.add_argument("--label", type=Path, help="label map on the image's grid, deformed alike")
-    p.add_argument("--frame", type=int, help="frame (0-based) of a 4D time series input")
+    p.add_argument("--out", type=output_path, required=True, help="output directory")
+    add_model_argument(p)
+    add_seed_argument(p)
+    add_label_argument(p)
+    add_frame_argument(p)
     p.add_argument(
         "--normalize",
         action="store_true",
         help="min-max rescale the image to [0, 1] for the network (outputs keep intensities)",
     )
-    p.add_argument(
-        "--slice-axis",
-        default="auto",
-        help="2D model on a 3D volume: the axis to slice along, 0, 1, 2 or auto (default)",
-    )
-    p.add_argument(
-        "--ddf-format",
-        choices=("nifti", "npy"),
-        default="nifti",
-        help="nifti (default): displacement in mm; npy: (ndim, *spatial) float32 voxels",
-    )
+    add_slice_axis_argument(p, "for a 2D model on a 3D volume")
+    add_ddf_format_argument(p)
     add_sampler_arguments(p)
     add_device_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(run=run)
 
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from .augment import output_path
+from . import _defaults as D
+from ._options import output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-size",
         type=int,
-        default=256,
-        help="image size per axis the network was trained at (default 256, the authors')",
+        default=D.OFFICIAL_IMAGE_SIZE,
+        help="image size per axis the network was trained at (default %(default)s, the authors')",
     )
     p.set_defaults(run=run)
 

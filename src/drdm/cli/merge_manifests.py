@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
-from .augment import output_path
+from ._options import output_path
 
 _SHARD = re.compile(r"^manifest-shard(\d+)of(\d+)\.csv$")
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from .augment import output_path
+from . import _defaults as D
+from ._options import output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-rows",
         type=int,
-        default=6,
-        help="samples to draw, evenly spread over the manifest (default 6)",
+        default=D.MAX_ROWS,
+        help="samples to draw, evenly spread over the manifest (default %(default)s)",
     )
     p.set_defaults(run=run)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import augment
+from . import _defaults as D
+from ._batch import add_input_arguments, add_run_arguments, batch_options, print_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +37,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "OUT/<input name>/ in the input's format and grid, a manifest.csv, run.json and "
         "overview.png. T'_aug = 0: no augmentation (I_mv = I0).",
     )
-    augment.add_input_arguments(p)
+    add_input_arguments(p)
     p.add_argument(
         "--level-pairs",
         required=True,
         help="T'_aug:T'_syn pairs, comma-separated (e.g. 30:20,45:30); T'_aug may be 0",
     )
     p.add_argument(
-        "--per-pair", type=int, default=1, metavar="N", help="triples per level pair (default 1)"
+        "--per-pair",
+        type=int,
+        default=D.PER_PAIR,
+        metavar="N",
+        help="triples per level pair (default %(default)s)",
     )
-    augment.add_run_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -54,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
     from ..batch.runner import parse_level_pairs
 
     pairs = parse_level_pairs(args.level_pairs)
-    report = synthesize_files(augment.batch_options(args), pairs, args.per_pair)
-    return augment.print_report(report)
+    report = synthesize_files(batch_options(args), pairs, args.per_pair)
+    return print_report(report)

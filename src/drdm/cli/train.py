@@ -11,8 +11,13 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ._options import add_device_argument, add_threads_argument, apply_threads
-from .augment import output_path
+from ._options import (
+    add_device_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    apply_threads,
+    output_path,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "step reached (its card records the steps done)",
     )
     add_threads_argument(p, help="CPU threads per process (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    add_quiet_argument(p, "no progress bar or messages")
     p.set_defaults(run=run)
 
 
