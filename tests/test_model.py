@@ -284,12 +284,12 @@ def test_cli_generate_writes_images_fields_labels_figure(tmp_path, image2d, chec
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--level", "0"], "--level 0: must lie in 1..10"),
-        (["--level", "11"], "--level 11: must lie in 1..10"),
-        (["--level", "5", "--n", "0"], "--n 0"),
+        (["--level", "0"], "level 0: must lie in 1..10"),
+        (["--level", "11"], "level 11: must lie in 1..10"),
+        (["--level", "5", "--n", "0"], "n 0: must be >= 1"),
         (["--level", "5", "--model", "/no/such/model"], "no such checkpoint directory"),
         (["--level", "5", "--model", "default"], "not available yet"),
-        (["--level", "5", "--device", "tpu"], "--device tpu"),
+        (["--level", "5", "--device", "tpu"], "device tpu"),
     ],
 )
 def test_cli_generate_bad_options(
@@ -317,7 +317,7 @@ def test_cli_generate_bad_files(tmp_path, image2d, checkpoint, capsys):
     assert "series.nii.gz" in capsys.readouterr().err
     small = write_nifti(tmp_path / "small.nii.gz", np.zeros((20, 20), np.int16))
     assert main(["generate", str(image2d), *base, "--label", str(small)]) == 2
-    assert "--label" in capsys.readouterr().err
+    assert "label shape (20, 20)" in capsys.readouterr().err
     frac = write_nifti(tmp_path / "frac.nii.gz", np.full((40, 36), 0.5, np.float32))
     assert main(["generate", str(image2d), *base, "--label", str(frac)]) == 2
     assert "integers" in capsys.readouterr().err
