@@ -299,14 +299,14 @@ def _bad_cases(tmp, data):
         (["--image", corrupt], "cannot read", corrupt),
         (["--image", truncated], "cannot read", truncated),
         (["--image", save(tmp / "nan.nii.gz", nan)], "NaN", tmp / "nan.nii.gz"),
-        (["--image", four_d], "--frame", four_d),
+        (["--image", four_d], "with frame (0..3)", four_d),
         (["--image", four_d, "--frame", "4"], "out of range", four_d),
         (["--image", save(tmp / "small.nii.gz", np.ones((6, 40)))], "too small", None),
-        (["--image", heart, "--levels", "3,11"], "must lie in 1..10", "--levels"),
-        (["--image", heart, "--levels", "0"], ">= 1", "--levels"),
-        (["--image", heart, "--method", "warpy"], "unknown method", "--method"),
-        (["--image", heart, "--per-level", "0"], "must be >= 1", "--per-level"),
-        (["--image", heart, "--slice-axis", "3"], "auto, 0, 1 or 2", "--slice-axis"),
+        (["--image", heart, "--levels", "3,11"], "must lie in 1..10", "levels 11"),
+        (["--image", heart, "--levels", "0"], ">= 1", "levels 0"),
+        (["--image", heart, "--method", "warpy"], "unknown method", "method warpy"),
+        (["--image", heart, "--per-level", "0"], "must be >= 1", "per_level 0"),
+        (["--image", heart, "--slice-axis", "3"], "auto, 0, 1 or 2", "slice_axis 3"),
         (["--image", heart, "--shards", "2", "--shard-index", "2"], "0..1", None),
     ]
 
@@ -420,7 +420,7 @@ def test_baseline_methods(tmp_path, data, capsys):
     assert main([*argv, "--quiet", "--no-figure"]) == 0
     assert np.load(out / "vol/L000_s000_ddf.npy")[2].any()
     capsys.readouterr()
-    for option, message in [("sigma=-1", "--method elastic: sigma"), ("foo=1", "unknown option")]:
+    for option, message in [("sigma=-1", "method elastic: sigma"), ("foo=1", "unknown option")]:
         argv = [
             "augment",
             "--image",

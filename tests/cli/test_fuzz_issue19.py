@@ -329,7 +329,7 @@ def test_4d_series_frame_option_exists_where_the_message_names_it(tmp_path, phan
     cine = save(tmp_path / "cine.nii.gz", series.astype(np.float32))
     out = tmp_path / "out"
     assert main(["diffuse", str(cine), "--t", "3", "--out", str(out), "--quiet"]) == 2
-    assert "--frame" in capsys.readouterr().err
+    assert "choose one with frame (0..2)" in capsys.readouterr().err
     argv = ["diffuse", str(cine), "--t", "3", "--frame", "1", "--out", str(out), "--quiet"]
     assert main(argv) == 0  # the option the message names exists
     from drdm.io import read_volume
@@ -514,7 +514,7 @@ def test_absurd_per_level_is_refused_at_once(tmp_path, phantom, model_dir, capsy
     assert main([*argv, "--per-level", "10000000", "--out", str(out), "--quiet"]) == 2
     assert time.monotonic() - start < 5
     lines = stderr_lines(capsys)
-    assert len(lines) == 1 and "--per-level 10000000" in lines[0] and "limit" in lines[0]
+    assert len(lines) == 1 and "per_level 10000000" in lines[0] and "limit" in lines[0]
     assert not out.exists()
 
 

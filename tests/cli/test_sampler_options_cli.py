@@ -79,7 +79,7 @@ def test_augment_stride_is_a_setting_of_the_run(tmp_path, image, checkpoint, cap
     "extra,message",
     [
         (["--stride", "0"], "stride"),
-        (["--method", "elastic", "--stride", "2"], "--stride"),
+        (["--method", "elastic", "--stride", "2"], "stride 2: only method drdm"),
     ],
 )
 def test_augment_refuses_impossible_sampler_options(
