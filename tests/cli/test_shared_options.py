@@ -39,6 +39,7 @@ def test_no_command_module_imports_another(name):
 SHARED = (
     "--seed",
     "--model",
+    "--ndim",
     "--stride",
     "--engine",
     "--slice-axis",
@@ -58,8 +59,8 @@ SHARED = (
 )
 
 #: modules with an option of the same name and another meaning (demo's --model is a 2D model
-#: that may be missing; experiment's --model overrides a config)
-OTHER_MEANING = {("--model", "demo.py"), ("--model", "experiment.py")}
+#: that may be missing; experiment's --model overrides a config; diffuse's --ndim has auto)
+OTHER_MEANING = {("--model", "demo.py"), ("--model", "experiment.py"), ("--ndim", "diffuse.py")}
 
 
 @pytest.mark.parametrize("option", SHARED)
