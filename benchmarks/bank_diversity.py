@@ -124,7 +124,7 @@ def main() -> None:
         draw_t = per_call(functools.partial(bank.draw, g, image=image), args.repeats)
         sample_t = per_call(functools.partial(deform, sample), args.repeats)
         stack_bank = FieldBank(2, jitter=jitter)
-        stack_bank.add("stack", stack)
+        stack_bank.add("stack", stack, slice_axis=2)  # 2D fields, slice by slice along z
         draw_stack = functools.partial(stack_bank.draw, g, image=stack_image)
         stack_t = per_call(draw_stack, args.repeats // 4)
         print(

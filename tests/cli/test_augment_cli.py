@@ -20,11 +20,11 @@ AFFINE = np.array(
 )
 AUGMENT_COLUMNS = (
     "image,label,ddf,source_image,source_label,level,sample,seed,max_disp_pct,mean_disp_pct,"
-    "fold_pct"
+    "fold_pct,slice_axis"
 ).split(",")
 SYNTH_COLUMNS = (
     "moving,fixed,ddf,moving_label,fixed_label,source_image,source_label,level_aug,level_syn,"
-    "sample,seed,max_disp_pct,mean_disp_pct,fold_pct"
+    "sample,seed,max_disp_pct,mean_disp_pct,fold_pct,slice_axis"
 ).split(",")
 
 
@@ -166,6 +166,23 @@ def test_augment_npy_fields_and_stack_slice_by_slice(tmp_path, model_dir, data):
     assert ddf[:2].any(axis=(1, 2, 3)).all()
     assert not np.allclose(ddf[..., 0], ddf[..., 1])  # every slice its own deformation
     assert nib.load(out / row["label"]).get_data_dtype() == np.int16
+    assert row["slice_axis"] == "2"  # recorded, so a bank of these fields need not guess it
+
+
+def test_field_bank_takes_the_slice_axis_the_manifest_records(tmp_path, model_dir, data):
+    """``FieldBank.from_manifest`` keeps the axis of a 2D model's fields of a stack from the
+    manifest's ``slice_axis`` column; 2D images leave the column empty."""
+    from drdm.pipelines import FieldBank
+
+    out = tmp_path / "out"
+    args = ["--input", data, "--stack", "none", "--ddf-format", "npy"]
+    assert augment(model_dir, out, *args, levels="5", per_level="1") == 0
+    _, rows = manifest(out / "manifest.csv")
+    axes = {row["image"].split("/")[0]: row["slice_axis"] for row in rows}
+    assert axes["stack"] == "2" and axes["heart"] == ""
+    bank = FieldBank.from_manifest(out)
+    stack_key = next(k for k in bank.keys() if "stack" in str(k))
+    assert bank.slice_axis(stack_key) == 2
 
 
 def test_default_levels_are_fractions_of_the_models_t(tmp_path, model_dir, data):

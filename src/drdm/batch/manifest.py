@@ -51,6 +51,7 @@ AUGMENT_COLUMNS = (
     "max_disp_pct",
     "mean_disp_pct",
     "fold_pct",
+    "slice_axis",
 )
 #: columns of the ``drdm synth`` manifest, in order
 SYNTH_COLUMNS = (
@@ -68,6 +69,7 @@ SYNTH_COLUMNS = (
     "max_disp_pct",
     "mean_disp_pct",
     "fold_pct",
+    "slice_axis",
 )
 #: the manifests the package writes: command -> (columns, the columns naming output files)
 MANIFEST_SCHEMAS = {

@@ -334,6 +334,7 @@ def augment_files(
             "sample": job.sample,
             "seed": job.seed,
             **field_metrics(result.ddf),
+            "slice_axis": "" if data.slice_axis is None else data.slice_axis,
         }
 
     return _execute(options, "augment", setup, settings, jobs, compute)
@@ -451,6 +452,7 @@ def synthesize_files(
             "sample": job.sample,
             "seed": job.seed,
             **field_metrics(result.ddf_syn),
+            "slice_axis": "" if data.slice_axis is None else data.slice_axis,
         }
 
     return _execute(options, "synth", setup, settings, jobs, compute)
