@@ -22,11 +22,12 @@ paper's weights 1, 1 and 10 by default.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .choices import ComposePadding
 from .spatial import compose, jacobian_det, spatial_gradient, warp
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
 ]
 
 DEFAULT_EPS = 1e-3
-
-Padding = Literal["zeros", "border"]
 
 
 class LossTerms(NamedTuple):
@@ -70,7 +69,7 @@ def _check_pair(psi: Tensor, psi_hat: Tensor) -> None:
 
 
 def distance_loss(
-    psi: Tensor, psi_hat: Tensor, eps: float = DEFAULT_EPS, padding: Padding = "border"
+    psi: Tensor, psi_hat: Tensor, eps: float = DEFAULT_EPS, padding: ComposePadding = "border"
 ) -> Tensor:
     """Relative residual ``||compose(psi, psi_hat)|| / (||psi|| + eps)``, mean (Eq. 14)."""
     _check_pair(psi, psi_hat)
@@ -79,7 +78,7 @@ def distance_loss(
 
 
 def angle_loss(
-    psi: Tensor, psi_hat: Tensor, eps: float = DEFAULT_EPS, padding: Padding = "border"
+    psi: Tensor, psi_hat: Tensor, eps: float = DEFAULT_EPS, padding: ComposePadding = "border"
 ) -> Tensor:
     """Mean cosine between ``psi[x]`` and ``psi_hat[x + psi[x]]`` (Eq. 14); -1 is perfect."""
     _check_pair(psi, psi_hat)
@@ -103,7 +102,7 @@ def drdm_loss(
     lambda_angle: float = 1.0,
     lambda_reg: float = 10.0,
     eps: float = DEFAULT_EPS,
-    padding: Padding = "border",
+    padding: ComposePadding = "border",
 ) -> LossTerms:
     """DRDM loss of Eq. 14 for the forward DVF ``psi`` and the estimated inverse ``psi_hat``.
 
@@ -149,14 +148,14 @@ class DRDMLoss(nn.Module):
         lambda_angle: float = 1.0,
         lambda_reg: float = 10.0,
         eps: float = DEFAULT_EPS,
-        padding: Padding = "border",
+        padding: ComposePadding = "border",
     ) -> None:
         super().__init__()
         self.lambda_dist = float(lambda_dist)
         self.lambda_angle = float(lambda_angle)
         self.lambda_reg = float(lambda_reg)
         self.eps = float(eps)
-        self.padding: Padding = padding
+        self.padding: ComposePadding = padding
 
     def forward(self, psi: Tensor, psi_hat: Tensor) -> LossTerms:
         """See :func:`drdm_loss`; ``psi``, ``psi_hat``: ``(B, ndim, *spatial)`` voxels."""

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .card import ModelCard
 from .checkpoint import CheckpointError, load_pretrained, save_pretrained
+from .choices import check_choice
 from .diffusion import ForwardDiffusion
 from .diffusion.official_process import OfficialForwardProcess
 from .diffusion.schedule import check_timesteps
@@ -133,8 +134,7 @@ class DRDM:
         source: Mapping[str, Any] | None = None,
     ) -> None:
         cfg = network.config
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        check_choice("engine", engine, ENGINES)
         image_size = tuple(int(s) for s in image_size)
         if process.config.ndim != cfg.ndim or len(image_size) != cfg.ndim:
             raise ValueError(

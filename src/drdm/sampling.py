@@ -50,11 +50,18 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
+from .choices import (
+    COMPOSE_PADDINGS,
+    FIELD_IMAGE_MODES,
+    ComposePadding,
+    FieldImageMode,
+    check_choice,
+)
 from .config import Config
 from .diffusion.forward import ForwardProcess
 from .diffusion.schedule import span_sum
@@ -74,6 +81,7 @@ __all__ = [
 ]
 
 SkipRule = Literal["compose", "velocity", "shares"]
+SKIP_RULES: tuple[str, ...] = get_args(SkipRule)
 
 #: the default network-call stride and skip rule: the network at every 4th timestep, each
 #: prediction integrated by the schedule's size of the 4 steps it stands for ("shares").
@@ -107,23 +115,19 @@ class SamplerConfig(Config):
         recursions: ``K`` of Eq. 12 at sampling; ``None`` keeps the network's own.
     """
 
-    compose_padding: Literal["zeros", "border"] = "border"
-    image_mode: Literal["linear", "cubic"] = "linear"
-    image_padding: Literal["zeros", "border"] = "zeros"
+    compose_padding: ComposePadding = "border"
+    image_mode: FieldImageMode = "linear"
+    image_padding: ComposePadding = "zeros"
     stride: int = DEFAULT_STRIDE
     schedule: tuple[int, ...] | None = None
     skip: SkipRule = DEFAULT_SKIP
     recursions: int | None = None
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("compose_padding", ("zeros", "border")),
-            ("image_mode", ("linear", "cubic")),
-            ("image_padding", ("zeros", "border")),
-            ("skip", ("compose", "velocity", "shares")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_choice("compose_padding", self.compose_padding, COMPOSE_PADDINGS)
+        check_choice("image_mode", self.image_mode, FIELD_IMAGE_MODES)
+        check_choice("image_padding", self.image_padding, COMPOSE_PADDINGS)
+        check_choice("skip", self.skip, SKIP_RULES)
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
             raise ValueError(f"stride must be a positive int, got {self.stride!r}")
         if self.recursions is not None and (
@@ -216,7 +220,7 @@ def repeat_step(
     psi: Tensor,
     count: int,
     skip: SkipRule = "compose",
-    padding: str = "border",
+    padding: ComposePadding = "border",
     weight: float | Tensor | None = None,
 ) -> Tensor:
     """The field one network prediction ``psi`` stands for over ``count`` timesteps.
@@ -236,7 +240,7 @@ def repeat_step(
         if skip == "shares" and (weight is None or not bool((w > 0).all())):
             raise ValueError(f"the 'shares' rule needs a positive weight, got {weight!r}")
         w = w.to(psi.device).reshape(-1, *([1] * (psi.dim() - 1)))
-        return integrate(psi * w, padding=padding)  # type: ignore[arg-type]
+        return integrate(psi * w, padding=padding)
     out = psi
     for _ in range(count - 1):
         # psi o psi o ... : resample the small step at x + out(x), never the accumulated field

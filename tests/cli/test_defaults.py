@@ -166,16 +166,25 @@ def test_each_cli_default_is_the_library_default(constant):
 
 def test_every_value_of_the_defaults_module_is_checked():
     values = {n for n in vars(D) if n.isupper()}
-    assert values - set(LIBRARY) == {"DDF_FORMATS", "LABEL_INTERPS"}  # checked below
+    assert values == set(LIBRARY)
 
 
 def test_the_vocabularies_are_the_library_ones():
+    from drdm.batch import BatchOptions
     from drdm.io import write_displacement
-    from drdm.pipelines.core import LabelMethod
 
     ddf_formats = typing.get_args(typing.get_type_hints(write_displacement)["format"])
-    assert D.DDF_FORMATS == ddf_formats
-    assert D.LABEL_INTERPS == typing.get_args(LabelMethod)
+    label_methods = typing.get_args(typing.get_type_hints(BatchOptions)["label_interp"])
+    offered = {
+        (command, action.dest): action.choices
+        for command, parser in _commands(build_parser())
+        for action in parser._actions
+        if action.dest in ("ddf_format", "label_interp")
+    }
+    assert offered  # augment, synth, generate, diffuse
+    for (command, dest), choices in offered.items():
+        expected = ddf_formats if dest == "ddf_format" else label_methods
+        assert tuple(choices) == expected, (command, dest)
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: str = ""):

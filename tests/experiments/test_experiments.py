@@ -398,6 +398,18 @@ def test_experiment_bad_input(tmp_path, capsys):
     assert "unknown base 'warp'" in err and "multiple of 8" in err
 
 
+def test_experiment_bad_config_names_the_file_once(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: many\n")
+    base = ["experiment", "segment", "--out", str(tmp_path / "o"), "--quiet", "--config"]
+    assert main([*base, str(bad)]) == 2
+    assert main([*base, str(tmp_path / "none.yaml")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].count(str(bad)) == 1 and "steps: expected an integer" in lines[0]
+    assert lines[1].count("none.yaml") == 1 and "no such config file" in lines[1]
+
+
 def test_per_seed_means_merges_folders_and_skips_empty_masks(tmp_path):
     from drdm.experiments.report import per_seed_means
 

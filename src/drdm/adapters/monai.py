@@ -54,6 +54,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "drdm.adapters.monai needs MONAI; install it with: pip install drdm[monai]"
     ) from err
 
+from ..choices import Padding
 from ..pipelines.core import IntensityTransform
 from ..pipelines.transforms import (
     BigAugIntensity,
@@ -130,7 +131,7 @@ class DRDMDeformd(RandomizableTransform, MapTransform, InvertibleTransform):
         levels: Sequence[int] | None = None,
         prob: float = 1.0,
         mode: str | Sequence[str] | None = None,
-        padding_mode: str = "zeros",
+        padding_mode: Padding = "zeros",
         slice_axis: str | int | None = "auto",
         spacing: Sequence[float] | None = None,
         stack: str | None = None,

@@ -52,6 +52,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "drdm.adapters.torchio needs TorchIO; install it with: pip install drdm[torchio]"
     ) from err
 
+from ..choices import Padding
 from ..pipelines.transforms import (
     BigAugIntensity,
     DRDMDeform,
@@ -136,7 +137,7 @@ class DRDMFieldDeformation(tio.SpatialTransform):
         ddf: torch.Tensor | None,
         image_interpolation: str = "linear",
         label_method: str = "onehot",
-        padding: str = "zeros",
+        padding: Padding = "zeros",
         invert: bool = False,
         slice_axis: int | None = None,
         **kwargs: Any,
@@ -237,7 +238,7 @@ class RandomDRDMDeformation(RandomTransform, tio.SpatialTransform):
         slice_axis: str | int | None = "auto",
         image_interpolation: str = "linear",
         label_method: str = "onehot",
-        padding: str = "zeros",
+        padding: Padding = "zeros",
         stack: str | None = None,
         seed: int | None = None,
         batch_size: int | None = None,

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..config import Config
 from ..spatial import identity_grid
 from ._common import (
     check_images,
@@ -91,7 +92,7 @@ Pair = tuple[float, float]
 
 
 @dataclass(frozen=True)
-class BigAugConfig:
+class BigAugConfig(Config):
     """Probabilities and ranges of BigAug (see the module docstring for meaning and sources).
 
     ``probability`` applies to every transform not named in ``probabilities``

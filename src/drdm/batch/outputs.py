@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..choices import DdfFormat
 from ..errors import InputError
 from ..io import MedicalImage
 
@@ -79,7 +80,7 @@ def write_outputs(
     ddf: tuple[str, np.ndarray] | None,
     images: Sequence[tuple[str, np.ndarray]] = (),
     labels: Sequence[tuple[str, np.ndarray]] = (),
-    ddf_format: str = "nifti",
+    ddf_format: DdfFormat = "nifti",
 ) -> None:
     """Write one sample's files under ``out`` on ``like``'s grid (each atomically): the field
     ``(name, (ndim, *spatial) voxels)`` in mm (NIfTI) or voxels (``.npy``), label maps with

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..choices import DDF_FORMATS, LABEL_METHODS, DdfFormat, Engine, LabelMethod, check_choice
 from ..errors import InputError
 from ..seeding import sample_seed
 from .inputs import InputItem, LoadedInput, list_inputs, load_input, parse_slice_axis
@@ -74,8 +75,8 @@ class BatchOptions:
     model: str = "default"
     ndim: int = 2
     slice_axis: str | int = "auto"
-    label_interp: str = "onehot"
-    ddf_format: str = "nifti"
+    label_interp: LabelMethod = "onehot"
+    ddf_format: DdfFormat = "nifti"
     figure: bool = True
     progress: bool = True
     keep_going: bool = False
@@ -83,7 +84,7 @@ class BatchOptions:
     shard_index: int | None = None
     device: str = "auto"
     stride: int | None = None
-    engine: str = "auto"
+    engine: Engine = "auto"
 
 
 @dataclass
@@ -132,10 +133,8 @@ def _prepare(
     check_output_folder(options.out, "out")
     if options.frame is not None and options.frame < 0:
         raise InputError(f"frame {options.frame}: must be >= 0")
-    if options.label_interp not in ("onehot", "nearest"):
-        raise InputError(f"label_interp {options.label_interp}: expected onehot or nearest")
-    if options.ddf_format not in ("nifti", "npy"):
-        raise InputError(f"ddf_format {options.ddf_format}: expected nifti or npy")
+    check_choice("label_interp", options.label_interp, LABEL_METHODS)
+    check_choice("ddf_format", options.ddf_format, DDF_FORMATS)
     slice_axis = parse_slice_axis(options.slice_axis)
     shards, index = resolve_shards(options.shards, options.shard_index)
     device = resolve_device(options.device)
@@ -309,7 +308,7 @@ def augment_files(
             torch.Generator().manual_seed(job.seed),
             slice_axis=data.slice_axis,
             spacing=data.image.spacing,
-            label_method=options.label_interp,  # type: ignore[arg-type]
+            label_method=options.label_interp,
             intensity=stack_intensity if intensity is None else intensity,
             device=setup.device,
             then=then,
@@ -419,7 +418,7 @@ def synthesize_files(
             torch.Generator().manual_seed(job.seed),
             slice_axis=data.slice_axis,
             spacing=data.image.spacing,
-            label_method=options.label_interp,  # type: ignore[arg-type]
+            label_method=options.label_interp,
             device=setup.device,
         )
         suffix = output_suffix(job.item.image)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import DDF_FORMATS, DdfFormat, Engine, check_choice
 from ..errors import InputError
 from ..seeding import sample_generator
 from .inputs import LoadedInput, load_input, parse_slice_axis
@@ -82,7 +83,7 @@ def _run_samples(
     names: Sequence[str],
     sampler: Any,
     generator_of: Any,
-    ddf_format: str,
+    ddf_format: DdfFormat,
     device: Any,
     progress: bool,
     unit: str,
@@ -184,8 +185,7 @@ def _check_options(out: str | Path, frame: int | None, ddf_format: str) -> Path:
 
     if frame is not None and (isinstance(frame, bool) or int(frame) < 0):
         raise InputError(f"frame {frame}: must be >= 0")
-    if ddf_format not in ("nifti", "npy"):
-        raise InputError(f"ddf_format {ddf_format}: expected nifti or npy")
+    check_choice("ddf_format", ddf_format, DDF_FORMATS)
     return check_output_folder(out, "out")
 
 
@@ -201,12 +201,12 @@ def generate_file(
     frame: int | None = None,
     normalize: bool = False,
     slice_axis: str | int = "auto",
-    ddf_format: str = "nifti",
+    ddf_format: DdfFormat = "nifti",
     device: str = "auto",
     progress: bool = True,
     figure: bool = True,
     stride: int | None = None,
-    engine: str = "auto",
+    engine: Engine = "auto",
 ) -> SingleReport:
     """``n`` deformations of one image by a trained model at level ``T'`` (Algorithm 2).
 
@@ -272,7 +272,7 @@ def diffuse_file(
     frame: int | None = None,
     ndim: str | int = "auto",
     slice_axis: str | int = "auto",
-    ddf_format: str = "nifti",
+    ddf_format: DdfFormat = "nifti",
     device: str = "auto",
     progress: bool = True,
     figure: bool = True,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..choices import BATCH_METHODS
+from ..choices import BATCH_METHODS, LABEL_METHODS
 from . import _defaults as D
 from ._options import (
     add_ddf_format_argument,
@@ -88,7 +88,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_slice_axis_argument(g, "for 2D deformations of 3D volumes")
     g.add_argument(
         "--label-interp",
-        choices=D.LABEL_INTERPS,
+        choices=LABEL_METHODS,
         default=D.LABEL_INTERP,
         help="label warping: onehot (linear warp of each label's mask, arg-max; default) or "
         "nearest",

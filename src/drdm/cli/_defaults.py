@@ -3,7 +3,8 @@
 The library defines each of them in a module that imports torch, which ``drdm --help`` must
 not load (tests/cli/test_help_imports.py), so they are repeated here, once each, with the
 library name they stand for. tests/cli/test_defaults.py checks every value against the
-library, and every default of every command's options against this module.
+library, and every default of every command's options against this module. The
+vocabularies the options choose from are :mod:`drdm.choices`' (the library's own).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ STRIDE = 4
 SLICE_AXIS = "auto"
 #: ``ddf_format`` of :class:`~drdm.batch.BatchOptions` and the single-image functions
 DDF_FORMAT = "nifti"
-#: the DDF formats :func:`drdm.batch.augment_files` accepts
-DDF_FORMATS = ("nifti", "npy")
 #: ``num_steps`` (T) of :class:`drdm.diffusion.ForwardDiffusionConfig` and the packaged models
 NUM_STEPS = 80
 
@@ -36,8 +35,6 @@ METHOD = "drdm"
 #: ``ndim`` of a baseline method
 BATCH_NDIM = 2
 LABEL_INTERP = "onehot"
-#: the label warpings :func:`drdm.batch.augment_files` accepts
-LABEL_INTERPS = ("onehot", "nearest")
 #: :func:`drdm.batch.augment_files`'s ``per_level`` and ``stack``
 PER_LEVEL = 16
 STACK = "auto"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import ENGINES
+from ..choices import DDF_FORMATS, ENGINES
 from ..errors import InputError
 from . import _defaults as D
 
@@ -122,7 +122,7 @@ def add_ddf_format_argument(p: Container) -> None:
     """``--ddf-format nifti|npy``."""
     p.add_argument(
         "--ddf-format",
-        choices=D.DDF_FORMATS,
+        choices=DDF_FORMATS,
         default=D.DDF_FORMAT,
         help="nifti (default): a NIfTI displacement field in mm that SimpleITK reads as a "
         "DisplacementFieldTransform; npy: a (ndim, *spatial) float32 array in voxels",

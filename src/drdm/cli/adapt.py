@@ -79,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _inputs(entries: list[str]) -> list[str]:
-    """Expand ``.csv``/``.json`` lists to their images (:func:`drdm.io.find_pairs`; labels
-    are not needed and ignored); files and folders pass through."""
+    """Expand ``.csv``/``.json`` lists to their images
+    (:func:`drdm.batch.inputs.find_pairs`; labels are not needed and ignored); files and
+    folders pass through."""
     from ..batch.inputs import find_pairs
 
     out: list[str] = []

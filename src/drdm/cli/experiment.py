@@ -102,15 +102,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _build(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Any:
     from ..config import load_config
 
-    if args.config is not None:
-        if not args.config.is_file():
-            raise InputError(f"--config {args.config}: no such file")
-        try:
-            cfg = load_config(cls, args.config)
-        except (ValueError, TypeError) as err:
-            raise InputError(f"--config {args.config}: {err}") from None
-    else:
-        cfg = cls()
+    # load_config's InputError names the file (and the dotted key) itself
+    cfg = load_config(cls, args.config) if args.config is not None else cls()
     names = {f.name for f in dataclasses.fields(cls)}
     changes = {
         k: v for k, v in vars(args).items() if k in names and k not in skip and v is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..choices import FIELD_IMAGE_MODES, FieldImageMode, check_choice
 from ..config import Config
 
 
@@ -65,7 +66,7 @@ class ForwardDiffusionConfig(Config):
     integration: Literal["exp", "compose"] = "exp"
     squaring_steps: int = 5
     chunk_voxels: int = 2**21
-    image_mode: Literal["linear", "cubic"] = "linear"
+    image_mode: FieldImageMode = "linear"
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
@@ -92,5 +93,4 @@ class ForwardDiffusionConfig(Config):
             raise ValueError(f"chunk_voxels must be >= 1, got {self.chunk_voxels}")
         if self.perturbation < 0:
             raise ValueError(f"perturbation must be >= 0, got {self.perturbation}")
-        if self.image_mode not in ("linear", "cubic"):
-            raise ValueError(f"image_mode must be 'linear' or 'cubic', got {self.image_mode!r}")
+        check_choice("image_mode", self.image_mode, FIELD_IMAGE_MODES)

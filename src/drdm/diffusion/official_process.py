@@ -48,6 +48,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..choices import (
+    COMPOSE_PADDINGS,
+    FIELD_IMAGE_MODES,
+    ComposePadding,
+    FieldImageMode,
+    check_choice,
+)
 from ..config import Config
 from ..spatial import compose, identity_grid, sample, warp
 from .forward import ForwardFields, ForwardSample, deform_images
@@ -101,9 +108,9 @@ class OfficialProcessConfig(Config):
     cumulative_max: int = 200
     step_power: float = 0.6
     field_extent: float = 2.0
-    compose_padding: Literal["zeros", "border"] = "border"
+    compose_padding: ComposePadding = "border"
     displacement_scale: Literal["official", "geometric"] = "official"
-    image_mode: Literal["linear", "cubic"] = "cubic"
+    image_mode: FieldImageMode = "cubic"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolutions", tuple(int(r) for r in self.resolutions))
@@ -126,17 +133,13 @@ class OfficialProcessConfig(Config):
             )
         if self.field_extent < 1:
             raise ValueError(f"field_extent must be >= 1, got {self.field_extent}")
-        if self.compose_padding not in ("zeros", "border"):
-            raise ValueError(
-                f"compose_padding must be 'zeros' or 'border', got {self.compose_padding!r}"
-            )
+        check_choice("compose_padding", self.compose_padding, COMPOSE_PADDINGS)
         if self.displacement_scale not in ("official", "geometric"):
             raise ValueError(
                 "displacement_scale must be 'official' or 'geometric', "
                 f"got {self.displacement_scale!r}"
             )
-        if self.image_mode not in ("linear", "cubic"):
-            raise ValueError(f"image_mode must be 'linear' or 'cubic', got {self.image_mode!r}")
+        check_choice("image_mode", self.image_mode, FIELD_IMAGE_MODES)
 
 
 class OfficialForwardProcess:

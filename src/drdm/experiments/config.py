@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..choices import BATCH_METHODS
 from ..config import Config
 from ..errors import InputError
 from ..pipelines.registry import DEFAULT_LEVELS
@@ -132,7 +133,7 @@ class RegistrationConfig(Config):
                 raise InputError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.train_subjects < 1 or self.test_subjects < 2:
             raise InputError("need >= 1 training subject and >= 2 test subjects")
-        bad = [m for m in self.methods if m not in ("drdm", "mrbs", "elastic", "bigaug")]
+        bad = [m for m in self.methods if m not in BATCH_METHODS]
         if bad:
             raise InputError(f"unknown synthetic method(s): {', '.join(bad)}")
         if len(self.drdm_levels_aug) != len(self.drdm_levels_syn) or not self.drdm_levels_syn:

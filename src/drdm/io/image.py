@@ -93,6 +93,7 @@ from typing import Literal, NamedTuple
 import nibabel as nib
 import numpy as np
 
+from ..choices import DDF_FORMATS, DdfFormat, check_choice
 from ..errors import InputError
 from .files import IMAGE_SUFFIXES, atomic_path, image_suffix
 from .geometry import spacing_from_affine
@@ -835,7 +836,7 @@ def write_displacement(
     path: str | Path,
     ddf_voxels: np.ndarray,
     like: MedicalImage,
-    format: Literal["nifti", "npy"] = "nifti",
+    format: DdfFormat = "nifti",
 ) -> None:
     """Write a displacement field on the grid of ``like``, atomically.
 
@@ -853,12 +854,10 @@ def write_displacement(
     expected = (like.ndim, *like.shape)
     if ddf.shape != expected:
         raise ValueError(f"{path}: ddf shape {ddf.shape} does not match {expected}")
-    if format == "npy":
+    if check_choice("format", format, DDF_FORMATS) == "npy":
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, ddf.astype(np.float32))
         return
-    if format != "nifti":
-        raise ValueError(f"format must be 'nifti' or 'npy', got {format!r}")
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise ValueError(f"{path}: a NIfTI displacement field needs a .nii.gz or .nii name")
     _check_writable(like)

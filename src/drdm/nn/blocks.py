@@ -16,7 +16,7 @@ The engine can be set per network with :meth:`drdm.nn.RecursiveUNet.set_engine`.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 ConvEngine = Literal["onednn", "native"]
 #: engines a network can be switched to (:meth:`drdm.nn.RecursiveUNet.set_engine`)
-CONV_ENGINES: tuple[str, ...] = ("onednn", "native")
+CONV_ENGINES: tuple[str, ...] = get_args(ConvEngine)
 
 
 def onednn_available() -> bool:

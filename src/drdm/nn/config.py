@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+from ..choices import COMPOSE_PADDINGS, ComposePadding, check_choice
 from ..config import Config
 
 NormPlacement = Literal["all", "encoder", "none"]
 OutputUnits = Literal["image", "voxel"]
 InputStem = Literal["space_to_depth", "strided"]
-PaddingMode = Literal["zeros", "border"]
 
-_NORMS = ("all", "encoder", "none")
-_UNITS = ("image", "voxel")
-_PADDINGS = ("zeros", "border")
+_NORMS: tuple[str, ...] = get_args(NormPlacement)
+_UNITS: tuple[str, ...] = get_args(OutputUnits)
+_STEMS: tuple[str, ...] = get_args(InputStem)
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class NetworkConfig(Config):
     output_units: OutputUnits = "image"
     clamp_to_extent: bool = True
     output_init_std: float | None = 1e-5
-    warp_padding: PaddingMode = "zeros"
-    compose_padding: PaddingMode = "border"
+    warp_padding: ComposePadding = "zeros"
+    compose_padding: ComposePadding = "border"
     input_stride: int = 1
     input_stem: InputStem = "space_to_depth"
     stem_width: int = 16
@@ -113,28 +113,22 @@ class NetworkConfig(Config):
             raise ValueError(f"recursions must be >= 1, got {self.recursions}")
         if self.dilation < 1:
             raise ValueError(f"dilation must be >= 1, got {self.dilation}")
-        if self.norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}, got {self.norm!r}")
+        check_choice("norm", self.norm, _NORMS)
         if self.bottleneck_embedding not in ("multiply", "add"):
             raise ValueError(
                 "bottleneck_embedding must be 'multiply' or 'add', "
                 f"got {self.bottleneck_embedding!r}"
             )
-        if self.output_units not in _UNITS:
-            raise ValueError(f"output_units must be one of {_UNITS}, got {self.output_units!r}")
+        check_choice("output_units", self.output_units, _UNITS)
         if self.output_init_std is not None and self.output_init_std < 0:
             raise ValueError(f"output_init_std must be >= 0 or None, got {self.output_init_std}")
         if self.input_stride < 1 or self.input_stride & (self.input_stride - 1):
             raise ValueError(f"input_stride must be a power of two >= 1, got {self.input_stride}")
-        if self.input_stem not in ("space_to_depth", "strided"):
-            raise ValueError(
-                f"input_stem must be 'space_to_depth' or 'strided', got {self.input_stem!r}"
-            )
+        check_choice("input_stem", self.input_stem, _STEMS)
         if self.stem_width < 1:
             raise ValueError(f"stem_width must be >= 1, got {self.stem_width}")
         for name in ("warp_padding", "compose_padding"):
-            if getattr(self, name) not in _PADDINGS:
-                raise ValueError(f"{name} must be one of {_PADDINGS}, got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), COMPOSE_PADDINGS)
 
     @property
     def size_multiple(self) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..choices import ENGINES, Engine
+from ..choices import ENGINES, Engine, check_choice
 from .blocks import EngineConv
 from .unet import RecursiveUNet
 
@@ -63,8 +63,7 @@ def resolve_engine(engine: str, device: torch.device, dtype: torch.dtype) -> str
     ``"onnxruntime"`` where it cannot run raises ``ValueError`` (not installed, not CPU, not
     float32).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    check_choice("engine", engine, ENGINES)
     applies = torch.device(device).type == "cpu" and dtype == torch.float32
     if engine == "auto":
         return "onnxruntime" if applies and onnxruntime_available() else "torch"

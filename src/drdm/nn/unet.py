@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..choices import check_choice
 from ..spatial import compose, warp
 from .blocks import (
     CONV_ENGINES,
@@ -132,8 +133,7 @@ class RecursiveUNet(nn.Module):
     def set_engine(self, engine: ConvEngine) -> RecursiveUNet:
         """Choose how convolutions run: ``"onednn"`` (default: oneDNN on CPU float32, see
         :mod:`drdm.nn.blocks`) or ``"native"`` (PyTorch's own dispatch). Returns ``self``."""
-        if engine not in CONV_ENGINES:
-            raise ValueError(f"engine must be one of {CONV_ENGINES}, got {engine!r}")
+        check_choice("engine", engine, CONV_ENGINES)
         for module in self.modules():
             if isinstance(module, EngineConv):
                 module.engine = engine

@@ -30,17 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..choices import IMAGE_MODES, LABEL_METHODS, ImageMode, LabelMethod, Padding, check_choice
 from ..errors import InputError
 from ..io.geometry import auto_slice_axis
 from ..seeding import fresh_generator
 from ..spatial import (
-    Padding,
     check_slice_axis,
     compose,
     field_to_slices,
@@ -69,11 +69,6 @@ __all__ = [
 ]
 
 SliceAxis = Literal["auto"] | int | None
-LabelMethod = Literal["onehot", "nearest"]
-#: image interpolations of the pipelines (:func:`drdm.spatial.sample` documents the kernels);
-#: ``Padding`` is :data:`drdm.spatial.Padding` (``"zeros"``, ``"border"``, ``"reflection"``)
-ImageMode = Literal["linear", "cubic", "lanczos", "gaussian"]
-IMAGE_MODES: tuple[str, ...] = get_args(ImageMode)
 
 
 @runtime_checkable
@@ -451,10 +446,8 @@ def warp_tensors(
     """One warp of ``image`` ``(C, *spatial)`` and of each ``(L, *spatial)`` label map
     (:func:`~drdm.spatial.warp_label_maps`); with ``slice_axis`` (a slice-wise ``ddf``) slice
     by slice, exactly in-plane (no through-plane blending)."""
-    if interpolation not in IMAGE_MODES:
-        raise ValueError(f"interpolation must be one of {IMAGE_MODES}, got {interpolation!r}")
-    if label_method not in ("onehot", "nearest"):
-        raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
+    check_choice("interpolation", interpolation, IMAGE_MODES)
+    check_choice("label_method", label_method, LABEL_METHODS)
     axis = check_slice_axis(ddf, slice_axis)
     out_image = None
     if image is not None and axis is not None:

@@ -45,12 +45,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..choices import (
+    IMAGE_MODES,
+    LABEL_METHODS,
+    ImageMode,
+    LabelMethod,
+    Padding,
+    check_choice,
+)
 from ..errors import InputError
 from ..seeding import PerProcessGenerator
 from ..spatial import (
@@ -66,10 +74,7 @@ from ..spatial import (
 from .core import (
     DRDMSampler,
     FieldSampler,
-    ImageMode,
     IntensityTransform,
-    LabelMethod,
-    Padding,
     SliceAxis,
     apply_intensity,
     image_tensor,
@@ -105,19 +110,16 @@ __all__ = [
 ]
 
 Layout = Literal["auto", "spatial", "channel_first", "batch"]
-LAYOUTS = ("auto", "spatial", "channel_first", "batch")
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 
 #: drdm's, MONAI's and TorchIO's interpolation names -> drdm's image modes. Every kernel is
 #: drdm's own (:func:`drdm.spatial.sample`); the one name that is no warp kernel, MONAI's
 #: ``"area"``, is a substitute (:data:`_SUBSTITUTES`), which a warning announces.
 _IMAGE_MODES = {
-    "linear": "linear",
+    **{mode: mode for mode in IMAGE_MODES},
     "bilinear": "linear",
     "trilinear": "linear",
-    "cubic": "cubic",
     "bicubic": "cubic",
-    "lanczos": "lanczos",
-    "gaussian": "gaussian",
     "area": "linear",
 }
 #: image modes accepted under another kernel, with the one-line warning that says so
@@ -127,7 +129,7 @@ _SUBSTITUTES = {
         "nothing to average in a warp onto the same grid: drdm warps with 'linear' instead"
     ),
 }
-_LABEL_MODES = {"onehot": "onehot", "nearest": "nearest", "bilinear": "onehot", "linear": "onehot"}
+_LABEL_MODES = {**{m: m for m in LABEL_METHODS}, "bilinear": "onehot", "linear": "onehot"}
 
 
 Array = np.ndarray | Tensor
@@ -321,15 +323,11 @@ class DRDMDeform(PerProcessGenerator):
         self.label_keys = tuple(label_keys)
         self.slice_axis = slice_axis
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        if label_method not in ("onehot", "nearest"):
-            raise ValueError(f"label_method must be 'onehot' or 'nearest', got {label_method!r}")
-        self.label_method = label_method
+        self.label_method = check_choice("label_method", label_method, LABEL_METHODS)
         self.interpolation = _image_mode(interpolation)
         self.padding = check_padding(padding)
         self.intensity = intensity
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        self.layout = layout
+        self.layout = check_choice("layout", layout, LAYOUTS)
         self.seed = seed
         self.ddf_key = ddf_key
         self.bank_key = bank_key
@@ -685,7 +683,7 @@ def warp_channels(
     integral = not x.is_floating_point() or bool((x == x.round()).all())
     field = ddf.to(x.device)
     axis = check_slice_axis(field, slice_axis)
-    if mode in ("onehot", "nearest") and integral:
+    if mode in LABEL_METHODS and integral:
         lab = _warp_label(x.to(torch.int64), field, _label_mode(mode, "input"), padding, axis)
         return lab.to(x.dtype)
     xf = x if x.is_floating_point() else x.float()
@@ -703,8 +701,7 @@ def warp_channels(
 
 
 def _image_mode(mode: str) -> ImageMode:
-    if mode not in _IMAGE_MODES:
-        raise ValueError(f"image interpolation must be one of {sorted(_IMAGE_MODES)}, got {mode!r}")
+    check_choice("image interpolation", mode, tuple(sorted(_IMAGE_MODES)))
     if mode in _SUBSTITUTES:
         warnings.warn(_SUBSTITUTES[mode], UserWarning, stacklevel=3)
     return _IMAGE_MODES[mode]  # type: ignore[return-value]
@@ -763,8 +760,7 @@ class BigAugIntensity(PerProcessGenerator):
 
         if isinstance(keys, str):
             raise TypeError("keys must be a sequence of strings, not a string")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        check_choice("layout", layout, LAYOUTS)
         self.keys = tuple(keys)
         self.slice_axis = slice_axis
         self.layout = layout

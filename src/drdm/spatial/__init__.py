@@ -17,21 +17,13 @@ Conventions (used throughout ``drdm``):
   that axis as ``slice_axis`` (the code that made the field knows it; nothing infers it).
 """
 
+from ..choices import INTERP_MODES, PADDINGS, InterpMode, Padding
 from ._field import compose, integrate, resize_ddf
 from ._grid import identity_grid
 from ._invert import InversionReport, invert_field, invert_field_report
 from ._jacobian import MagnitudeStats, fold_ratio, jacobian_det, magnitude_stats, spatial_gradient
 from ._labels import warp_label_maps, warp_labels_onehot
-from ._sample import (
-    INTERP_MODES,
-    PADDINGS,
-    InterpMode,
-    Padding,
-    check_padding,
-    sample,
-    warp,
-    warp_labels,
-)
+from ._sample import check_padding, sample, warp, warp_labels
 from ._separable import interpolation_matrix, resample_separable
 from ._slices import check_slice_axis, field_to_slices, from_slices, slices_to_field, to_slices
 from ._smooth import gaussian_kernel, smooth, smoothing_gain, smoothing_matrix

@@ -8,8 +8,9 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..choices import Padding
 from ._grid import check_field
-from ._sample import Padding, warp
+from ._sample import warp
 
 
 def compose(a: Tensor, b: Tensor, padding: Padding = "border") -> Tensor:

@@ -14,13 +14,13 @@ whatever the number of labels.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ..choices import LabelMethod, Padding
 from ._grid import check_field, identity_grid
-from ._sample import Padding, check_padding, reflect, warp_labels
+from ._sample import check_padding, reflect, warp_labels
 from ._slices import check_slice_axis, field_to_slices, from_slices, to_slices
 
 __all__ = ["warp_label_maps", "warp_labels_onehot"]
@@ -38,7 +38,7 @@ _FEW_LABELS = 16
 def warp_label_maps(
     labels: Tensor,
     ddf: Tensor,
-    method: Literal["onehot", "nearest"] = "onehot",
+    method: LabelMethod = "onehot",
     padding: Padding = "zeros",
     slice_axis: int | None = None,
 ) -> Tensor:

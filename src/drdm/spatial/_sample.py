@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..choices import (
+    INTERP_MODES,
+    LABEL_METHODS,
+    PADDINGS,
+    InterpMode,
+    LabelMethod,
+    Padding,
+    check_choice,
+)
 from ._grid import check_field, identity_grid, voxel_to_grid_sample
-
-InterpMode = Literal["linear", "cubic", "lanczos", "gaussian", "nearest"]
-Padding = Literal["zeros", "border", "reflection"]
-
-#: the interpolation modes of :func:`sample` / :func:`warp`, derived from ``InterpMode``
-INTERP_MODES: tuple[str, ...] = get_args(InterpMode)
-#: the paddings of :func:`sample` / :func:`warp` / :func:`warp_labels`, from ``Padding``
-PADDINGS: tuple[str, ...] = get_args(Padding)
 
 #: ``grid_sample``'s names for the modes it implements (the others go through the gather path)
 _TORCH_MODES = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}
@@ -36,17 +36,14 @@ GAUSSIAN_CUTOFF = 4.0
 
 
 def _check_options(mode: str, padding: str) -> None:
-    if mode not in INTERP_MODES:
-        raise ValueError(f"mode must be one of {INTERP_MODES}, got {mode!r}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    check_choice("mode", mode, INTERP_MODES)
+    check_padding(padding)
 
 
-def check_padding(padding: str, what: str = "padding") -> str:
-    """``padding`` if it is one of :data:`PADDINGS`, else a ``ValueError`` naming ``what``."""
-    if padding not in PADDINGS:
-        raise ValueError(f"{what} must be one of {PADDINGS}, got {padding!r}")
-    return padding
+def check_padding(padding: str, what: str = "padding") -> Padding:
+    """``padding`` if it is one of :data:`~drdm.choices.PADDINGS`, else an ``InputError`` (a
+    ``ValueError``) naming ``what``."""
+    return check_choice(what, padding, PADDINGS)  # type: ignore[return-value]
 
 
 def reflect(index: Tensor, size: int) -> Tensor:
@@ -290,7 +287,7 @@ def warp(
 def warp_labels(
     labels: Tensor,
     ddf: Tensor,
-    method: Literal["onehot", "nearest"] = "onehot",
+    method: LabelMethod = "onehot",
     padding: Padding = "zeros",
     chunk: int = 8,
 ) -> Tensor:
@@ -316,8 +313,7 @@ def warp_labels(
             f"labels must be (B, 1, *spatial) on the grid of ddf {tuple(ddf.shape)}, "
             f"got {tuple(labels.shape)}"
         )
-    if method not in ("onehot", "nearest"):
-        raise ValueError(f"method must be 'onehot' or 'nearest', got {method!r}")
+    check_choice("method", method, LABEL_METHODS)
     dtype = ddf.dtype if ddf.is_floating_point() else torch.float32
     grid = identity_grid(ddf.shape[2:], device=ddf.device, dtype=dtype).unsqueeze(0) + ddf
     if method == "nearest":

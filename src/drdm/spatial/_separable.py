@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._sample import InterpMode, _cubic_weights
+from ..choices import InterpMode
+from ._sample import _cubic_weights
 
 
 def interpolation_matrix(positions: Tensor, size: int, mode: InterpMode = "linear") -> Tensor:

@@ -30,11 +30,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from ..config import from_dict, to_dict
+from ..config import Config
 from ..errors import InputError
 from ..io.files import atomic_path, atomic_write, file_sha256
 from .config import AugmentConfig, DataConfig, OptimConfig, OutputConfig, TrainConfig
@@ -45,7 +44,7 @@ __all__ = ["AdaptConfig", "AdaptReport", "adapt", "split_holdout"]
 
 
 @dataclass(frozen=True)
-class AdaptConfig:
+class AdaptConfig(Config):
     """Settings of :func:`adapt` (stored in the adapted model's card).
 
     Attributes:
@@ -94,15 +93,6 @@ class AdaptConfig:
             raise ValueError(f"eval_draws must be >= 1, got {self.eval_draws}")
         if self.lambda_reg is not None and self.lambda_reg < 0:
             raise ValueError(f"lambda_reg must be >= 0, got {self.lambda_reg}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-serialisable dict."""
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdaptConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        return from_dict(cls, data)
 
 
 @dataclass
