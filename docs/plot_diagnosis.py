@@ -29,6 +29,11 @@ def main() -> None:
     parser.add_argument("--curve", action="append", default=[], help="LABEL=diagnose JSON")
     parser.add_argument("--run", action="append", default=[], help="LABEL=train run folder")
     parser.add_argument("--band", default="21-40")
+    parser.add_argument("--target", type=float, default=0.6, help="dotted line: the goal U")
+    parser.add_argument("--target-label", default="gate U = 0.6")
+    parser.add_argument(
+        "--title", default="Issue 17 diagnosis: U on held-out forward draws against CPU time"
+    )
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for spec in args.curve:
@@ -54,10 +59,10 @@ def main() -> None:
         ]
         ax.plot(xs, [float(r[f"U_{args.band}"]) for r in rows], marker="o", label=label)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.axhline(0.6, color="red", lw=0.8, ls=":", label="gate U = 0.6")
+    ax.axhline(args.target, color="red", lw=0.8, ls=":", label=args.target_label)
     ax.set_xlabel("CPU minutes (one thread)")
     ax.set_ylabel("U (unrecovered fraction)")
-    ax.set_title("Issue 17 diagnosis: U on held-out forward draws against CPU time", fontsize=9)
+    ax.set_title(args.title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
