@@ -156,3 +156,12 @@ def test_atomic_outputs_have_plain_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_output_folder_errors_name_the_flag(tmp_path, capsys):
+    """The library's output check names what the caller calls the path: the CLI's ``--out``."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "sub")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--out" in err and str(blocker) in err

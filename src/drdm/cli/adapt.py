@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
     from ..training.adapt import AdaptConfig, adapt
 
     apply_threads(args.threads)
-    check_output_folder(args.out)
+    check_output_folder(args.out, "--out")
     try:
         config = AdaptConfig(
             init=args.init,

@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.size_2d < 16 or args.size_3d < 16:
         raise InputError("--size-2d and --size-3d must be at least 16")
-    check_output_folder(args.out)
+    check_output_folder(args.out, "--out")
     start = time.perf_counter()
     print(f"drdm demo: built-in phantoms -> {args.out}/")
     image2, label2 = _write_phantom(

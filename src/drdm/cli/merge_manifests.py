@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
         if len(args.sources) != 1 or not folders:
             raise InputError("--out is needed unless a single run folder is given")
         out = folders[0] / "manifest.csv"
-    check_output_file(out)
+    check_output_file(out, "--out")
     if out.resolve() in {p.resolve() for p in paths}:
         raise InputError(f"--out {out}: is one of the manifests to merge")
     columns, rows = merge_manifests(paths)

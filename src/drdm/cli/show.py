@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: the figure is written as PNG (use a .png name)")
     from ..io import check_output_file
 
-    check_output_file(out)
+    check_output_file(out, "--out")
     rows = rows_from_manifest(args.manifest, max_rows=args.max_rows)
     overview_figure(rows, out, max_rows=args.max_rows)
     print(f"drdm show: {len(rows)} sample(s) -> {out}")

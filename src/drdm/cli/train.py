@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> None:
     from ..io import check_output_folder
 
     if args.out is not None:  # before reading the data sources
-        check_output_folder(args.out)
+        check_output_folder(args.out, "--out")
     config = load_train_config(args.config)
     base_dir = args.config.resolve().parent
-    check_output_folder(args.out if args.out is not None else base_dir / config.output.dir)
+    if args.out is None:
+        check_output_folder(base_dir / config.output.dir, "output.dir")
     try:
         train(
             config,
