@@ -28,6 +28,7 @@ VOCABULARIES = {
     "Padding": ("PADDINGS",),
     "ComposePadding": ("COMPOSE_PADDINGS",),
     "LabelMethod": ("LABEL_METHODS",),
+    "LrSchedule": ("LR_SCHEDULES",),
     "DdfFormat": ("DDF_FORMATS",),
 }
 

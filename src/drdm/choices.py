@@ -24,6 +24,7 @@ __all__ = [
     "IMAGE_MODES",
     "INTERP_MODES",
     "LABEL_METHODS",
+    "LR_SCHEDULES",
     "METHODS",
     "PADDINGS",
     "STACKS",
@@ -34,6 +35,7 @@ __all__ = [
     "ImageMode",
     "InterpMode",
     "LabelMethod",
+    "LrSchedule",
     "Method",
     "Padding",
     "Stack",
@@ -80,6 +82,11 @@ LABEL_METHODS: tuple[str, ...] = get_args(LabelMethod)
 #: displacement-field files: ``"nifti"`` (millimetres) or ``"npy"`` (voxels)
 DdfFormat = Literal["nifti", "npy"]
 DDF_FORMATS: tuple[str, ...] = get_args(DdfFormat)
+
+#: learning rate over a training run (:func:`drdm.training.config.learning_rate`):
+#: ``"constant"`` or ``"cosine"`` (half a cosine from ``lr`` down to ``lr_min``)
+LrSchedule = Literal["constant", "cosine"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 
 
 def check_choice(name: str, value: S, choices: tuple[str, ...]) -> S:

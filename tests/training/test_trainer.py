@@ -19,6 +19,7 @@ from drdm.config import to_dict
 from drdm.errors import InputError
 from drdm.training import (
     AugmentConfig,
+    OptimConfig,
     TrainConfig,
     augment_batch,
     build_training_data,
@@ -27,6 +28,7 @@ from drdm.training import (
     tensors_sha256,
     train,
 )
+from drdm.training.config import learning_rate
 from drdm.training.data import auto_slice_axis, fit_to_size, normalise_intensity
 from drdm.training.state import list_checkpoints, load_checkpoint
 
@@ -252,8 +254,11 @@ def test_few_steps_checkpoints_and_export(tmp_path):
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
 
-def test_resume_is_bit_identical(tmp_path):
-    config = _smoke(optim__steps=6, output__checkpoint_every=3)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_bit_identical(tmp_path, schedule):
+    config = _smoke(
+        optim__steps=6, optim__lr_schedule=schedule, optim__lr_min=0.0, output__checkpoint_every=3
+    )
     full = train(config, base_dir=CONFIGS, out_dir=tmp_path / "full", quiet=True, device="cpu")
 
     part = train(
@@ -285,9 +290,33 @@ def test_resume_is_bit_identical(tmp_path):
     rows_part = [r.split(",")[:6] for r in (tmp_path / "part" / "loss.csv").read_text().split()]
     assert rows_full == rows_part
 
-    changed = _smoke(optim__steps=6, optim__lr=1e-3)
+    changed = _smoke(optim__steps=6, optim__lr_schedule=schedule, optim__lr=1e-3)
     with pytest.raises(InputError, match="optim.lr"):
         train(changed, base_dir=CONFIGS, out_dir=tmp_path / "part", resume=True, quiet=True)
+    # the checkpoint's optimiser holds the rate of its last step under the schedule
+    state = json.loads(
+        (list_checkpoints(tmp_path / "part" / "checkpoints")[-1] / "state.json").read_text()
+    )
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        learning_rate(config.optim, 6)
+    )
+
+
+def test_cosine_learning_rate():
+    optim = OptimConfig(steps=101, lr=3e-4, lr_schedule="cosine", lr_min=1e-5)
+    rates = [learning_rate(optim, s) for s in range(1, 111)]
+    assert rates[0] == pytest.approx(3e-4) and rates[100] == pytest.approx(1e-5)
+    assert rates[50] == pytest.approx((3e-4 + 1e-5) / 2)  # half way down at half the run
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] == pytest.approx(1e-5)  # past the end: lr_min
+    constant = OptimConfig(steps=10, lr=3e-4)
+    assert {learning_rate(constant, s) for s in range(1, 20)} == {3e-4}
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        OptimConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_min must be in"):
+        OptimConfig(lr=1e-4, lr_schedule="cosine", lr_min=1e-3)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        learning_rate(optim, 0)
 
 
 def test_file_fraction_sampling():

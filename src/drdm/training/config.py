@@ -23,11 +23,13 @@ Every field has a default, so a config file only lists what differs. ``network.n
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from ..choices import LR_SCHEDULES, LrSchedule, check_choice
 from ..config import Config, from_dict, load_config, save_config
 from ..diffusion import ForwardDiffusionConfig
 from ..errors import InputError
@@ -42,6 +44,7 @@ __all__ = [
     "OutputConfig",
     "PhantomConfig",
     "TrainConfig",
+    "learning_rate",
     "load_train_config",
     "save_train_config",
 ]
@@ -191,7 +194,13 @@ class OptimConfig(Config):
         steps: total number of optimiser steps of the run.
         batch_size: images per step, summed over all processes of a distributed run (each of
             ``W`` processes takes ``batch_size / W``; must divide evenly).
-        lr: Adam learning rate (paper: 1e-4), constant.
+        lr: Adam learning rate (paper: 1e-4, constant); with ``lr_schedule: cosine`` the rate
+            of the first step.
+        lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: half a cosine from ``lr`` at
+            step 1 down to ``lr_min`` at step ``steps`` (:func:`learning_rate`). The rate is a
+            function of the step alone, so a resumed run follows the same schedule; changing
+            ``steps`` on resume stretches what is left of it.
+        lr_min: the last rate of the cosine schedule (ignored when constant).
         betas: Adam's ``(beta1, beta2)``.
         eps: Adam's epsilon.
         weight_decay: L2 weight decay of Adam (0: none).
@@ -203,6 +212,8 @@ class OptimConfig(Config):
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: LrSchedule = "constant"
+    lr_min: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -219,6 +230,9 @@ class OptimConfig(Config):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0 <= self.lr_min <= self.lr:
+            raise ValueError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if not self.eps > 0:
@@ -227,6 +241,20 @@ class OptimConfig(Config):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+
+
+def learning_rate(optim: OptimConfig, step: int) -> float:
+    """The Adam rate of optimiser step ``step`` (1-based) under ``optim.lr_schedule``.
+
+    ``"cosine"``: ``lr_min + (lr - lr_min) * (1 + cos(pi * (step - 1) / (steps - 1))) / 2``,
+    so ``lr`` at step 1 and ``lr_min`` at step ``steps``; steps past ``steps`` keep ``lr_min``.
+    """
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    if optim.lr_schedule == "constant" or optim.steps == 1:
+        return optim.lr
+    progress = min(1.0, (step - 1) / (optim.steps - 1))
+    return optim.lr_min + (optim.lr - optim.lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)

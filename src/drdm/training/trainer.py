@@ -51,7 +51,7 @@ from ..losses import drdm_loss
 from ..nn import RecursiveUNet
 from ..seeding import stream_seed
 from .augment import augment_batch
-from .config import TrainConfig, save_train_config
+from .config import TrainConfig, learning_rate, save_train_config
 from .data import TrainingData, build_training_data, draw_indices
 from .distill import DistillPool, TeacherTargets, distill_loss, downsample
 from .distill_setup import calibrated_teacher, distill_pool, resolve_teacher
@@ -635,6 +635,9 @@ def _set_up(
 def _one_step(run: _Run, step: int, last_ckpt: Path | None) -> dict[str, float]:
     """One optimiser step of Algorithm 1; returns its loss row (:func:`loss_row`)."""
     t0 = time.perf_counter()
+    rate = learning_rate(run.config.optim, step)
+    for group in run.state.optimizer.param_groups:
+        group["lr"] = rate
     total_loss, values = _step_losses(
         run.net, run.process, run.data, run.images, run.config, run.local_batch, run.ctx, run.state
     )
