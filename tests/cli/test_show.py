@@ -92,6 +92,16 @@ def test_show_command_writes_png(augment_run, tmp_path):
     assert (augment_run / "overview.png").is_file()
 
 
+def test_show_errors_name_the_flag_only_when_given(augment_run, tmp_path, capsys):
+    (augment_run / "overview.png").unlink(missing_ok=True)
+    (augment_run / "overview.png").mkdir()  # the default output is taken by a folder
+    assert main(["show", str(augment_run)]) == 2
+    assert "the default output " in capsys.readouterr().err
+    (tmp_path / "taken.png").mkdir()
+    assert main(["show", str(augment_run), "--out", str(tmp_path / "taken.png")]) == 2
+    assert f"--out {tmp_path / 'taken.png'}: is a folder" in capsys.readouterr().err
+
+
 def test_rows_and_figure_content(augment_run):
     rows = rows_from_manifest(augment_run)
     assert len(rows) == 3

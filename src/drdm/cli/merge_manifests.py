@@ -78,9 +78,11 @@ def run(args: argparse.Namespace) -> None:
         if len(args.sources) != 1 or not folders:
             raise InputError("--out is needed unless a single run folder is given")
         out = folders[0] / "manifest.csv"
-    check_output_file(out, "--out")
+    # errors name the flag only when the user gave the path
+    name = "--out" if args.out is not None else "the default output"
+    check_output_file(out, name)
     if out.resolve() in {p.resolve() for p in paths}:
-        raise InputError(f"--out {out}: is one of the manifests to merge")
+        raise InputError(f"{name} {out}: is one of the manifests to merge")
     columns, rows = merge_manifests(paths)
     write_manifest(out, columns, rows)
     print(f"{out}: {len(rows)} rows from {len(paths)} manifest(s)")

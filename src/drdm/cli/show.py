@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-rows {args.max_rows}: must be >= 1")
     manifests = find_manifests(args.manifest)
     out = args.out if args.out is not None else manifests[0].parent / "overview.png"
+    # errors name the flag only when the user gave the path
+    name = "--out" if args.out is not None else "the default output"
     if out.suffix.lower() != ".png":
-        raise InputError(f"--out {out}: the figure is written as PNG (use a .png name)")
+        raise InputError(f"{name} {out}: the figure is written as PNG (use a .png name)")
     from ..io import check_output_file
 
-    check_output_file(out, "--out")
+    check_output_file(out, name)
     rows = rows_from_manifest(args.manifest, max_rows=args.max_rows)
     overview_figure(rows, out, max_rows=args.max_rows)
     print(f"drdm show: {len(rows)} sample(s) -> {out}")
