@@ -8,6 +8,8 @@ curves saved as JSON, and ``recovery.csv`` of ``drdm train`` runs with a monitor
 A ``--run`` folder's U comes from its ``recovery.csv`` (the band 21-40 is drawn; ``--band``
 picks another) and its CPU time from the same file's ``cpu_seconds`` or, for rows without
 it, from ``loss.csv`` (the trainer's seconds per step, wall time of a one-thread process).
+``--run "LABEL=FOLDER@MINUTES"`` shifts a run that continues another (``init_from``) to start
+at that CPU minute.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def main() -> None:
         ax.plot(xs, [p["U"][0] for p in curve], marker=".", label=label)
     for spec in args.run:
         label, folder = spec.rsplit("=", 1)
-        with open(Path(folder) / "loss.csv", newline="") as f:
-            seconds = {int(float(r["step"])): float(r["seconds"]) for r in csv.DictReader(f)}
+        folder, _, start = folder.partition("@")
+        offset = float(start) if start else 0.0
+        seconds: dict[int, float] = {}
+        if (Path(folder) / "loss.csv").is_file():  # archived runs keep recovery.csv alone
+            with open(Path(folder) / "loss.csv", newline="") as f:
+                seconds = {int(float(r["step"])): float(r["seconds"]) for r in csv.DictReader(f)}
         with open(Path(folder) / "recovery.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         if any(r.get("cpu_seconds") for r in rows):  # rows logged before CPU time was kept
@@ -52,9 +58,9 @@ def main() -> None:
         # the run's CPU seconds where the monitor logged them, else the trainer's seconds per
         # step (wall time of a one-thread process) summed up to that step
         xs = [
-            float(r["cpu_seconds"]) / 60
+            offset + float(r["cpu_seconds"]) / 60
             if r.get("cpu_seconds")
-            else sum(s for k, s in seconds.items() if k <= int(float(r["step"]))) / 60
+            else offset + sum(s for k, s in seconds.items() if k <= int(float(r["step"]))) / 60
             for r in rows
         ]
         ax.plot(xs, [float(r[f"U_{args.band}"]) for r in rows], marker="o", label=label)

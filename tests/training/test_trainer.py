@@ -300,6 +300,9 @@ def test_resume_is_bit_identical(tmp_path, schedule):
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
         learning_rate(config.optim, 6)
     )
+    # the exported model's card records a schedule that is not the paper's constant rate
+    extra = json.loads((tmp_path / "part" / "model" / "config.json").read_text())["extra"]
+    assert ("lr_schedule" in extra["training"]) == (schedule == "cosine")
 
 
 def test_cosine_learning_rate():

@@ -200,6 +200,9 @@ def _model_card(
         "world_size": int(world_size),
         "drdm_version": __version__,
     }
+    if config.optim.lr_schedule != "constant":
+        training["lr_schedule"] = config.optim.lr_schedule
+        training["lr_min"] = float(config.optim.lr_min)
     if config.init_from is not None:
         training["init_from"] = config.init_from
     if distill_card is not None:
