@@ -58,9 +58,13 @@ def main() -> None:
         # the run's CPU seconds where the monitor logged them, else the trainer's seconds per
         # step (wall time of a one-thread process) summed up to that step
         xs = [
-            offset + float(r["cpu_seconds"]) / 60
-            if r.get("cpu_seconds")
-            else offset + sum(s for k, s in seconds.items() if k <= int(float(r["step"]))) / 60
+            offset
+            + (
+                float(r["cpu_seconds"])
+                if r.get("cpu_seconds")
+                else sum(s for k, s in seconds.items() if k <= int(float(r["step"])))
+            )
+            / 60
             for r in rows
         ]
         ax.plot(xs, [float(r[f"U_{args.band}"]) for r in rows], marker="o", label=label)

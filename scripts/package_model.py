@@ -6,22 +6,20 @@
         --machine "2-vCPU x86_64, torch 2.13.0 CPU, 1 thread" \
         --lineage "gate-mnms-2d step 5100 -> default-2d-from-gate step 15000 -> ..."
 
-The weights are copied byte for byte and checked against the SHA-256 the folder's
-``config.json`` records; the folder must load with ``DRDM.from_pretrained``. Both files are
-written to temporary names and renamed, so an interrupted run leaves the old model in place.
+The folder must load with ``DRDM.from_pretrained`` (which checks the weights against the
+SHA-256 its ``config.json`` records); the weights are copied byte for byte. Both files are
+written through ``drdm.io.files.atomic_write``, so an interrupted run leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 from drdm.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from drdm.io.files import atomic_write
 from drdm.model import DRDM
 from drdm.pretrained import PRETRAINED_NAMES, pretrained_dir
 
@@ -40,12 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"{path}: not found (expected a model folder)", file=sys.stderr)
             return 2
+    DRDM.from_pretrained(args.source)  # must load as it is (weights checked by SHA-256)
     meta = json.loads(config_path.read_text())
-    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-    if digest != meta.get("weights_sha256"):
-        print(f"{weights_path}: SHA-256 differs from {config_path}", file=sys.stderr)
-        return 2
-    DRDM.from_pretrained(args.source)  # must load as it is
 
     training = dict(meta.get("extra", {}).get("training", {}))
     training["config"] = args.config
@@ -56,11 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     target = pretrained_dir(args.name)
     target.mkdir(parents=True, exist_ok=True)
-    tmp_weights, tmp_config = target / (WEIGHTS_NAME + ".tmp"), target / (CONFIG_NAME + ".tmp")
-    shutil.copyfile(weights_path, tmp_weights)
-    tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_weights, target / WEIGHTS_NAME)
-    os.replace(tmp_config, target / CONFIG_NAME)
+    atomic_write(target / WEIGHTS_NAME, weights_path.read_bytes())
+    atomic_write(target / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     loaded = DRDM.from_pretrained(args.name)
     print(f"{args.name}: {target} ({sum(p.numel() for p in loaded.network.parameters())} params)")
     return 0

@@ -42,6 +42,12 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
+def output_name(given: Path | None) -> str:
+    """How errors name an output path: ``"--out"`` when the user gave it, else
+    ``"the default output"`` (a path the command derived)."""
+    return "--out" if given is not None else "the default output"
+
+
 def add_threads_argument(
     p: Container,
     help: str = "CPU threads (default: torch's choice)",  # noqa: A002 (argparse's name)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
-from ._options import output_path
+from ._options import output_name, output_path
 
 _SHARD = re.compile(r"^manifest-shard(\d+)of(\d+)\.csv$")
 
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> None:
         if len(args.sources) != 1 or not folders:
             raise InputError("--out is needed unless a single run folder is given")
         out = folders[0] / "manifest.csv"
-    # errors name the flag only when the user gave the path
-    name = "--out" if args.out is not None else "the default output"
+    name = output_name(args.out)
     check_output_file(out, name)
     if out.resolve() in {p.resolve() for p in paths}:
         raise InputError(f"{name} {out}: is one of the manifests to merge")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import _defaults as D
-from ._options import output_path
+from ._options import output_name, output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-rows {args.max_rows}: must be >= 1")
     manifests = find_manifests(args.manifest)
     out = args.out if args.out is not None else manifests[0].parent / "overview.png"
-    # errors name the flag only when the user gave the path
-    name = "--out" if args.out is not None else "the default output"
+    name = output_name(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"{name} {out}: the figure is written as PNG (use a .png name)")
     from ..io import check_output_file
